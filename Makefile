@@ -1,0 +1,51 @@
+# ShopML: the README's commands. `make demo` and `make test` each set up .venv from the
+# committed lock file first, so a fresh clone needs nothing installed by hand.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The stamp changes whenever the lock or the project metadata does, forcing a reinstall.
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+DEMO_SNAPSHOT ?= .shopml/snapshots/demo
+
+.PHONY: setup demo test lint typecheck unit format lock bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; ShopML needs Python 3.11 (set PYTHON=...)"; exit 2; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+setup: $(STAMP)  ## create .venv and install the locked dependencies
+
+demo: setup  ## generate the default shop and describe it
+	$(BIN)/shopml data generate --out $(DEMO_SNAPSHOT) --overwrite
+	$(BIN)/shopml data describe $(DEMO_SNAPSHOT)
+
+test: lint typecheck unit  ## everything CI runs
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock:  ## re-resolve requirements.lock from pyproject.toml (needs .venv for uv)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu --no-header --annotation-style line -o requirements.lock
+
+bench: setup  ## the generator benchmark (writes benchmarks/results/generator.json)
+	$(BIN)/python benchmarks/bench_generator.py
+
+clean:
+	rm -rf $(VENV) .shopml .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,300 @@
+"""The ``shopml`` command line. Commands are thin: parse options, call a step, print.
+
+Errors a user can cause (bad input, bad settings) print one message and exit with
+code 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from pipelines import __version__
+from pipelines.errors import ShopMLError
+from pipelines.settings import load_settings
+
+app = typer.Typer(
+    help="ShopML: Airflow-orchestrated search and recommendation for shops.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Create, import and inspect data snapshots.", no_args_is_help=True)
+import_app = typer.Typer(help="Import real shop data into a snapshot.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+data_app.add_typer(import_app, name="import")
+
+out_console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(func: F) -> F:
+    """Turn :class:`ShopMLError` into one red line on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ShopMLError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"shopml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug log lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("great_expectations", "alembic", "urllib3", "botocore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _default_out(name: str) -> Path:
+    return load_settings().snapshots_dir / name
+
+
+def _print_snapshot(
+    kind: str, path: Path, snapshot_id: str, rows: dict[str, int], notes: tuple[str, ...] = ()
+) -> None:
+    out_console.print(f"[bold green]{kind}[/] snapshot [bold]{snapshot_id[:12]}[/] at {path}")
+    out_console.print("  " + ", ".join(f"{n}: {r:,}" for n, r in rows.items()))
+    for note in notes:
+        out_console.print(f"  note: {note}", highlight=False)
+
+
+@app.command("config")
+@reports_errors
+def config_cmd() -> None:
+    """Print the settings in effect (SHOPML_ENV, SHOPML_HOME, service URIs)."""
+    table = Table("setting", "value", box=None)
+    for key, value in load_settings().describe().items():
+        table.add_row(key, value)
+    out_console.print(table)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@data_app.command("generate")
+@reports_errors
+def generate_cmd(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Snapshot folder to write [default: $SHOPML_HOME/snapshots/generated-seed<S>]."
+        ),
+    ] = None,
+    users: Annotated[int, typer.Option(help="Shoppers in the world.")] = 5_000,
+    items: Annotated[
+        int, typer.Option(help="Catalog size (at least 3 per leaf category).")
+    ] = 2_000,
+    events: Annotated[int, typer.Option(help="Exact number of events to generate.")] = 250_000,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives byte-identical tables.")
+    ] = 42,
+    start: Annotated[
+        datetime, typer.Option(help="Start of the period (UTC).", formats=["%Y-%m-%d"])
+    ] = datetime(2026, 1, 1),
+    days: Annotated[int, typer.Option(help="Length of the period in days.")] = 90,
+    image_dim: Annotated[
+        int, typer.Option(help="Image-embedding length; 0 for a catalog without images.")
+    ] = 16,
+    new_user_share: Annotated[
+        float, typer.Option(help="Share of shoppers who sign up during the period.")
+    ] = 0.30,
+    new_item_share: Annotated[
+        float, typer.Option(help="Share of items added during the period.")
+    ] = 0.20,
+    search_share: Annotated[
+        float, typer.Option(help="Share of sessions that start with a search.")
+    ] = 0.15,
+    drift: Annotated[
+        float, typer.Option(help="Strength of interest drift over the period (0 = none).")
+    ] = 1.0,
+    judged_queries: Annotated[
+        int, typer.Option(help="Queries whose shown results get true relevance judgments.")
+    ] = 500,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
+) -> None:
+    """Generate a synthetic shop with planted structure (docs/data-generator.md)."""
+    from datetime import UTC
+
+    from pipelines.generator import GeneratorConfig, generate_shop
+    from pipelines.progress import progress_reporter
+
+    cfg = GeneratorConfig(
+        users=users, items=items, events=events, seed=seed, start=start.replace(tzinfo=UTC), days=days,
+        image_dim=image_dim, new_user_share=new_user_share, new_item_share=new_item_share,
+        search_share=search_share, drift=drift, judged_queries=judged_queries,
+    )  # fmt: skip
+    target = out or _default_out(f"generated-seed{seed}")
+    with progress_reporter("generating events", "events", console=err_console) as update:
+        result = generate_shop(cfg, out=target, overwrite=overwrite, progress=update)
+    _print_snapshot("generated", result.path, result.snapshot_id, result.rows)
+    out_console.print(
+        f"  {result.rows['events'] / result.seconds:,.0f} events/s ({result.seconds:.1f} s)"
+    )
+
+
+@import_app.command("movielens-100k")
+@reports_errors
+def import_movielens_cmd(
+    src: Annotated[
+        Path, typer.Argument(help="The unpacked ml-100k folder (u.data, u.user, u.item).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Snapshot folder [default: $SHOPML_HOME/snapshots/movielens-100k]."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
+) -> None:
+    """Import MovieLens 100K: ratings become events (mapping in docs/data-import.md)."""
+    from pipelines.importers.movielens import import_movielens_100k
+
+    r = import_movielens_100k(src, out=out or _default_out("movielens-100k"), overwrite=overwrite)
+    _print_snapshot("imported", r.path, r.snapshot_id, r.rows, r.notes)
+
+
+@import_app.command("csv")
+@reports_errors
+def import_csv_cmd(
+    mapping: Annotated[
+        Path,
+        typer.Option(help="YAML mapping from your files to the contract (docs/data-import.md)."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Snapshot folder [default: $SHOPML_HOME/snapshots/<mapping source>]."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder the mapping's paths are relative to [default: the mapping's folder]."
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
+) -> None:
+    """Import any shop's CSV or parquet files through a declarative mapping."""
+    from pipelines.importers.mapping import import_mapped, load_mapping
+
+    target = out or _default_out(load_mapping(mapping, base_dir=data_dir).source)
+    r = import_mapped(mapping, out=target, base_dir=data_dir, overwrite=overwrite)
+    _print_snapshot("imported", r.path, r.snapshot_id, r.rows, r.notes)
+
+
+@import_app.command("judgments")
+@reports_errors
+def import_judgments_cmd(
+    src: Annotated[
+        Path, typer.Argument(help="CSV of query, product title, description and relevance.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Snapshot folder [default: $SHOPML_HOME/snapshots/judgments-<file stem>]."
+        ),
+    ] = None,
+    query_column: Annotated[str, typer.Option(help="Column with the query text.")] = "query",
+    title_column: Annotated[
+        str, typer.Option(help="Column with the product title.")
+    ] = "product_title",
+    description_column: Annotated[
+        str, typer.Option(help="Column with the product description (may be absent).")
+    ] = "product_description",
+    relevance_column: Annotated[
+        str, typer.Option(help="Column with the graded relevance.")
+    ] = "median_relevance",
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
+) -> None:
+    """Import query-product relevance judgments (e.g. CrowdFlower) into items + judgments."""
+    from pipelines.importers.judgments import JudgmentColumns, import_judgments
+
+    cols = JudgmentColumns(
+        query=query_column,
+        title=title_column,
+        description=description_column,
+        relevance=relevance_column,
+    )
+    r = import_judgments(
+        src,
+        out=out or _default_out(f"judgments-{src.stem}"),
+        columns=cols,
+        encoding=encoding,
+        overwrite=overwrite,
+    )
+    _print_snapshot("imported", r.path, r.snapshot_id, r.rows, r.notes)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+    return "-" if value is None else str(value)
+
+
+@data_app.command("describe")
+@reports_errors
+def describe_cmd(
+    snapshot: Annotated[Path, typer.Argument(help="Snapshot folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    window_days: Annotated[
+        int, typer.Option(help="Final window for the cold-start figures, in days.")
+    ] = 14,
+) -> None:
+    """Row counts, time range, sparsity, popularity skew, funnel and cold-start shares."""
+    from pipelines.describe import describe_snapshot
+
+    summary = describe_snapshot(snapshot, window_days=window_days)
+    if as_json:
+        out_console.print_json(json.dumps(summary))
+        return
+    table = Table(
+        title=f"snapshot {summary['snapshot_id'][:12]} ({summary['source']})",
+        box=None,
+        show_header=False,
+    )
+    for section, values in summary.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                table.add_row(f"[bold]{section}[/]", key, _fmt(value))
+        elif section != "snapshot_id":
+            table.add_row(f"[bold]{section}[/]", "", _fmt(values))
+    out_console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

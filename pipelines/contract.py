@@ -1,0 +1,456 @@
+"""The ShopML data contract: the tables of a snapshot, their columns and rules.
+
+This is the one module that enforces the contract (documented in docs/data-contract.md).
+Importers hand :func:`conform` a DataFrame whose columns already carry contract names;
+it parses, casts and checks every column and returns an Arrow table with exactly the
+contract schema, or raises :class:`~pipelines.errors.ContractError` naming the file,
+the first bad row and the column. The snapshot writer calls :func:`check_schema` on
+every table, so nothing off-contract is ever written.
+
+Range checks that belong to data *quality* (age 0-120, timestamps inside the manifest
+window, referential integrity) are Great Expectations' job in ``pipelines.validate``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.errors import ContractError
+
+TS = pa.timestamp("us", tz="UTC")
+EVENT_TYPES: tuple[str, ...] = ("view", "add_to_cart", "purchase", "search_click")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One contract column.
+
+    ``optional`` columns may be missing from the source; the snapshot then holds them
+    as all-null (except ``image_embedding``, which is left out when no catalog supplies it).
+    """
+
+    name: str
+    type: pa.DataType
+    nullable: bool = False
+    optional: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    required: bool = True
+    allow_empty: bool = False
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.parquet"
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+EMBEDDING = "image_embedding"
+
+TABLES: dict[str, TableSpec] = {
+    "users": TableSpec(
+        "users",
+        (
+            Column("user_id", pa.string(), doc="unique shopper id"),
+            Column("signup_ts", TS, doc="when the account was created (UTC)"),
+            Column("age", pa.int32(), nullable=True, optional=True, doc="years"),
+            Column("gender", pa.string(), nullable=True, optional=True),
+            Column("region", pa.string(), nullable=True, optional=True),
+        ),
+        key=("user_id",),
+    ),
+    "items": TableSpec(
+        "items",
+        (
+            Column("item_id", pa.string(), doc="unique product id"),
+            Column("title", pa.string()),
+            Column("description", pa.string(), nullable=True, optional=True),
+            Column("category", pa.string(), doc="path, top level first: 'Electronics/Phones'"),
+            Column("brand", pa.string(), nullable=True, optional=True),
+            Column("price", pa.float64(), doc="> 0, in `currency`"),
+            Column("currency", pa.string(), doc="ISO 4217 code"),
+            Column("created_ts", TS, doc="when the item entered the catalog (UTC)"),
+            Column(EMBEDDING, pa.list_(pa.float32()), nullable=True, optional=True),
+        ),
+        key=("item_id",),
+    ),
+    "events": TableSpec(
+        "events",
+        (
+            Column("event_id", pa.string()),
+            Column("user_id", pa.string()),
+            Column("item_id", pa.string()),
+            Column("event_type", pa.string(), doc=" | ".join(EVENT_TYPES)),
+            Column("ts", TS),
+            Column("session_id", pa.string()),
+            Column("query_id", pa.string(), nullable=True, optional=True),
+            Column("quantity", pa.int32(), nullable=True, optional=True),
+            Column("value", pa.float64(), nullable=True, optional=True),
+        ),
+        key=("event_id",),
+    ),
+    "queries": TableSpec(
+        "queries",
+        (
+            Column("query_id", pa.string()),
+            Column("user_id", pa.string(), nullable=True, optional=True),
+            Column("ts", TS),
+            Column("text", pa.string()),
+            Column("shown_item_ids", pa.list_(pa.string()), nullable=True, optional=True),
+            Column("clicked_item_ids", pa.list_(pa.string()), optional=True),
+        ),
+        key=("query_id",),
+        allow_empty=True,
+    ),
+    "judgments": TableSpec(
+        "judgments",
+        (
+            Column("query", pa.string()),
+            Column("item_id", pa.string()),
+            Column("relevance", pa.float64(), doc="graded; higher is more relevant"),
+        ),
+        key=("query", "item_id"),
+        required=False,
+    ),
+}
+
+
+def schema(table: str, *, with_embedding: bool = False) -> pa.Schema:
+    """The exact Arrow schema a snapshot stores for ``table``."""
+    spec = TABLES[table]
+    cols = [c for c in spec.columns if c.name != EMBEDDING or with_embedding]
+    return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in cols])
+
+
+def check_schema(table: str, data: pa.Table, *, file: str, whole_table: bool = True) -> None:
+    """Raise :class:`ContractError` unless ``data`` has exactly the contract schema.
+
+    ``whole_table=False`` is for one chunk of a streamed table, which may be empty.
+    """
+    spec = TABLES[table]
+    expected = schema(table, with_embedding=EMBEDDING in data.column_names)
+    if data.column_names != expected.names:
+        raise ContractError(
+            file, f"columns {data.column_names} differ from the contract's {expected.names}"
+        )
+    for f in expected:
+        actual = data.schema.field(f.name).type
+        if actual != f.type:
+            raise ContractError(
+                file, f"type {actual} where the contract says {f.type}", column=f.name
+            )
+        if not f.nullable and data.column(f.name).null_count:
+            raise ContractError(
+                file,
+                f"{data.column(f.name).null_count:,} null value(s) in a required column",
+                column=f.name,
+            )
+    if whole_table and data.num_rows == 0 and not spec.allow_empty:
+        raise ContractError(file, f"no rows; a snapshot needs at least one {table[:-1]}")
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """How to read one source column into its contract type (declared in an import mapping).
+
+    ``format``: strptime format for timestamps (default ISO 8601); ``unit``: epoch unit
+    for numeric timestamps (s, ms, us); ``timezone``: zone of naive timestamps;
+    ``split``: separator for list columns given as one string.
+    """
+
+    format: str | None = None
+    unit: str | None = None
+    timezone: str = "UTC"
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The source file, and the source row number of each position (1-based data rows)."""
+
+    file: str
+    rows: np.ndarray | None = None
+
+    def row(self, pos: int) -> int:
+        return int(self.rows[pos]) if self.rows is not None else pos + 1
+
+    def error(
+        self, message: str, *, pos: int | None = None, column: str | None = None
+    ) -> ContractError:
+        return ContractError(
+            self.file, message, row=None if pos is None else self.row(pos), column=column
+        )
+
+
+def _first_bad(where: _Where, column: str, source: pd.Series, bad: np.ndarray, what: str) -> None:
+    """Raise for the first row where ``bad`` is set, quoting the source value."""
+    if not bad.any():
+        return
+    positions = np.flatnonzero(bad)
+    pos = int(positions[0])
+    more = f" ({len(positions):,} rows in all)" if len(positions) > 1 else ""
+    raise where.error(f"{source.iloc[pos]!r} is not {what}{more}", pos=pos, column=column)
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    """Strings stay strings; integral floats (parquet ids read as float) lose their '.0'."""
+    if pd.api.types.is_float_dtype(s):
+        out = s.map(
+            lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v))
+        )
+        return out.astype(object)
+    if pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
+        return s.astype(object).where(s.notna())  # nulls become NaN, which Arrow reads as null
+    return s.astype(str).where(s.notna()).astype(object)
+
+
+def _parse_timestamps(s: pd.Series, opts: ParseOptions, where: _Where, column: str) -> pd.Series:
+    present = s.notna().to_numpy()
+    if pd.api.types.is_datetime64_any_dtype(s):
+        parsed = s
+    elif pd.api.types.is_numeric_dtype(s):
+        if not opts.unit:
+            raise where.error(
+                "numbers given for a timestamp; declare `unit: s` (or ms, us) in the mapping",
+                column=column,
+            )
+        parsed = pd.to_datetime(s, unit=cast(Any, opts.unit), errors="coerce")
+    else:
+        text = s.astype(object)
+        if opts.unit:
+            parsed = pd.to_datetime(
+                pd.to_numeric(text, errors="coerce"), unit=cast(Any, opts.unit), errors="coerce"
+            )
+        else:
+            fmt = opts.format or "ISO8601"
+            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=opts.timezone == "UTC")
+    _first_bad(
+        where,
+        column,
+        s,
+        present & parsed.isna().to_numpy(),
+        "a timestamp" + (f" in format {opts.format!r}" if opts.format else ""),
+    )
+    if getattr(parsed.dt, "tz", None) is None:
+        try:
+            parsed = parsed.dt.tz_localize(opts.timezone)
+        except Exception as exc:  # unknown zone names come from the user's mapping
+            raise where.error(
+                f"cannot place timestamps in timezone {opts.timezone!r}: {exc}", column=column
+            ) from exc
+    return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+
+
+def _parse_numbers(s: pd.Series, where: _Where, column: str, integral: bool) -> pd.Series:
+    present = s.notna().to_numpy()
+    num = (
+        s
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        else pd.to_numeric(s.astype(object), errors="coerce")
+    )
+    num = num.astype("float64")
+    bad = present & num.isna().to_numpy()
+    _first_bad(where, column, s, bad, "a number")
+    if integral:
+        arr = num.to_numpy()
+        frac = present & ~np.isnan(arr) & (np.floor(np.nan_to_num(arr)) != np.nan_to_num(arr))
+        _first_bad(where, column, s, frac, "a whole number")
+    return num
+
+
+def _parse_list(
+    s: pd.Series, opts: ParseOptions, where: _Where, column: str, item_float: bool
+) -> pd.Series:
+    def convert(v: object) -> object:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return None
+        if isinstance(v, str):
+            if opts.split is None:
+                raise ValueError("a text value needs `split` in the mapping")
+            parts = [p.strip() for p in v.split(opts.split)] if v.strip() else []
+            parts = [p for p in parts if p]
+        else:
+            parts = list(v)  # type: ignore[call-overload]
+        return [float(p) for p in parts] if item_float else [str(p) for p in parts]
+
+    out: list[object] = []
+    for pos, v in enumerate(s.tolist()):
+        try:
+            out.append(convert(v))
+        except (ValueError, TypeError) as exc:
+            what = "a list of numbers" if item_float else "a list of ids"
+            raise where.error(f"{v!r} is not {what} ({exc})", pos=pos, column=column) from exc
+    return pd.Series(out, index=s.index, dtype=object)
+
+
+def _convert(col: Column, s: pd.Series, opts: ParseOptions, where: _Where) -> pa.Array:
+    if pa.types.is_timestamp(col.type):
+        return pa.array(
+            _parse_timestamps(s, opts, where, col.name), type=col.type, from_pandas=True
+        )
+    if pa.types.is_integer(col.type):
+        num = _parse_numbers(s, where, col.name, integral=True)
+        return pa.array(num.astype("Int64"), type=col.type, from_pandas=True)
+    if pa.types.is_floating(col.type):
+        return pa.array(
+            _parse_numbers(s, where, col.name, integral=False), type=col.type, from_pandas=True
+        )
+    if pa.types.is_list(col.type):
+        item_float = pa.types.is_floating(col.type.value_type)
+        return pa.array(
+            _parse_list(s, opts, where, col.name, item_float), type=col.type, from_pandas=True
+        )
+    return pa.array(_as_text(s), type=col.type, from_pandas=True)
+
+
+def _check_rules(spec: TableSpec, table: pa.Table, where: _Where) -> None:
+    """Row rules beyond types: non-null, allowed values, price > 0, unique keys."""
+    for col in spec.columns:
+        if col.name not in table.column_names:
+            continue
+        arr = table.column(col.name)
+        if not col.nullable and arr.null_count:
+            nulls = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))
+            raise where.error(
+                f"empty value in a required column ({len(nulls):,} rows in all)",
+                pos=int(nulls[0]),
+                column=col.name,
+            )
+    frame = table.select([c for c in spec.key]).to_pandas()
+    if spec.name == "events":
+        types = table.column("event_type").to_pandas()
+        bad = ~types.isin(EVENT_TYPES).to_numpy()
+        if bad.any():
+            _first_bad(
+                where,
+                "event_type",
+                types,
+                bad,
+                f"an event type; allowed: {', '.join(EVENT_TYPES)}; map other values with `values:` in the mapping",
+            )
+    if spec.name == "items":
+        price = table.column("price").to_numpy()
+        _first_bad(where, "price", pd.Series(price), ~(price > 0), "a price > 0")
+        cur = table.column("currency").to_pandas()
+        _first_bad(
+            where,
+            "currency",
+            cur,
+            ~cur.str.match(_CURRENCY).fillna(False).to_numpy(dtype=bool),
+            "a 3-letter ISO 4217 code",
+        )
+        cat = table.column("category").to_pandas()
+        _first_bad(
+            where,
+            "category",
+            cat,
+            (cat.str.strip("/ ").str.len() == 0).to_numpy(),
+            "a category path",
+        )
+        if EMBEDDING in table.column_names:
+            lengths = (
+                table.column(EMBEDDING)
+                .to_pandas()
+                .map(lambda v: -1 if v is None else len(v))
+                .to_numpy()
+            )
+            present = lengths >= 0
+            if present.any():
+                dim = int(lengths[present][0])
+                bad = present & (lengths != dim)
+                _first_bad(
+                    where,
+                    EMBEDDING,
+                    pd.Series(lengths),
+                    bad,
+                    f"of length {dim} like the first embedding (a length)",
+                )
+    dup = frame.duplicated(keep="first").to_numpy()
+    if dup.any():
+        pos = int(np.flatnonzero(dup)[0])
+        key_value = tuple(frame.iloc[pos])
+        first = int(np.flatnonzero((frame == frame.iloc[pos]).all(axis=1).to_numpy())[0])
+        shown = key_value[0] if len(key_value) == 1 else key_value
+        raise where.error(
+            f"duplicate {'/'.join(spec.key)} {shown!r} (first at row {where.row(first):,}; {int(dup.sum()):,} duplicate rows in all)",
+            pos=pos,
+            column=spec.key[0],
+        )
+
+
+def conform(
+    table: str,
+    data: pd.DataFrame,
+    *,
+    file: str,
+    parse: Mapping[str, ParseOptions] | None = None,
+    row_numbers: np.ndarray | None = None,
+) -> pa.Table:
+    """Parse, cast and check ``data`` (columns named as in the contract) into a snapshot table.
+
+    Missing optional columns are added as nulls (``image_embedding`` is kept only when
+    present). Unknown columns are an error, so a typo in a mapping does not vanish.
+    Raises :class:`ContractError` with the file, the row and the column; rows are
+    ``row_numbers[i]`` for position ``i`` when given (e.g. after dropping duplicates),
+    else ``i + 1``.
+    """
+    spec = TABLES[table]
+    where = _Where(file, None if row_numbers is None else np.asarray(row_numbers))
+    parse = parse or {}
+    unknown = [c for c in data.columns if c not in spec.names]
+    if unknown:
+        raise ContractError(
+            file,
+            f"unknown column(s) {unknown}; the contract's {table} columns are {list(spec.names)}",
+        )
+    missing = [c.name for c in spec.columns if not c.optional and c.name not in data.columns]
+    if missing:
+        raise ContractError(file, f"missing required column(s) {missing}", column=missing[0])
+    if len(data) == 0 and not spec.allow_empty:
+        raise ContractError(file, f"no data rows; a snapshot needs at least one {table[:-1]}")
+    data = data.reset_index(drop=True)
+    arrays: list[pa.Array] = []
+    names: list[str] = []
+    for col in spec.columns:
+        if col.name not in data.columns:
+            if col.name == EMBEDDING:
+                continue
+            arrays.append(pa.nulls(len(data), type=col.type))
+        else:
+            arrays.append(_convert(col, data[col.name], parse.get(col.name, ParseOptions()), where))
+        names.append(col.name)
+    out = pa.Table.from_arrays(
+        arrays, schema=schema(table, with_embedding=EMBEDDING in names).remove_metadata()
+    )
+    _check_rules(spec, out, where)
+    return out
+
+
+def empty_table(table: str) -> pa.Table:
+    """A zero-row table with the contract schema (e.g. a shop without search logs)."""
+    return schema(table).empty_table()

@@ -1,0 +1,134 @@
+"""``shopml data import judgments``: query-product relevance files into items + judgments.
+
+Built for files like CrowdFlower's search-relevance set (query, product_title,
+product_description, median_relevance), with the column names as options.
+
+- A product is identified by its title and description: ``item_id`` is ``p`` + the
+  first 16 hex digits of their sha1, so the same product judged for several queries
+  is one item.
+- Several judgments of the same (query, product) are averaged, and the manifest
+  notes how many were merged.
+- These files carry no category, brand, price or date: items get category
+  ``Uncategorized``, price 1.0 in currency ``XXX`` and ``created_ts`` = ``--created-ts``.
+- The snapshot has no users and no events (a relevance set is not a shop log); its
+  manifest's ``kind`` is ``judgments`` and training steps refuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.contract import conform, empty_table
+from pipelines.errors import ContractError
+from pipelines.importers import ImportResult
+from pipelines.importers.readers import read_text_table, require_columns
+from pipelines.snapshot import Snapshot, write_snapshot
+
+IMPORTER_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class JudgmentColumns:
+    query: str = "query"
+    title: str = "product_title"
+    description: str = "product_description"
+    relevance: str = "median_relevance"
+
+
+def _item_id(title: str, description: str) -> str:
+    return "p" + hashlib.sha1(f"{title}\x1f{description}".encode()).hexdigest()[:16]
+
+
+def import_judgments(
+    src: str | Path,
+    *,
+    out: str | Path,
+    columns: JudgmentColumns = JudgmentColumns(),
+    encoding: str = "utf-8",
+    created_ts: str = "1970-01-01T00:00:00Z",
+    overwrite: bool = False,
+) -> ImportResult:
+    src = Path(src)
+    name = src.name
+    df = read_text_table(src, encoding=encoding, name=name)
+    require_columns(df, [columns.query, columns.title, columns.relevance], name=name)
+    if len(df) == 0:
+        raise ContractError(name, "no data rows")
+    rel = pd.to_numeric(df[columns.relevance], errors="coerce")
+    bad = rel.isna().to_numpy()
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise ContractError(
+            name,
+            f"{df[columns.relevance].iloc[pos]!r} is not a relevance number",
+            row=pos + 1,
+            column=columns.relevance,
+        )
+    for col in (columns.query, columns.title):
+        empty = df[col].fillna("").str.strip().eq("").to_numpy()
+        if empty.any():
+            pos = int(np.flatnonzero(empty)[0])
+            raise ContractError(name, "empty value in a required column", row=pos + 1, column=col)
+
+    title = df[columns.title].fillna("")
+    description = (
+        df[columns.description].fillna("")
+        if columns.description in df.columns
+        else pd.Series("", index=df.index)
+    )
+    item_ids = [_item_id(t, d) for t, d in zip(title, description, strict=True)]
+    pairs = pd.DataFrame(
+        {"query": df[columns.query].str.strip(), "item_id": item_ids, "relevance": rel}
+    )
+    merged = pairs.groupby(["query", "item_id"], sort=False)["relevance"].mean().reset_index()
+    n_merged = len(pairs) - len(merged)
+
+    items = (
+        pd.DataFrame(
+            {
+                "item_id": item_ids,
+                "title": title,
+                "description": description.where(description != ""),
+            }
+        )
+        .drop_duplicates("item_id")
+        .assign(
+            category="Uncategorized", brand=None, price=1.0, currency="XXX", created_ts=created_ts
+        )
+    )
+    notes = [
+        f"{len(df):,} judgment rows from {name}; {n_merged:,} repeated (query, product) judgments averaged",
+        "items carry no category, brand, price or date: Uncategorized, price 1.0 XXX, created_ts "
+        + created_ts,
+        "no users and no events: a relevance-judgments snapshot",
+    ]
+    producer = {
+        "name": "shopml.importers.judgments",
+        "version": IMPORTER_VERSION,
+        "source_file": str(src.resolve()),
+        "columns": columns.__dict__,
+        "kind": "judgments",
+    }
+    tables = {
+        "items": conform("items", items, file=name),
+        "judgments": conform("judgments", merged, file=name),
+    }
+    with write_snapshot(
+        out,
+        source=f"judgments:{name}",
+        producer=producer,
+        overwrite=overwrite,
+        notes=notes,
+        allow_empty=("users", "events"),
+    ) as w:
+        w.write_table("users", empty_table("users"), allow_empty=True)
+        w.write_table("events", empty_table("events"), allow_empty=True)
+        for table_name, table in tables.items():
+            w.write_table(table_name, table)
+    snap = Snapshot.open(out)
+    return ImportResult(snap.path, snap.id, dict(snap.manifest["row_counts"]), tuple(notes))

@@ -1,0 +1,67 @@
+"""Progress for long work: a rich bar on a terminal, log lines with counts and rates otherwise."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+log = logging.getLogger("shopml")
+
+
+@contextmanager
+def progress_reporter(
+    description: str, unit: str, *, console: Console | None = None, every_s: float = 5.0
+) -> Iterator[Callable[[int, int], None]]:
+    """Yield ``update(done, total)``; render it as a bar (TTY) or as periodic log lines."""
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    if console.is_terminal:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(description, total=None, rate="")
+
+            def update(done: int, total: int) -> None:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} {unit}/s")
+
+            yield update
+        return
+
+    last = [0.0]
+
+    def log_update(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every_s or done >= total:
+            last[0] = now
+            rate = done / max(now - started, 1e-9)
+            log.info(
+                "%s: %s / %s %s (%s %s/s)",
+                description,
+                f"{done:,}",
+                f"{total:,}",
+                unit,
+                f"{rate:,.0f}",
+                unit,
+            )
+
+    yield log_update

@@ -1,0 +1,140 @@
+"""One typed settings object for the whole platform.
+
+Chosen once per process from the environment:
+
+- ``SHOPML_ENV`` picks the deployment profile: ``embedded`` (default: everything local
+  under one home folder, nothing to start by hand) or ``production`` (PostgreSQL-backed
+  Airflow and MLflow, S3 bucket, Redis online store; every URI must be given).
+- ``SHOPML_CONFIG`` optionally names a TOML file whose keys are the field names below.
+- ``SHOPML_<FIELD>`` environment variables override the file (e.g. ``SHOPML_HOME``).
+
+Nothing is read at import time; call :func:`load_settings` inside the function that
+needs the values (the pattern of Dagster's ``resources_by_deployment_name``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+from pipelines.errors import ConfigError
+
+Profile = Literal["embedded", "production"]
+PROFILES: tuple[Profile, ...] = ("embedded", "production")
+
+# Settings that production cannot default, because they name shared infrastructure.
+_PRODUCTION_REQUIRED = ("mlflow_tracking_uri", "serving_bucket_uri")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where ShopML keeps its state and which services it talks to.
+
+    All local state lives under ``home`` so several isolated copies can run side by
+    side (a test uses a temporary home).
+    """
+
+    env: Profile
+    home: Path
+    snapshots_dir: Path
+    feature_store_dir: Path
+    airflow_home: Path
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
+    serving_bucket_uri: str
+    s3_endpoint_url: str | None
+    online_store: Literal["sqlite", "redis"]
+    redis_url: str
+    config_file: Path | None
+
+    def describe(self) -> dict[str, str]:
+        """The settings as printable strings, for ``shopml config``."""
+        return {
+            f.name: "" if getattr(self, f.name) is None else str(getattr(self, f.name))
+            for f in fields(self)
+        }
+
+
+def _read_config_file(path: Path) -> dict[str, object]:
+    if not path.is_file():
+        raise ConfigError(f"SHOPML_CONFIG points to {path}, which is not a file")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    known = {f.name for f in fields(Settings)} - {"config_file"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return dict(data)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
+    """Build the settings from ``environ`` (default ``os.environ``).
+
+    Relative paths are resolved against ``cwd`` (default: the working directory), so
+    ``SHOPML_HOME=.shopml`` means the same folder for every command run from one place.
+    """
+    env = os.environ if environ is None else environ
+    base = Path.cwd() if cwd is None else cwd
+
+    profile = env.get("SHOPML_ENV", "embedded")
+    if profile not in PROFILES:
+        raise ConfigError(
+            f"SHOPML_ENV={profile!r} is not a profile; use one of {', '.join(PROFILES)}"
+        )
+
+    config_path = Path(env["SHOPML_CONFIG"]) if env.get("SHOPML_CONFIG") else None
+    values: dict[str, object] = {}
+    if config_path is not None:
+        config_path = config_path if config_path.is_absolute() else base / config_path
+        values.update(_read_config_file(config_path))
+    for f in fields(Settings):
+        key = f"SHOPML_{f.name.upper()}"
+        if f.name not in ("env", "config_file") and env.get(key):
+            values[f.name] = env[key]
+
+    def path_of(name: str, default: Path) -> Path:
+        raw = values.get(name)
+        p = Path(str(raw)).expanduser() if raw else default
+        return (p if p.is_absolute() else base / p).resolve()
+
+    home = path_of("home", base / ".shopml")
+    if profile == "production":
+        missing = [n for n in _PRODUCTION_REQUIRED if not values.get(n)]
+        if missing:
+            names = ", ".join(f"SHOPML_{n.upper()}" for n in missing)
+            raise ConfigError(
+                f"SHOPML_ENV=production needs {names} (in the environment or the SHOPML_CONFIG file)"
+            )
+
+    online_store = str(values.get("online_store", "redis" if profile == "production" else "sqlite"))
+    if online_store not in ("sqlite", "redis"):
+        raise ConfigError(f"online_store={online_store!r}: use 'sqlite' or 'redis'")
+
+    mlflow_dir = home / "mlflow"
+    return Settings(
+        env=profile,  # checked against PROFILES above
+        home=home,
+        snapshots_dir=path_of("snapshots_dir", home / "snapshots"),
+        feature_store_dir=path_of("feature_store_dir", home / "feature_store"),
+        airflow_home=path_of("airflow_home", home / "airflow"),
+        mlflow_tracking_uri=str(
+            values.get("mlflow_tracking_uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}")
+        ),
+        mlflow_artifact_root=str(
+            values.get("mlflow_artifact_root", (mlflow_dir / "artifacts").as_uri())
+        ),
+        serving_bucket_uri=str(values.get("serving_bucket_uri", (home / "bucket").as_uri())),
+        s3_endpoint_url=str(values["s3_endpoint_url"]) if values.get("s3_endpoint_url") else None,
+        online_store=online_store,  # type: ignore[arg-type]  # checked above
+        redis_url=str(values.get("redis_url", "redis://127.0.0.1:6379/0")),
+        config_file=config_path,
+    )
