@@ -214,7 +214,9 @@ def _first_bad(where: _Where, column: str, source: pd.Series, bad: np.ndarray, w
     positions = np.flatnonzero(bad)
     pos = int(positions[0])
     more = f" ({len(positions):,} rows in all)" if len(positions) > 1 else ""
-    raise where.error(f"{source.iloc[pos]!r} is not {what}{more}", pos=pos, column=column)
+    value = source.iloc[pos]
+    shown = value.item() if isinstance(value, np.generic) else value
+    raise where.error(f"{shown!r} is not {what}{more}", pos=pos, column=column)
 
 
 def _as_text(s: pd.Series) -> pd.Series:
@@ -284,11 +286,13 @@ def _parse_numbers(s: pd.Series, where: _Where, column: str, integral: bool) -> 
 
 
 def _parse_list(
-    s: pd.Series, opts: ParseOptions, where: _Where, column: str, item_float: bool
+    s: pd.Series, opts: ParseOptions, where: _Where, column: str, item_float: bool, empty: object
 ) -> pd.Series:
+    """Lists from list values or from delimited text; a missing value becomes ``empty``."""
+
     def convert(v: object) -> object:
         if v is None or (isinstance(v, float) and np.isnan(v)):
-            return None
+            return empty
         if isinstance(v, str):
             if opts.split is None:
                 raise ValueError("a text value needs `split` in the mapping")
@@ -323,7 +327,9 @@ def _convert(col: Column, s: pd.Series, opts: ParseOptions, where: _Where) -> pa
     if pa.types.is_list(col.type):
         item_float = pa.types.is_floating(col.type.value_type)
         return pa.array(
-            _parse_list(s, opts, where, col.name, item_float), type=col.type, from_pandas=True
+            _parse_list(s, opts, where, col.name, item_float, None if col.nullable else []),
+            type=col.type,
+            from_pandas=True,
         )
     return pa.array(_as_text(s), type=col.type, from_pandas=True)
 
@@ -388,7 +394,7 @@ def _check_rules(spec: TableSpec, table: pa.Table, where: _Where) -> None:
                     EMBEDDING,
                     pd.Series(lengths),
                     bad,
-                    f"of length {dim} like the first embedding (a length)",
+                    f"a valid length: the first embedding has {dim} values",
                 )
     dup = frame.duplicated(keep="first").to_numpy()
     if dup.any():
@@ -440,7 +446,11 @@ def conform(
         if col.name not in data.columns:
             if col.name == EMBEDDING:
                 continue
-            arrays.append(pa.nulls(len(data), type=col.type))
+            # A list that may not be null (clicked ids) is empty when the source has none.
+            fill = pa.nulls(len(data), type=col.type)
+            if pa.types.is_list(col.type) and not col.nullable:
+                fill = pa.array([[]] * len(data), type=col.type)
+            arrays.append(fill)
         else:
             arrays.append(_convert(col, data[col.name], parse.get(col.name, ParseOptions()), where))
         names.append(col.name)

@@ -110,6 +110,25 @@ def choose_items(
     return cands[np.arange(len(users)), np.argmax(util, axis=1)]
 
 
+class DurableMemory:
+    """The (shopper, item) pairs of durable goods already bought: nobody buys the same sofa twice.
+
+    A later purchase of such a pair becomes an abandoned cart. Consumables are exempt.
+    """
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items = n_items
+        self.keys = np.zeros(0, dtype=np.int64)
+
+    def first_time(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = users.astype(np.int64) * self.n_items + items
+        first = np.zeros(len(keys), dtype=bool)
+        first[np.unique(keys, return_index=True)[1]] = True
+        ok = first & ~np.isin(keys, self.keys)
+        self.keys = np.union1d(self.keys, keys[ok])
+        return ok
+
+
 @dataclass
 class Chunk:
     """Events of a chunk of sessions, ordered by (session, ts); sessions ``>= planned`` are reorders."""
@@ -181,7 +200,9 @@ def _reorders(
     return [np.concatenate([p[i] for p in parts]) for i in range(7)]
 
 
-def simulate_chunk(world: World, sessions: Sessions, rng: np.random.Generator) -> Chunk:
+def simulate_chunk(
+    world: World, sessions: Sessions, rng: np.random.Generator, memory: DurableMemory
+) -> Chunk:
     n = len(sessions)
     users, starts = sessions.user, sessions.start
     leaf = _intent(world, users, starts, rng)
@@ -221,6 +242,10 @@ def simulate_chunk(world: World, sessions: Sessions, rng: np.random.Generator) -
     last = np.full(n, -np.inf)
     np.maximum.at(last, sess, ts)
     np.maximum.at(last, sess[c_idx], c_ts)
+    durable = ~consumable[bought]
+    keep = np.ones(int(bought.sum()), dtype=bool)
+    keep[durable] = memory.first_time(user[c_idx[bought][durable]], item[c_idx[bought][durable]])
+    bought[np.flatnonzero(bought)[~keep]] = False
     b_idx = c_idx[bought]
     b_ts = last[sess[b_idx]] + 30 + rng.exponential(60.0, len(b_idx))
     b_qty = c_qty[bought]

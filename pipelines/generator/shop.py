@@ -21,7 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.contract import EVENT_TYPES, TS, schema
-from pipelines.generator.behaviour import SEARCH_CLICK, Chunk, plan_sessions, simulate_chunk
+from pipelines.generator.behaviour import (
+    SEARCH_CLICK,
+    Chunk,
+    DurableMemory,
+    plan_sessions,
+    simulate_chunk,
+)
 from pipelines.generator.ids import format_ids
 from pipelines.generator.world import (
     GeneratorConfig,
@@ -173,13 +179,15 @@ class _Emitter:
 def _events_per_session(world: World) -> float:
     """Pilot estimate of events per planned session (reorders included)."""
     pilot = plan_sessions(world, 4_000, rng_for(world.cfg, 9))
-    return max(len(simulate_chunk(world, pilot, rng_for(world.cfg, 9, 1)).session) / 4_000, 0.5)
+    chunk = simulate_chunk(world, pilot, rng_for(world.cfg, 9, 1), DurableMemory(world.n_items))
+    return max(len(chunk.session) / 4_000, 0.5)
 
 
 def _simulate_activity(world: World, writer: SnapshotWriter, progress: Progress | None) -> _Emitter:
     cfg = world.cfg
     per_session = _events_per_session(world)
     emitter = _Emitter(world, cfg)
+    memory = DurableMemory(world.n_items)
     started = time.perf_counter()
     with writer.stream("events") as events, writer.stream("queries") as queries:
         batch = 0
@@ -190,7 +198,10 @@ def _simulate_activity(world: World, writer: SnapshotWriter, progress: Progress 
             )
             for k, lo in enumerate(range(0, len(planned), cfg.chunk_sessions)):
                 chunk = simulate_chunk(
-                    world, planned.slice(lo, lo + cfg.chunk_sessions), rng_for(cfg, 11, batch, k)
+                    world,
+                    planned.slice(lo, lo + cfg.chunk_sessions),
+                    rng_for(cfg, 11, batch, k),
+                    memory,
                 )
                 emitter.emit(chunk, cfg.events - emitter.c.events, events, queries)
                 rate = emitter.c.events / max(time.perf_counter() - started, 1e-9)

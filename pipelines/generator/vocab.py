@@ -486,3 +486,21 @@ USE_PHRASES: tuple[str, ...] = (
     "families",
     "the office",
 )
+
+
+def leaf_table_markdown() -> str:
+    """The planted category table as markdown (docs/data-generator.md embeds it; a test keeps them equal)."""
+    lines = [
+        "| leaf category | nouns (price factor) | median price | σ (log) | weight | age shift | female shift | reorder cycle (days) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for leaf in LEAVES:
+        nouns = ", ".join(
+            f"{n} ({f:g})" if f != 1.0 else n
+            for n, f in zip(leaf.nouns, leaf.noun_price, strict=True)
+        )
+        lines.append(
+            f"| `{leaf.path}` | {nouns} | {leaf.median_price:g} | {leaf.price_sigma:g} | {leaf.weight:g} "
+            f"| {leaf.age:+g} | {leaf.female:+g} | {leaf.cycle_days:g} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""Shared fixtures. Generated data is made here; real data is read from ../shared/data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.generator import GeneratorConfig, World, build_world, generate_shop
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SHOPML_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data(name: str) -> Path:
+    """The folder of a real dataset, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real dataset {name} not found at {path} (set SHOPML_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own SHOPML_HOME so nothing touches the working tree."""
+    home = tmp_path / "shopml-home"
+    monkeypatch.setenv("SHOPML_HOME", str(home))
+    for var in ("SHOPML_ENV", "SHOPML_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+SMALL = GeneratorConfig(users=3_000, items=600, events=80_000, seed=7, days=60, judged_queries=200)
+
+
+class Shop:
+    """A generated snapshot plus the hidden world it came from."""
+
+    def __init__(self, path: Path, cfg: GeneratorConfig) -> None:
+        self.path = path
+        self.cfg = cfg
+        self.world: World = build_world(cfg)
+        self.users = pd.read_parquet(path / "users.parquet")
+        self.items = pd.read_parquet(path / "items.parquet")
+        self.events = pd.read_parquet(path / "events.parquet")
+        self.queries = pd.read_parquet(path / "queries.parquet")
+        self.judgments = pd.read_parquet(path / "judgments.parquet")
+
+    def item_number(self, ids: pd.Series) -> pd.Series:
+        return ids.str[1:].astype(int)
+
+    def user_number(self, ids: pd.Series) -> pd.Series:
+        return ids.str[1:].astype(int)
+
+
+@pytest.fixture(scope="session")
+def small_shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
+    out = tmp_path_factory.mktemp("shops") / "small"
+    generate_shop(SMALL, out=out)
+    return Shop(out, SMALL)

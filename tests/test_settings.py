@@ -1,0 +1,77 @@
+"""Settings are chosen once from the environment; all local state sits under one home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.errors import ConfigError
+from pipelines.settings import load_settings
+
+
+def test_embedded_defaults_live_under_the_home(tmp_path: Path) -> None:
+    s = load_settings({}, cwd=tmp_path)
+    home = tmp_path / ".shopml"
+    assert s.env == "embedded" and s.home == home
+    assert s.snapshots_dir == home / "snapshots"
+    assert s.airflow_home == home / "airflow"
+    assert s.feature_store_dir == home / "feature_store"
+    assert s.mlflow_tracking_uri == f"sqlite:///{home}/mlflow/mlflow.db"
+    assert s.mlflow_artifact_root == (home / "mlflow" / "artifacts").as_uri()
+    assert s.serving_bucket_uri == (home / "bucket").as_uri()
+    assert s.online_store == "sqlite"
+
+
+def test_home_and_values_from_environment_and_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "shopml.toml"
+    cfg.write_text(
+        'serving_bucket_uri = "s3://shop/models"\ns3_endpoint_url = "http://127.0.0.1:9000"\n'
+    )
+    env = {
+        "SHOPML_HOME": "state",
+        "SHOPML_CONFIG": str(cfg),
+        "SHOPML_S3_ENDPOINT_URL": "http://minio:9000",
+    }
+    s = load_settings(env, cwd=tmp_path)
+    assert s.home == tmp_path / "state"
+    assert s.serving_bucket_uri == "s3://shop/models"
+    assert s.s3_endpoint_url == "http://minio:9000"  # the environment wins over the file
+    assert s.config_file == cfg
+
+
+def test_production_needs_explicit_service_uris(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError,
+        match="SHOPML_ENV=production needs SHOPML_MLFLOW_TRACKING_URI, SHOPML_SERVING_BUCKET_URI",
+    ):
+        load_settings({"SHOPML_ENV": "production"}, cwd=tmp_path)
+    s = load_settings(
+        {
+            "SHOPML_ENV": "production",
+            "SHOPML_MLFLOW_TRACKING_URI": "http://mlflow:5000",
+            "SHOPML_SERVING_BUCKET_URI": "s3://b/p",
+        },
+        cwd=tmp_path,
+    )
+    assert s.online_store == "redis"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SHOPML_ENV": "staging"}, "SHOPML_ENV='staging' is not a profile"),
+        ({"SHOPML_CONFIG": "missing.toml"}, "which is not a file"),
+        ({"SHOPML_ONLINE_STORE": "memcached"}, "online_store='memcached'"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env, cwd=tmp_path)
+
+
+def test_unknown_keys_in_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('mlflow_uri = "x"\n')
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) mlflow_uri"):
+        load_settings({"SHOPML_CONFIG": str(cfg)}, cwd=tmp_path)
