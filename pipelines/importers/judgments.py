@@ -17,6 +17,7 @@ product_description, median_relevance), with the column names as options.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pandas as pd
 
 from pipelines.contract import conform, empty_table
 from pipelines.errors import ContractError
-from pipelines.importers import ImportResult
+from pipelines.importers import ImportResult, log_table
 from pipelines.importers.readers import read_text_table, require_columns
 from pipelines.snapshot import Snapshot, write_snapshot
 
@@ -55,6 +56,7 @@ def import_judgments(
 ) -> ImportResult:
     src = Path(src)
     name = src.name
+    started = time.perf_counter()
     df = read_text_table(src, encoding=encoding, name=name)
     require_columns(df, [columns.query, columns.title, columns.relevance], name=name)
     if len(df) == 0:
@@ -118,6 +120,7 @@ def import_judgments(
         "items": conform("items", items, file=name),
         "judgments": conform("judgments", merged, file=name),
     }
+    log_table("judgments", name, len(df), time.perf_counter() - started)
     with write_snapshot(
         out,
         source=f"judgments:{name}",

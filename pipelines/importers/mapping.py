@@ -27,6 +27,7 @@ A column is either a source column name (rename only) or a spec with ``from``,
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ import yaml
 
 from pipelines.contract import TABLES, ParseOptions, conform
 from pipelines.errors import ConfigError, ContractError
-from pipelines.importers import ImportResult
+from pipelines.importers import ImportResult, log_table
 from pipelines.importers.readers import read_text_table
 from pipelines.snapshot import Snapshot, write_snapshot
 
@@ -259,6 +260,7 @@ def import_mapped(
     notes: list[str] = []
     for name, tm in mapping.tables.items():
         file = tm.path.name
+        started = time.perf_counter()
         df = read_text_table(
             tm.path,
             fmt=tm.fmt,
@@ -286,9 +288,10 @@ def import_mapped(
                     f"{name}: {int((~keep).sum()):,} rows of {file} repeat an earlier {'/'.join(key)} and were dropped"
                 )
             mapped, rows = mapped[keep], rows[keep]
-        tables[name] = conform(
+        tables[name] = table = conform(
             name, mapped, file=file, parse={c.target: c.parse for c in tm.columns}, row_numbers=rows
         )
+        log_table(name, file, table.num_rows, time.perf_counter() - started)
     producer = {
         "name": "shopml.importers.mapping",
         "version": IMPORTER_VERSION,

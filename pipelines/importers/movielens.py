@@ -18,6 +18,7 @@ Mapping into the contract (docs/data-import.md explains each choice):
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import pandas as pd
 
 from pipelines.contract import ParseOptions, conform
 from pipelines.errors import ContractError
-from pipelines.importers import ImportResult
+from pipelines.importers import ImportResult, log_table
 from pipelines.importers.readers import read_text_table
 from pipelines.snapshot import Snapshot, write_snapshot
 
@@ -142,6 +143,7 @@ def import_movielens_100k(
 ) -> ImportResult:
     """Import the ml-100k folder ``src`` into a snapshot at ``out`` (atomically)."""
     src = Path(src)
+    started = time.perf_counter()
     raw = _load(src)
     ratings, users, items = raw["ratings"], raw["users"], raw["items"]
     genres = raw["genres"]["genre"].tolist()
@@ -176,6 +178,7 @@ def import_movielens_100k(
         "items": conform("items", _items_frame(items, genres, first_item_rating), file="u.item"),
         "events": conform("events", events_df, file="u.data", parse=seconds),
     }
+    log_table("events", "u.data", tables["events"].num_rows, time.perf_counter() - started)
     notes = [
         "ratings become events: 4-5 stars purchase, 3 add_to_cart, 1-2 view; the rating is the event value",
         "signup_ts is the user's first rating; sessions are user x UTC day",
