@@ -14,6 +14,7 @@ window, referential integrity) are Great Expectations' job in ``pipelines.valida
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -231,40 +232,63 @@ def _as_text(s: pd.Series) -> pd.Series:
     return s.astype(str).where(s.notna()).astype(object)
 
 
+def _parse_naive(text: pd.Series, fmt: str) -> pd.Series | None:
+    """Texts parsed as wall-clock times, or None when they carry UTC offsets."""
+    try:
+        with warnings.catch_warnings():
+            # Mixed offsets are expected here: they mean "not naive", handled below.
+            warnings.simplefilter("ignore", FutureWarning)
+            naive = pd.to_datetime(text, format=fmt, errors="coerce")
+    except (ValueError, TypeError):
+        return None
+    if not pd.api.types.is_datetime64_dtype(naive) or getattr(naive.dt, "tz", None) is not None:
+        return None
+    return naive
+
+
 def _parse_timestamps(s: pd.Series, opts: ParseOptions, where: _Where, column: str) -> pd.Series:
+    """Timestamps to UTC. Epoch numbers and texts with an offset are exact instants;
+    naive datetimes and texts are wall-clock times in ``opts.timezone``."""
     present = s.notna().to_numpy()
+    what = "a timestamp" + (f" in format {opts.format!r}" if opts.format else "")
     if pd.api.types.is_datetime64_any_dtype(s):
         parsed = s
-    elif pd.api.types.is_numeric_dtype(s):
+    elif pd.api.types.is_numeric_dtype(s) or opts.unit:
         if not opts.unit:
             raise where.error(
                 "numbers given for a timestamp; declare `unit: s` (or ms, us) in the mapping",
                 column=column,
             )
-        parsed = pd.to_datetime(s, unit=cast(Any, opts.unit), errors="coerce")
+        numbers = (
+            s
+            if pd.api.types.is_numeric_dtype(s)
+            else pd.to_numeric(s.astype(object), errors="coerce")
+        )
+        parsed = pd.to_datetime(numbers, unit=cast(Any, opts.unit), errors="coerce", utc=True)
     else:
         text = s.astype(object)
-        if opts.unit:
-            parsed = pd.to_datetime(
-                pd.to_numeric(text, errors="coerce"), unit=cast(Any, opts.unit), errors="coerce"
-            )
-        else:
-            fmt = opts.format or "ISO8601"
-            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=opts.timezone == "UTC")
-    _first_bad(
-        where,
-        column,
-        s,
-        present & parsed.isna().to_numpy(),
-        "a timestamp" + (f" in format {opts.format!r}" if opts.format else ""),
-    )
+        fmt = opts.format or "ISO8601"
+        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+        naive = _parse_naive(text, fmt) if opts.timezone != "UTC" else None
+        if naive is not None:
+            parsed = naive
+    _first_bad(where, column, s, present & parsed.isna().to_numpy(), what)
     if getattr(parsed.dt, "tz", None) is None:
         try:
-            parsed = parsed.dt.tz_localize(opts.timezone)
+            parsed = parsed.dt.tz_localize(
+                opts.timezone, ambiguous="NaT", nonexistent="shift_forward"
+            )
         except Exception as exc:  # unknown zone names come from the user's mapping
             raise where.error(
                 f"cannot place timestamps in timezone {opts.timezone!r}: {exc}", column=column
             ) from exc
+        _first_bad(
+            where,
+            column,
+            s,
+            present & parsed.isna().to_numpy(),
+            f"an unambiguous time in {opts.timezone} (it repeats when daylight saving ends)",
+        )
     return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
 
 

@@ -100,7 +100,8 @@ class _Emitter:
         etype, ev_query = chunk.etype[:cut][o], chunk.query[:cut][o]
         item, ts = chunk.item[:cut][o], chunk.ts[:cut][o]
         has_q = ev_query >= 0
-        g_query = np.where(has_q, self.c.queries + q_rank[np.maximum(ev_query, 0)], 0)
+        g_query = np.zeros(cut, dtype=np.int64)
+        g_query[has_q] = self.c.queries + q_rank[ev_query[has_q]]
         qty, value = chunk.quantity[:cut][o], chunk.value[:cut][o]
         events.write(
             pa.table(

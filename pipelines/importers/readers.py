@@ -93,6 +93,8 @@ def read_text_table(
     if fmt != "csv":
         raise ContractError(name, f"unknown format {fmt!r}; use csv or parquet")
     check_encoding(path, encoding, delimiter=delimiter, name=name)
+    # A UTF-8 byte-order mark (spreadsheet exports) must not end up in the first column name.
+    is_utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
     try:
         return pd.read_csv(
             path,
@@ -100,7 +102,7 @@ def read_text_table(
             dtype=str,
             keep_default_na=False,
             na_values=list(null_values),
-            encoding=encoding,
+            encoding="utf-8-sig" if is_utf8 else encoding,
             header=0 if header else None,
             names=list(names) if names else None,
             engine="c",

@@ -65,6 +65,40 @@ def test_naive_timestamps_are_placed_in_the_declared_zone_and_custom_formats_par
     ]
 
 
+def test_offsets_are_exact_and_daylight_saving_gaps_are_reported() -> None:
+    berlin = {"ts": ParseOptions(timezone="Europe/Berlin")}
+    # Texts with an offset are exact instants whatever zone the mapping declares.
+    with_offset = conform("events", events(), file="e.csv", parse=berlin)
+    assert with_offset.column("ts")[0].as_py().isoformat() == "2026-01-01T10:00:00+00:00"
+    # 02:30 on 2026-03-29 does not exist in Berlin (clocks jump to 03:00): moved forward.
+    spring = conform(
+        "events",
+        events(ts=["2026-03-29 02:30", "2026-03-29 04:00", "2026-07-01 12:00"]),
+        file="e.csv",
+        parse=berlin,
+    )
+    assert spring.column("ts")[0].as_py().isoformat() == "2026-03-29T01:00:00+00:00"
+    # 02:30 on 2026-10-25 happens twice in Berlin: ambiguous, so refused with its row.
+    with pytest.raises(
+        ContractError,
+        match=r"row 3, column 'ts': '2026-10-25 02:30' is not an unambiguous time in Europe/Berlin",
+    ):
+        conform(
+            "events",
+            events(ts=["2026-10-24 12:00", "2026-10-25 01:00", "2026-10-25 02:30"]),
+            file="e.csv",
+            parse=berlin,
+        )
+    # Epoch numbers are UTC instants; a declared zone does not shift them.
+    epoch = conform(
+        "events",
+        events(ts=[1767261600, 1767261660, 1767340800]),
+        file="e.csv",
+        parse={"ts": ParseOptions(unit="s", timezone="Europe/Berlin")},
+    )
+    assert epoch.column("ts")[0].as_py().isoformat() == "2026-01-01T10:00:00+00:00"
+
+
 def test_epoch_numbers_need_a_unit() -> None:
     df = events(ts=[1767261600, 1767261660, 1767340800])
     with pytest.raises(

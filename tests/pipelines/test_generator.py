@@ -54,6 +54,33 @@ def test_writes_exactly_the_requested_events_in_contract_form(small_shop: Shop) 
     assert ev["ts"].min() >= start and ev["ts"].max() < start + pd.Timedelta(days=SMALL.days)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"search_share": 0.0},
+        {"search_share": 1.0},
+        {"image_dim": 0, "days": 1},
+        {"events": 1},
+        {"users": 1, "events": 5_000},
+        {"new_user_share": 0.0, "new_item_share": 0.0, "judged_queries": 0},
+    ],
+    ids=["no-search", "all-search", "one-day", "one-event", "one-user", "no-arrivals"],
+)
+def test_extreme_parameters_still_give_exact_valid_snapshots(
+    tmp_path: Path, overrides: dict[str, float]
+) -> None:
+    cfg = replace(GeneratorConfig(users=300, items=100, events=3_000, seed=1), **overrides)
+    snap = Snapshot.open(generate_shop(cfg, out=tmp_path / "s").path)
+    assert snap.rows("events") == cfg.events
+    for table in ("users", "items", "events", "queries"):
+        check_schema(table, snap.read(table), file=table, whole_table=table != "queries")
+    if cfg.search_share == 0:
+        assert (
+            snap.rows("queries") == 0
+            and snap.read("events", ["query_id"]).column(0).null_count == cfg.events
+        )
+
+
 def test_rejects_parameters_it_cannot_honour() -> None:
     with pytest.raises(ShopMLError, match="--items must be at least 93"):
         GeneratorConfig(items=50)

@@ -252,6 +252,14 @@ def test_bad_input_is_one_clear_message_exit_2_and_nothing_written(
     )
 
 
+def test_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    mapping = write_shop(tmp_path / "shop")
+    users = tmp_path / "shop" / "users.csv"
+    users.write_bytes(b"\xef\xbb\xbf" + users.read_bytes())
+    r = import_mapped(mapping, out=tmp_path / "snap")
+    assert r.rows["users"] == 2
+
+
 def test_mapping_mistakes_are_reported_with_their_key(tmp_path: Path) -> None:
     mapping = write_shop(tmp_path / "shop")
     text = mapping.read_text()
