@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from pipelines import __version__
@@ -47,10 +48,18 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ShopMLError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _print_error(str(exc))
+            raise typer.Exit(code=2) from None
+        except OSError as exc:  # disk full, permissions, a path that is a file, ...
+            where = f": {exc.filename}" if exc.filename else ""
+            _print_error(f"{exc.strerror or exc}{where}")
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -110,7 +119,7 @@ def generate_cmd(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Snapshot folder to write [default: $SHOPML_HOME/snapshots/generated-seed<S>]."
+            help="Snapshot folder to write (default: $SHOPML_HOME/snapshots/generated-seed<S>)."
         ),
     ] = None,
     users: Annotated[int, typer.Option(help="Shoppers in the world.")] = 5_000,
@@ -173,7 +182,7 @@ def import_movielens_cmd(
     ],
     out: Annotated[
         Path | None,
-        typer.Option(help="Snapshot folder [default: $SHOPML_HOME/snapshots/movielens-100k]."),
+        typer.Option(help="Snapshot folder (default: $SHOPML_HOME/snapshots/movielens-100k)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
 ) -> None:
@@ -193,12 +202,12 @@ def import_csv_cmd(
     ],
     out: Annotated[
         Path | None,
-        typer.Option(help="Snapshot folder [default: $SHOPML_HOME/snapshots/<mapping source>]."),
+        typer.Option(help="Snapshot folder (default: $SHOPML_HOME/snapshots/<mapping source>)."),
     ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Folder the mapping's paths are relative to [default: the mapping's folder]."
+            help="Folder the mapping's paths are relative to (default: the mapping's folder)."
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
@@ -220,7 +229,7 @@ def import_judgments_cmd(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Snapshot folder [default: $SHOPML_HOME/snapshots/judgments-<file stem>]."
+            help="Snapshot folder (default: $SHOPML_HOME/snapshots/judgments-<file stem>)."
         ),
     ] = None,
     query_column: Annotated[str, typer.Option(help="Column with the query text.")] = "query",
@@ -234,6 +243,9 @@ def import_judgments_cmd(
         str, typer.Option(help="Column with the graded relevance.")
     ] = "median_relevance",
     encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
+    created_ts: Annotated[
+        str, typer.Option(help="created_ts for the items (such files carry no dates), ISO 8601.")
+    ] = "1970-01-01T00:00:00Z",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
 ) -> None:
     """Import query-product relevance judgments (e.g. CrowdFlower) into items + judgments."""
@@ -250,6 +262,7 @@ def import_judgments_cmd(
         out=out or _default_out(f"judgments-{src.stem}"),
         columns=cols,
         encoding=encoding,
+        created_ts=created_ts,
         overwrite=overwrite,
     )
     _print_snapshot("imported", r.path, r.snapshot_id, r.rows, r.notes)

@@ -7,8 +7,9 @@ contract schema, or raises :class:`~pipelines.errors.ContractError` naming the f
 the first bad row and the column. The snapshot writer calls :func:`check_schema` on
 every table, so nothing off-contract is ever written.
 
-Range checks that belong to data *quality* (age 0-120, timestamps inside the manifest
-window, referential integrity) are Great Expectations' job in ``pipelines.validate``.
+Checks of data *quality* (age 0-120, timestamps inside the manifest window, referential
+integrity between tables, drift) belong to the validation stage (Great Expectations),
+not to the contract: a snapshot can satisfy the contract and still be quarantined.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pipelines.errors import ContractError
 
 TS = pa.timestamp("us", tz="UTC")
 EVENT_TYPES: tuple[str, ...] = ("view", "add_to_cart", "purchase", "search_click")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 @dataclass(frozen=True)
@@ -181,13 +182,16 @@ class ParseOptions:
 
     ``format``: strptime format for timestamps (default ISO 8601); ``unit``: epoch unit
     for numeric timestamps (s, ms, us); ``timezone``: zone of naive timestamps;
-    ``split``: separator for list columns given as one string.
+    ``split``: separator for list columns given as one string; ``ambiguous``: what a
+    wall-clock time that happens twice (when daylight saving ends) means: ``refuse``
+    (an error naming the row), ``earlier`` or ``later``.
     """
 
     format: str | None = None
     unit: str | None = None
     timezone: str = "UTC"
     split: str | None = None
+    ambiguous: str = "refuse"
 
 
 @dataclass(frozen=True)
@@ -228,68 +232,92 @@ def _as_text(s: pd.Series) -> pd.Series:
         )
         return out.astype(object)
     if pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
-        return s.astype(object).where(s.notna())  # nulls become NaN, which Arrow reads as null
+        # Nulls become NaN, which Arrow reads as null; constants from a mapping may be numbers.
+        return (
+            s.astype(object)
+            .where(s.notna())
+            .map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
+        )
     return s.astype(str).where(s.notna()).astype(object)
 
 
-def _parse_naive(text: pd.Series, fmt: str) -> pd.Series | None:
-    """Texts parsed as wall-clock times, or None when they carry UTC offsets."""
+# An explicit UTC offset at the end of a timestamp text: Z, +01:00, -0500.
+_OFFSET = r"(?:[Zz]|[+-]\d{2}:?\d{2})\s*$"
+# Largest epoch magnitude per unit that fits the datetime64[ns] range (years 1677-2262).
+_EPOCH_LIMIT = {"s": 9.2e9, "ms": 9.2e12, "us": 9.2e15, "ns": 9.2e18}
+
+
+def _localize(
+    naive: pd.Series, opts: ParseOptions, where: _Where, column: str, source: pd.Series
+) -> pd.Series:
+    """Wall-clock times in ``opts.timezone`` to UTC instants.
+
+    Times skipped when clocks go forward move forward with them; times that happen twice
+    when clocks go back follow ``opts.ambiguous``.
+    """
+    flags: Any = (
+        "NaT" if opts.ambiguous == "refuse" else np.full(len(naive), opts.ambiguous == "earlier")
+    )
     try:
-        with warnings.catch_warnings():
-            # Mixed offsets are expected here: they mean "not naive", handled below.
-            warnings.simplefilter("ignore", FutureWarning)
-            naive = pd.to_datetime(text, format=fmt, errors="coerce")
-    except (ValueError, TypeError):
-        return None
-    if not pd.api.types.is_datetime64_dtype(naive) or getattr(naive.dt, "tz", None) is not None:
-        return None
-    return naive
+        local = naive.dt.tz_localize(opts.timezone, ambiguous=flags, nonexistent="shift_forward")
+    except Exception as exc:  # unknown zone names come from the user's mapping
+        raise where.error(
+            f"cannot place timestamps in timezone {opts.timezone!r}: {exc}", column=column
+        ) from exc
+    _first_bad(
+        where,
+        column,
+        source,
+        naive.notna().to_numpy() & local.isna().to_numpy(),
+        f"an unambiguous time in {opts.timezone} (it happens twice when daylight saving ends; "
+        "declare `ambiguous: earlier` or `later`)",
+    )
+    return local.dt.tz_convert("UTC")
 
 
 def _parse_timestamps(s: pd.Series, opts: ParseOptions, where: _Where, column: str) -> pd.Series:
     """Timestamps to UTC. Epoch numbers and texts with an offset are exact instants;
-    naive datetimes and texts are wall-clock times in ``opts.timezone``."""
+    naive datetimes and texts without an offset are wall-clock times in ``opts.timezone``."""
     present = s.notna().to_numpy()
     what = "a timestamp" + (f" in format {opts.format!r}" if opts.format else "")
     if pd.api.types.is_datetime64_any_dtype(s):
-        parsed = s
-    elif pd.api.types.is_numeric_dtype(s) or opts.unit:
+        if getattr(s.dt, "tz", None) is None:
+            return _localize(s, opts, where, column, s).astype("datetime64[us, UTC]")
+        return s.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    if pd.api.types.is_numeric_dtype(s) or opts.unit:
         if not opts.unit:
             raise where.error(
                 "numbers given for a timestamp; declare `unit: s` (or ms, us) in the mapping",
                 column=column,
             )
-        numbers = (
-            s
-            if pd.api.types.is_numeric_dtype(s)
-            else pd.to_numeric(s.astype(object), errors="coerce")
-        )
-        parsed = pd.to_datetime(numbers, unit=cast(Any, opts.unit), errors="coerce", utc=True)
-    else:
-        text = s.astype(object)
-        fmt = opts.format or "ISO8601"
-        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-        naive = _parse_naive(text, fmt) if opts.timezone != "UTC" else None
-        if naive is not None:
-            parsed = naive
-    _first_bad(where, column, s, present & parsed.isna().to_numpy(), what)
-    if getattr(parsed.dt, "tz", None) is None:
-        try:
-            parsed = parsed.dt.tz_localize(
-                opts.timezone, ambiguous="NaT", nonexistent="shift_forward"
-            )
-        except Exception as exc:  # unknown zone names come from the user's mapping
-            raise where.error(
-                f"cannot place timestamps in timezone {opts.timezone!r}: {exc}", column=column
-            ) from exc
+        numbers = pd.to_numeric(s.astype(object), errors="coerce").astype("float64")
         _first_bad(
             where,
             column,
             s,
-            present & parsed.isna().to_numpy(),
-            f"an unambiguous time in {opts.timezone} (it repeats when daylight saving ends)",
+            present & numbers.isna().to_numpy(),
+            f"a number of {opts.unit} since 1970",
         )
-    return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+        too_far = present & (numbers.abs() > _EPOCH_LIMIT[opts.unit]).to_numpy()
+        _first_bad(where, column, s, too_far, "a timestamp between the years 1677 and 2262")
+        parsed = pd.to_datetime(numbers, unit=cast(Any, opts.unit), errors="coerce", utc=True)
+        return parsed.astype("datetime64[us, UTC]")
+
+    text = s.astype(object).where(s.notna())
+    fmt = opts.format or "ISO8601"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # mixed offsets are handled via utc=True
+        exact = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+    if opts.timezone != "UTC":
+        # Texts without an offset are wall-clock times in the declared zone.
+        naive_rows = present & ~text.astype(str).str.contains(_OFFSET, regex=True).to_numpy()
+        if naive_rows.any():
+            naive = pd.to_datetime(text.where(naive_rows), format=fmt, errors="coerce")
+            if getattr(naive.dt, "tz", None) is None:
+                local = _localize(naive, opts, where, column, s)
+                exact = exact.where(~naive_rows, local)
+    _first_bad(where, column, s, present & exact.isna().to_numpy(), what)
+    return exact.astype("datetime64[us, UTC]")
 
 
 def _parse_numbers(s: pd.Series, where: _Where, column: str, integral: bool) -> pd.Series:
@@ -300,8 +328,8 @@ def _parse_numbers(s: pd.Series, where: _Where, column: str, integral: bool) -> 
         else pd.to_numeric(s.astype(object), errors="coerce")
     )
     num = num.astype("float64")
-    bad = present & num.isna().to_numpy()
-    _first_bad(where, column, s, bad, "a number")
+    _first_bad(where, column, s, present & num.isna().to_numpy(), "a number")
+    _first_bad(where, column, s, present & np.isinf(num.to_numpy()), "a finite number")
     if integral:
         arr = num.to_numpy()
         frac = present & ~np.isnan(arr) & (np.floor(np.nan_to_num(arr)) != np.nan_to_num(arr))
@@ -343,6 +371,14 @@ def _convert(col: Column, s: pd.Series, opts: ParseOptions, where: _Where) -> pa
         )
     if pa.types.is_integer(col.type):
         num = _parse_numbers(s, where, col.name, integral=True)
+        info = np.iinfo(col.type.to_pandas_dtype())
+        _first_bad(
+            where,
+            col.name,
+            s,
+            (num.abs() > info.max).to_numpy(),
+            f"a whole number up to {info.max:,}",
+        )
         return pa.array(num.astype("Int64"), type=col.type, from_pandas=True)
     if pa.types.is_floating(col.type):
         return pa.array(
@@ -391,7 +427,7 @@ def _check_rules(spec: TableSpec, table: pa.Table, where: _Where) -> None:
             where,
             "currency",
             cur,
-            ~cur.str.match(_CURRENCY).fillna(False).to_numpy(dtype=bool),
+            ~cur.str.fullmatch(_CURRENCY).fillna(False).to_numpy(dtype=bool),
             "a 3-letter ISO 4217 code",
         )
         cat = table.column("category").to_pandas()

@@ -200,11 +200,13 @@ def write_snapshot(
     no users and events); the manifest's ``kind`` then says ``judgments``.
     """
     target = Path(out).resolve()
-    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise SnapshotError(f"{target} already exists; choose a new --out or pass --overwrite")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    _check_target(target, overwrite)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise SnapshotError(f"cannot write a snapshot at {target}: {exc.strerror or exc}") from exc
     try:
         writer = SnapshotWriter(tmp, allow_empty)
         yield writer
@@ -214,7 +216,7 @@ def write_snapshot(
             tmp, source=source, producer=producer, notes=notes or [], allow_empty=allow_empty
         )
         _write_json_durably(tmp / MANIFEST, manifest)
-        _publish(tmp, target)
+        _publish(tmp, target, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -279,11 +281,34 @@ def _write_json_durably(path: Path, payload: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def _publish(tmp: Path, target: Path) -> None:
-    if not target.exists():
-        tmp.rename(target)
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    """Only an empty folder or, with ``overwrite``, an existing snapshot may be replaced."""
+    if not target.exists() or _is_empty_dir(target):
         return
-    # Overwrite: move the old folder aside first; only then is the new one renamed in.
+    if not overwrite:
+        raise SnapshotError(f"{target} already exists; choose a new --out or pass --overwrite")
+    if not (target / MANIFEST).is_file():
+        raise SnapshotError(
+            f"{target} exists and is not a snapshot (no {MANIFEST}); --overwrite only replaces snapshots"
+        )
+
+
+def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
+    # Checked again here: another writer may have published at `target` meanwhile.
+    _check_target(target, overwrite)
+    if not target.exists() or _is_empty_dir(target):
+        try:
+            tmp.rename(target)  # atomic; fails if a non-empty folder appeared in between
+        except OSError as exc:
+            raise SnapshotError(
+                f"{target} appeared while writing; nothing was replaced ({exc.strerror})"
+            ) from exc
+        return
+    # Overwrite: move the old snapshot aside first; only then is the new one renamed in.
     old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
     target.rename(old)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 import typer.main
 
@@ -35,12 +36,14 @@ def test_generator_page_documents_every_option_with_its_default() -> None:
         flag = f"`--{param.name.replace('_', '-')}`"
         assert flag in page, flag
         row = next(line for line in page.splitlines() if line.startswith(f"| {flag} |"))
-        if isinstance(param.default, int | float) and not isinstance(param.default, bool):
-            assert (
-                f"{param.default:,}" in row
-                or f"{param.default:.2f}" in row
-                or str(param.default) in row
-            ), row
+        documented = row.split("|")[2].strip()
+        default = param.default
+        if isinstance(default, bool):
+            assert documented == ("on" if default else "off"), row
+        elif isinstance(default, int | float):
+            assert documented in (f"{default:,}", f"{default:.2f}"), row
+        elif isinstance(default, datetime):
+            assert documented == default.strftime("%Y-%m-%d"), row
 
 
 def test_readme_quickstart_and_ci() -> None:

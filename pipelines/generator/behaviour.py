@@ -6,7 +6,7 @@ leaf drawn from the shopper's category preferences at that moment (which drift o
 the period). Each viewed item is the best of four popularity draws from that leaf by
 the shopper's taste and price sensitivity. Views lead to carts and carts to one
 checkout at the end of the session (the view -> add_to_cart -> purchase funnel).
-Consumables are bought again about every ``cycle_days`` in later reorder sessions.
+Consumables are bought again about every ``cycle_days`` in later reorder visits.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ VIEW, CART, PURCHASE, SEARCH_CLICK = (
 )
 CHOICES_PER_VIEW = 4
 EXPLORE = 0.10  # share of sessions whose intent ignores the shopper's preferences
-REORDER = 0.5  # chance that a consumable purchase is followed by a reorder
+REORDER = 0.6  # chance that a consumable purchase is followed by a reorder visit
+REORDER_CART = 0.85  # ... that the visit puts the item in the cart
+REORDER_BUY = 0.85  # ... and that the cart is bought
 SESSION_MARGIN = 3_600  # seconds kept free at the end of the period
 RESULTS_OFFSET = 1_000  # browsing views come after the clicked search results in a session
 
@@ -131,7 +133,8 @@ class DurableMemory:
 
 @dataclass
 class Chunk:
-    """Events of a chunk of sessions, ordered by (session, ts); sessions ``>= planned`` are reorders."""
+    """Events of a chunk of sessions, grouped by session in ``session_rank`` order, each
+    session in time order; session numbers from the planned count on are reorders."""
 
     session: np.ndarray
     user: np.ndarray
@@ -142,6 +145,7 @@ class Chunk:
     quantity: np.ndarray  # 0 = not applicable
     value: np.ndarray  # NaN = not applicable
     n_sessions: int
+    session_rank: np.ndarray  # position of each session in the event order
     query_session: np.ndarray
     query_user: np.ndarray
     query_ts: np.ndarray
@@ -165,7 +169,12 @@ def _reorders(
     rng: np.random.Generator,
     first_session: int,
 ) -> list[np.ndarray]:
-    """Reorder sessions (view, add_to_cart, purchase) after consumable purchases, chained."""
+    """Reorder sessions after consumable purchases: view, maybe add_to_cart, maybe purchase.
+
+    Each purchase is followed with probability ``REORDER`` by a visit about one cycle
+    later; the visit carts with probability ``REORDER_CART`` and buys with probability
+    ``REORDER_BUY``, and only a purchase schedules the next visit.
+    """
     cycle = _CYCLE[world.item_leaf[item]]
     keep = cycle > 0
     user, item, ts, qty, cycle = user[keep], item[keep], ts[keep], qty[keep], cycle[keep]
@@ -180,18 +189,22 @@ def _reorders(
             break
         sess = session + np.arange(k)
         session += k
+        carted = rng.random(k) < REORDER_CART
+        bought = carted & (rng.random(k) < REORDER_BUY)
         t_cart = ts + 5 + rng.exponential(20.0, k)
         t_buy = t_cart + 10 + rng.exponential(60.0, k)
         price = world.item_price[item]
+        c, b = np.flatnonzero(carted), np.flatnonzero(bought)
         parts.append([
-            np.concatenate([sess, sess, sess]),
-            np.concatenate([user, user, user]),
-            np.concatenate([item, item, item]),
-            np.repeat(np.array([VIEW, CART, PURCHASE], dtype=np.int8), k),
-            np.concatenate([ts, t_cart, t_buy]),
-            np.concatenate([np.zeros(k, np.int32), qty, qty]),
-            np.concatenate([np.full(k, np.nan), price * qty, price * qty]),
+            np.concatenate([sess, sess[c], sess[b]]),
+            np.concatenate([user, user[c], user[b]]),
+            np.concatenate([item, item[c], item[b]]),
+            np.concatenate([np.full(k, VIEW, np.int8), np.full(len(c), CART, np.int8), np.full(len(b), PURCHASE, np.int8)]),
+            np.concatenate([ts, t_cart[c], t_buy[b]]),
+            np.concatenate([np.zeros(k, np.int32), qty[c], qty[b]]),
+            np.concatenate([np.full(k, np.nan), (price * qty)[c], (price * qty)[b]]),
         ])  # fmt: skip
+        user, item, qty, cycle, ts = user[b], item[b], qty[b], cycle[b], t_buy[b]
     if not parts:
         return [
             np.zeros(0, dt)
@@ -233,10 +246,10 @@ def simulate_chunk(
     # Funnel: view -> add_to_cart (per item) -> one checkout at the end of the session.
     aff = affinity(world, user, item)
     price_pull = world.user_sensitivity[user] * world.item_price_z[item]
-    carted = rng.random(len(item)) < _sigmoid(-2.6 + 1.0 * aff - 0.5 * price_pull)
+    carted = rng.random(len(item)) < _sigmoid(-3.0 + 1.0 * aff - 0.5 * price_pull)
     c_idx = np.flatnonzero(carted)
     c_ts = ts[c_idx] + 3 + rng.exponential(25.0, len(c_idx))
-    bought = rng.random(len(c_idx)) < _sigmoid(-0.5 + 0.7 * aff[c_idx] - 0.4 * price_pull[c_idx])
+    bought = rng.random(len(c_idx)) < _sigmoid(-0.8 + 0.7 * aff[c_idx] - 0.4 * price_pull[c_idx])
     consumable = _CYCLE[world.item_leaf[item[c_idx]]] > 0
     c_qty = (1 + np.where(consumable, rng.poisson(0.4, len(c_idx)), 0)).astype(np.int32)
     last = np.full(n, -np.inf)
@@ -268,10 +281,13 @@ def simulate_chunk(
             [np.full(len(sess), np.nan), price[c_idx] * c_qty, price[b_idx] * b_qty, r[6]]
         ),
     ]
-    o = np.lexsort((cols[4], cols[0]))
+    # Events grouped by session in a random session order, so that cutting a chunk at the
+    # requested event count drops random sessions (reorders included), not the last ones.
+    rank = rng.permutation(n + n_reorder_sessions)
+    o = np.lexsort((cols[4], rank[cols[0]]))
     s, u, it, et, t, qu, qt, val = (c[o] for c in cols)
     return Chunk(
         session=s, user=u, item=it, etype=et, ts=t, query=qu, quantity=qt, value=val,
-        n_sessions=n + n_reorder_sessions, query_session=q_sess, query_user=users[q_sess],
-        query_ts=starts[q_sess], searches=searches,
+        n_sessions=n + n_reorder_sessions, session_rank=rank, query_session=q_sess,
+        query_user=users[q_sess], query_ts=starts[q_sess], searches=searches,
     )  # fmt: skip

@@ -144,7 +144,7 @@ def run_searches(
     ).astype(np.float64)
     grade[~ok] = 0.0
     safe = np.where(ok, shown, 0)
-    attract = 1.0 / (1.0 + np.exp(-(-2.5 + 1.1 * grade + 0.5 * affinity(world, users, safe))))
+    attract = 1.0 / (1.0 + np.exp(-(-3.2 + 1.1 * grade + 0.5 * affinity(world, users, safe))))
     examine = (np.arange(1, RESULTS + 1, dtype=np.float64)) ** -EXAMINE_POWER
     clicked = ok & (rng.random(shown.shape) < examine[None, :] * attract)
     return Searches(texts=texts, shown=shown, clicked=clicked, grade=grade)

@@ -86,12 +86,14 @@ class _Emitter:
 
     def emit(self, chunk: Chunk, budget: int, events: TableStream, queries: TableStream) -> int:
         cut = min(len(chunk.session), budget)
-        last_session = (
-            chunk.session[cut - 1] if cut < len(chunk.session) else np.iinfo(np.int64).max
+        last_rank = (
+            chunk.session_rank[chunk.session[cut - 1]]
+            if cut < len(chunk.session)
+            else np.iinfo(np.int64).max
         )
 
         # Queries kept: those of sessions up to the cut, numbered in time order.
-        q_keep = np.flatnonzero(chunk.query_session <= last_session)
+        q_keep = np.flatnonzero(chunk.session_rank[chunk.query_session] <= last_rank)
         q_keep = q_keep[np.argsort(chunk.query_ts[q_keep], kind="stable")]
         q_rank = np.full(len(chunk.query_session), -1, dtype=np.int64)
         q_rank[q_keep] = np.arange(len(q_keep))

@@ -394,7 +394,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "phone case": ("phone cover",),
     "wireless charger": ("charging pad",),
     "laptop": ("notebook computer",),
-    "headphones": ("headset", "cans"),
+    "headphones": ("cans",),
     "earbuds": ("in-ear headphones",),
     "camera": ("digicam",),
     "smart speaker": ("voice assistant speaker",),

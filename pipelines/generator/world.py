@@ -59,6 +59,11 @@ class GeneratorConfig:
             (self.judged_queries >= 0, "--judged-queries must be >= 0"),
             (self.chunk_sessions >= 1000, "chunk_sessions must be >= 1000"),
             (self.start.tzinfo is not None, "start must be timezone-aware"),
+            # Histories reach two years back; the sampling keys hold epoch seconds up to 2514.
+            (
+                self.start.year >= 1975 and self.start.year + self.days / 365 <= 2200,
+                "--start must lie between 1975 and 2200",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -187,7 +192,7 @@ def _build_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> dict[str, 
     # The first three items of each leaf existed before the period, so every leaf can be browsed.
     old = rng.random(m) >= cfg.new_item_share
     for li in range(n_leaves):
-        old[np.flatnonzero(leaf_of == li)[:3]] = True
+        old[rng.choice(np.flatnonzero(leaf_of == li), 3, replace=False)] = True
     created = np.where(
         old,
         cfg.t0 - rng.integers(DAY, 365 * DAY, m),

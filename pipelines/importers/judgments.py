@@ -62,7 +62,7 @@ def import_judgments(
     if len(df) == 0:
         raise ContractError(name, "no data rows")
     rel = pd.to_numeric(df[columns.relevance], errors="coerce")
-    bad = rel.isna().to_numpy()
+    bad = (rel.isna() | ~np.isfinite(rel.fillna(0))).to_numpy()
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
         raise ContractError(

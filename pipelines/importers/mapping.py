@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,9 @@ _TABLE_KEYS = {
     "drop_if_empty",
     "columns",
 }
+_UNITS = ("s", "ms", "us", "ns")
+_AMBIGUOUS = ("refuse", "earlier", "later")
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _COLUMN_KEYS = {
     "from",
     "default",
@@ -62,6 +66,7 @@ _COLUMN_KEYS = {
     "format",
     "unit",
     "timezone",
+    "ambiguous",
     "split",
     "generate",
     "prefix",
@@ -129,6 +134,17 @@ def _column(mapping: Path, table: str, target: str, spec: Any) -> ColumnMap:
     for key in ("values", "replace"):
         if key in spec and not isinstance(spec[key], dict):
             raise _fail(mapping, where, f"`{key}` must map source text to replacement text")
+    for key in ("from", "format", "timezone", "split", "strip", "prefix"):
+        if key in spec and not isinstance(spec[key], str):
+            raise _fail(mapping, where, f"`{key}` must be text, got {spec[key]!r}")
+    if spec.get("unit") not in (None, *_UNITS):
+        raise _fail(
+            mapping, where, f"`unit` must be one of {', '.join(_UNITS)}, got {spec['unit']!r}"
+        )
+    if spec.get("ambiguous", "refuse") not in _AMBIGUOUS:
+        raise _fail(mapping, where, f"`ambiguous` must be one of {', '.join(_AMBIGUOUS)}")
+    if "timezone" in spec:
+        _check_timezone(mapping, where, spec["timezone"])
     return ColumnMap(
         target=target,
         source=spec.get("from"),
@@ -143,8 +159,25 @@ def _column(mapping: Path, table: str, target: str, spec: Any) -> ColumnMap:
             unit=spec.get("unit"),
             timezone=spec.get("timezone", "UTC"),
             split=spec.get("split"),
+            ambiguous=spec.get("ambiguous", "refuse"),
         ),
     )
+
+
+def _check_timezone(mapping: Path, where: str, zone: str) -> None:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise _fail(
+            mapping, where, f"unknown timezone {zone!r} (use an IANA name like Europe/Berlin)"
+        ) from exc
+
+
+def _table_option(mapping: Path, table: str, spec: dict[str, Any], key: str, default: str) -> str:
+    value = spec.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise _fail(mapping, f"tables.{table}.{key}", f"must be non-empty text, got {value!r}")
+    return value
 
 
 def _drop_if_empty(mapping: Path, table: str, spec: dict[str, Any]) -> tuple[str, ...]:
@@ -165,6 +198,10 @@ def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Map
         raise ConfigError(f"mapping file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path.name}: a mapping file must be UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path.name}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("tables"), dict):
@@ -192,13 +229,23 @@ def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Map
             raise _fail(
                 path, f"tables.{table}", f"unknown key(s) {bad}; known: {sorted(_TABLE_KEYS)}"
             )
+        nulls = spec.get("null_values", [""])
+        if not isinstance(nulls, list) or not all(isinstance(v, str) for v in nulls):
+            raise _fail(
+                path,
+                f"tables.{table}.null_values",
+                f'must be a list of texts, e.g. ["", "NA"]; got {nulls!r}',
+            )
+        fmt = spec.get("format")
+        if fmt not in (None, "csv", "parquet"):
+            raise _fail(path, f"tables.{table}.format", f"must be csv or parquet, got {fmt!r}")
         tables[table] = TableMap(
             table=table,
-            path=(root / spec["path"]).resolve(),
-            fmt=spec.get("format"),
-            encoding=spec.get("encoding", "utf-8"),
-            delimiter=spec.get("delimiter", ","),
-            null_values=tuple(str(v) for v in spec.get("null_values", [""])),
+            path=(root / _table_option(path, table, spec, "path", "")).resolve(),
+            fmt=fmt,
+            encoding=_table_option(path, table, spec, "encoding", "utf-8"),
+            delimiter=_table_option(path, table, spec, "delimiter", ","),
+            null_values=tuple(nulls),
             drop_duplicates=bool(spec.get("drop_duplicates", False)),
             drop_if_empty=_drop_if_empty(path, table, spec),
             columns=tuple(_column(path, table, t, s) for t, s in spec["columns"].items()),
@@ -208,7 +255,19 @@ def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Map
         raise _fail(
             path, "tables", f"missing table(s) {missing}; a snapshot needs users, items and events"
         )
-    return Mapping(file=path, source=str(raw.get("source", path.stem)), tables=tables)
+    source = raw.get("source", path.stem)
+    if not isinstance(source, str) or not _SOURCE_NAME.match(source):
+        raise _fail(
+            path, "source", f"{source!r} must be a short name of letters, digits, '.', '_' or '-'"
+        )
+    return Mapping(file=path, source=source, tables=tables)
+
+
+def _as_key(value: Any) -> str:
+    """The text a `values:` key is matched against (1.0 read from a file matches key 1)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _map_column(df: pd.DataFrame, col: ColumnMap, file: str) -> pd.Series:
@@ -235,7 +294,8 @@ def _map_column(df: pd.DataFrame, col: ColumnMap, file: str) -> pd.Series:
         s[present] = t
         s = s.where(s != "")  # empty after cleaning = missing
     if col.values is not None:
-        s = s.map(lambda v: col.values.get(v, v) if isinstance(v, str) else v)  # type: ignore[union-attr]
+        values = col.values
+        s = s.map(lambda v: values.get(_as_key(v), v))
     if col.prefix:
         s = s.map(
             lambda v: (

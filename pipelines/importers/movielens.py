@@ -71,7 +71,8 @@ def _genre_names(src: Path) -> tuple[str, ...]:
         name="u.genre",
     )
     g = g.dropna()
-    return tuple(g.sort_values("index", key=lambda s: s.astype(int))["genre"].tolist())
+    g["index"] = _ints(g, "index", "u.genre")
+    return tuple(g.sort_values("index")["genre"].tolist())
 
 
 def _load(src: Path) -> dict[str, pd.DataFrame]:
@@ -82,6 +83,16 @@ def _load(src: Path) -> dict[str, pd.DataFrame]:
     ratings = _read(src, "u.data", "\t", ["user", "item", "rating", "ts"])
     for col in ("user", "item", "rating", "ts"):
         ratings[col] = _ints(ratings, col, "u.data")
+    # Unix seconds from 1970 to 2100; anything else is a corrupt line, not a date.
+    bad_ts = ~ratings["ts"].between(0, 4_102_444_800)
+    if bad_ts.any():
+        pos = int(np.flatnonzero(bad_ts.to_numpy())[0])
+        raise ContractError(
+            "u.data",
+            f"{ratings['ts'].iloc[pos]} is not a unix time between 1970 and 2100",
+            row=pos + 1,
+            column="ts",
+        )
     bad = ~ratings["rating"].isin(list(RATING_TO_EVENT))
     if bad.any():
         pos = int(np.flatnonzero(bad.to_numpy())[0])

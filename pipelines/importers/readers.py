@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.errors import ContractError
@@ -89,23 +90,31 @@ def read_text_table(
             table: pa.Table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise ContractError(name, f"not a readable parquet file ({exc})") from exc
-        return table.to_pandas(types_mapper=None)
+        # Integer columns become exact text: through pandas, a nullable int64 id would turn
+        # into a float and lose digits above 2**53.
+        for i, field in enumerate(table.schema):
+            if pa.types.is_integer(field.type):
+                table = table.set_column(i, field.name, pc.cast(table.column(i), pa.string()))
+        return table.to_pandas()
     if fmt != "csv":
         raise ContractError(name, f"unknown format {fmt!r}; use csv or parquet")
     check_encoding(path, encoding, delimiter=delimiter, name=name)
     # A UTF-8 byte-order mark (spreadsheet exports) must not end up in the first column name.
     is_utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
+    # The C parser takes one-character separators; longer ones (MovieLens 1M's "::") need
+    # the Python parser, given as an escaped regular expression.
+    multi = len(delimiter) > 1
     try:
         return pd.read_csv(
             path,
-            sep=delimiter,
+            sep=re.escape(delimiter) if multi else delimiter,
             dtype=str,
             keep_default_na=False,
             na_values=list(null_values),
             encoding="utf-8-sig" if is_utf8 else encoding,
             header=0 if header else None,
             names=list(names) if names else None,
-            engine="c",
+            engine="python" if multi else "c",
             index_col=False,
         )
     except pd.errors.EmptyDataError as exc:

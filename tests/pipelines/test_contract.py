@@ -65,7 +65,7 @@ def test_naive_timestamps_are_placed_in_the_declared_zone_and_custom_formats_par
     ]
 
 
-def test_offsets_are_exact_and_daylight_saving_gaps_are_reported() -> None:
+def test_offsets_are_exact_and_daylight_saving_changes_are_handled() -> None:
     berlin = {"ts": ParseOptions(timezone="Europe/Berlin")}
     # Texts with an offset are exact instants whatever zone the mapping declares.
     with_offset = conform("events", events(), file="e.csv", parse=berlin)
@@ -89,6 +89,34 @@ def test_offsets_are_exact_and_daylight_saving_gaps_are_reported() -> None:
             file="e.csv",
             parse=berlin,
         )
+    # Told which of the two, it takes the earlier (summer time, UTC+2) or the later (UTC+1).
+    fall = events(ts=["2026-10-24 12:00", "2026-10-25 01:00", "2026-10-25 02:30"])
+    early = conform(
+        "events",
+        fall,
+        file="e.csv",
+        parse={"ts": ParseOptions(timezone="Europe/Berlin", ambiguous="earlier")},
+    )
+    late = conform(
+        "events",
+        fall,
+        file="e.csv",
+        parse={"ts": ParseOptions(timezone="Europe/Berlin", ambiguous="later")},
+    )
+    assert early.column("ts")[2].as_py().isoformat() == "2026-10-25T00:30:00+00:00"
+    assert late.column("ts")[2].as_py().isoformat() == "2026-10-25T01:30:00+00:00"
+    # Mixed texts: the one with an offset is exact, the naive one is Berlin wall-clock time.
+    mixed = conform(
+        "events",
+        events(ts=["2026-02-01T10:00:00Z", "2026-02-01 10:00:00", "2026-02-01T10:00:00+05:00"]),
+        file="e.csv",
+        parse=berlin,
+    )
+    assert [t.isoformat() for t in mixed.column("ts").to_pylist()] == [
+        "2026-02-01T10:00:00+00:00",
+        "2026-02-01T09:00:00+00:00",
+        "2026-02-01T05:00:00+00:00",
+    ]
     # Epoch numbers are UTC instants; a declared zone does not shift them.
     epoch = conform(
         "events",
@@ -128,6 +156,28 @@ def test_wrong_type_names_the_first_bad_row_and_counts_the_rest() -> None:
         str(err.value)
         == "items.csv, row 2, column 'price': 'cheap' is not a number (2 rows in all)"
     )
+
+
+def test_numbers_must_be_finite_and_fit_their_type() -> None:
+    with pytest.raises(ContractError, match=r"row 2, column 'price': 'inf' is not a finite number"):
+        conform("items", items(price=["9.99", "inf"]), file="items.csv")
+    users = pd.DataFrame({"user_id": ["a"], "signup_ts": ["2025-01-01"], "age": ["3000000000"]})
+    with pytest.raises(
+        ContractError,
+        match=r"row 1, column 'age': '3000000000' is not a whole number up to 2,147,483,647",
+    ):
+        conform("users", users, file="users.csv")
+    far = events(ts=[1e20, 1767261660, 1767340800])
+    with pytest.raises(
+        ContractError,
+        match=r"row 1, column 'ts': 1e\+20 is not a timestamp between the years 1677 and 2262",
+    ):
+        conform("events", far, file="e.csv", parse={"ts": ParseOptions(unit="s")})
+
+
+def test_constants_of_other_types_become_text() -> None:
+    t = conform("items", items(brand=[123, None]), file="items.csv")
+    assert t.column("brand").to_pylist() == ["123", None]
 
 
 def test_whole_numbers_only_for_integer_columns() -> None:
@@ -175,6 +225,7 @@ def test_source_row_numbers_are_reported_after_rows_were_dropped() -> None:
             ["EUR", "euro"],
             "row 2, column 'currency': 'euro' is not a 3-letter ISO 4217 code",
         ),
+        ("currency", ["USD\n", "EUR"], r"row 1, column 'currency': 'USD\\n' is not a 3-letter"),
         ("category", ["Home/Kitchen", " / "], "is not a category path"),
         ("title", ["Red mug", None], "empty value in a required column"),
     ],

@@ -75,11 +75,28 @@ def test_movielens_mapping(tmp_path: Path) -> None:
     assert items.loc["10", "currency"] == "XXX" and items.loc["10", "price"] == 1.0
 
 
-def test_movielens_bad_rating_names_file_row_column(tmp_path: Path) -> None:
-    src = write_movielens(tmp_path / "ml", ratings="1\t10\t5\t881250949\n1\t20\t7\t881250999\n")
-    with pytest.raises(
-        ContractError, match=r"u.data, row 2, column 'rating': 7 is not a rating 1-5"
-    ):
+@pytest.mark.parametrize(
+    ("ratings", "message"),
+    [
+        (
+            "1\t10\t5\t881250949\n1\t20\t7\t881250999\n",
+            r"u.data, row 2, column 'rating': 7 is not a rating 1-5",
+        ),
+        (
+            "1\t10\t5\t881250949\n1\t20\t4\t99999999999999\n",
+            r"u.data, row 2, column 'ts': 99999999999999 is not a unix time",
+        ),
+        (
+            "1\t10\t5\t881250949\n1\tx\t4\t881250999\n",
+            r"u.data, row 2, column 'item': 'x' is not a whole number",
+        ),
+    ],
+)
+def test_movielens_bad_ratings_name_file_row_column(
+    tmp_path: Path, ratings: str, message: str
+) -> None:
+    src = write_movielens(tmp_path / "ml", ratings=ratings)
+    with pytest.raises(ContractError, match=message):
         import_movielens_100k(src, out=tmp_path / "snap")
     assert not (tmp_path / "snap").exists()
 
@@ -275,11 +292,108 @@ def test_mapping_mistakes_are_reported_with_their_key(tmp_path: Path) -> None:
         ),
         "users": (text.replace("  users:", "  judgments:"), "not a column of 'judgments'"),
     }
-    for name, (content, message) in cases.items():
+    for content, message in cases.values():
         mapping.write_text(content)
         with pytest.raises(ConfigError, match=message):
             load_mapping(mapping)
-        assert name
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("      age: age", "      age: {from: age, unit: minutes}"),
+            r"`unit` must be one of s, ms, us, ns",
+        ),
+        (("timezone: Europe/Berlin", "timezone: Mars/Olympus"), r"unknown timezone 'Mars/Olympus'"),
+        (
+            (
+                "  items:\n    path: items.parquet",
+                "  items:\n    path: items.parquet\n    null_values: NA",
+            ),
+            r"null_values: must be a list of texts",
+        ),
+        (("      title: name", "      title: {from: 5}"), r"`from` must be text, got 5"),
+        (
+            ("source: test-shop", "source: ../../escape"),
+            r"source: '../../escape' must be a short name",
+        ),
+        (
+            ('    delimiter: ";"', "    delimiter: 8"),
+            r"tables.events.delimiter: must be non-empty text, got 8",
+        ),
+    ],
+)
+def test_mapping_values_of_the_wrong_kind(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    mapping = write_shop(tmp_path / "shop")
+    text = mapping.read_text()
+    assert change[0] in text
+    mapping.write_text(text.replace(*change))
+    with pytest.raises(ConfigError, match=message):
+        load_mapping(mapping)
+
+
+def test_mapping_file_must_be_utf8(tmp_path: Path) -> None:
+    mapping = write_shop(tmp_path / "shop")
+    mapping.write_bytes("source: café\ntables: {}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="a mapping file must be UTF-8 text"):
+        load_mapping(mapping)
+
+
+def test_parquet_integer_ids_keep_every_digit_and_numeric_codes_map(tmp_path: Path) -> None:
+    mapping = write_shop(tmp_path / "shop")
+    big = 2**53 + 1  # not representable as a float
+    pq.write_table(
+        pa.table({"customer": pa.array([big, None, 7], pa.int64()), "sku": [101, 102, 101], "action": [1, 2, 3],
+                  "epoch_ms": [1767261600000] * 3, "visit": ["v1", "v1", "v2"]}),
+        tmp_path / "shop" / "events.parquet",
+    )  # fmt: skip
+    (tmp_path / "shop" / "users.csv").write_text(
+        f"customer,joined,age\n{big},01.07.2025,34\n7,02.07.2025,40\n"
+    )
+    text = mapping.read_text().replace(
+        'path: events.csv\n    delimiter: ";"', "path: events.parquet\n    drop_if_empty: [user_id]"
+    )
+    text = text.replace(
+        "values: {pv: view, cart: add_to_cart, buy: purchase}",
+        "values: {1: view, 2: add_to_cart, 3: purchase}",
+    )
+    mapping.write_text(text)
+    snap = Snapshot.open(import_mapped(mapping, out=tmp_path / "snap").path)
+    ev = snap.read("events").to_pandas()
+    assert ev["user_id"].tolist() == [str(big), "7"]
+    assert ev["event_type"].tolist() == ["view", "purchase"]
+    assert "1 rows of events.parquet with no user_id were dropped" in snap.manifest["notes"][0]
+
+
+def test_multi_character_delimiter(tmp_path: Path) -> None:
+    mapping = write_shop(tmp_path / "shop")
+    (tmp_path / "shop" / "events.csv").write_text(
+        "customer::sku::action::epoch_ms::visit\nc1::101::pv::1767261600000::v1\nc2::102::buy::1767261700000::v2\n"
+    )
+    mapping.write_text(mapping.read_text().replace('delimiter: ";"', 'delimiter: "::"'))
+    assert import_mapped(mapping, out=tmp_path / "snap").rows["events"] == 2
+
+
+def test_unwritable_out_is_a_message(tmp_path: Path) -> None:
+    mapping = write_shop(tmp_path / "shop")
+    (tmp_path / "a-file").write_text("x")
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "import",
+            "csv",
+            "--mapping",
+            str(mapping),
+            "--out",
+            str(tmp_path / "a-file" / "snap"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "cannot write a snapshot at" in " ".join(result.output.split())
 
 
 @pytest.mark.real_data
