@@ -275,6 +275,19 @@ def _localize(
     return local.dt.tz_convert("UTC")
 
 
+def require(
+    file: str, column: str, values: pd.Series, ok: np.ndarray | pd.Series, what: str
+) -> None:
+    """Raise :class:`ContractError` for the first row (1-based) where ``ok`` is false.
+
+    The message quotes the value and counts the other bad rows:
+    ``u.data, row 2, column 'rating': 7 is not a rating 1-5 (3 rows in all)``.
+    """
+    _first_bad(
+        _Where(file), column, values.reset_index(drop=True), ~np.asarray(ok, dtype=bool), what
+    )
+
+
 def _parse_timestamps(s: pd.Series, opts: ParseOptions, where: _Where, column: str) -> pd.Series:
     """Timestamps to UTC. Epoch numbers and texts with an offset are exact instants;
     naive datetimes and texts without an offset are wall-clock times in ``opts.timezone``."""

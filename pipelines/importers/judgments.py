@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.contract import conform, empty_table
+from pipelines.contract import conform, empty_table, require
 from pipelines.errors import ContractError
 from pipelines.importers import ImportResult, log_table
 from pipelines.importers.readers import read_text_table, require_columns
@@ -62,20 +62,15 @@ def import_judgments(
     if len(df) == 0:
         raise ContractError(name, "no data rows")
     rel = pd.to_numeric(df[columns.relevance], errors="coerce")
-    bad = (rel.isna() | ~np.isfinite(rel.fillna(0))).to_numpy()
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise ContractError(
-            name,
-            f"{df[columns.relevance].iloc[pos]!r} is not a relevance number",
-            row=pos + 1,
-            column=columns.relevance,
-        )
+    require(
+        name,
+        columns.relevance,
+        df[columns.relevance],
+        np.isfinite(rel.fillna(np.inf)),
+        "a relevance number",
+    )
     for col in (columns.query, columns.title):
-        empty = df[col].fillna("").str.strip().eq("").to_numpy()
-        if empty.any():
-            pos = int(np.flatnonzero(empty)[0])
-            raise ContractError(name, "empty value in a required column", row=pos + 1, column=col)
+        require(name, col, df[col], df[col].fillna("").str.strip().ne(""), "a non-empty text")
 
     title = df[columns.title].fillna("")
     description = (

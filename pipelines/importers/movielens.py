@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.contract import ParseOptions, conform
+from pipelines.contract import ParseOptions, conform, require
 from pipelines.errors import ContractError
 from pipelines.importers import ImportResult, log_table
 from pipelines.importers.readers import read_text_table
@@ -49,12 +49,7 @@ def _read(src: Path, name: str, sep: str, names: list[str]) -> pd.DataFrame:
 
 def _ints(df: pd.DataFrame, column: str, name: str) -> np.ndarray:
     num = pd.to_numeric(df[column], errors="coerce")
-    bad = num.isna() | (num != num.round())
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ContractError(
-            name, f"{df[column].iloc[pos]!r} is not a whole number", row=pos + 1, column=column
-        )
+    require(name, column, df[column], num.notna() & (num == num.round()), "a whole number")
     return num.to_numpy(dtype=np.int64)
 
 
@@ -84,24 +79,10 @@ def _load(src: Path) -> dict[str, pd.DataFrame]:
     for col in ("user", "item", "rating", "ts"):
         ratings[col] = _ints(ratings, col, "u.data")
     # Unix seconds from 1970 to 2100; anything else is a corrupt line, not a date.
-    bad_ts = ~ratings["ts"].between(0, 4_102_444_800)
-    if bad_ts.any():
-        pos = int(np.flatnonzero(bad_ts.to_numpy())[0])
-        raise ContractError(
-            "u.data",
-            f"{ratings['ts'].iloc[pos]} is not a unix time between 1970 and 2100",
-            row=pos + 1,
-            column="ts",
-        )
-    bad = ~ratings["rating"].isin(list(RATING_TO_EVENT))
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ContractError(
-            "u.data",
-            f"{ratings['rating'].iloc[pos]} is not a rating 1-5",
-            row=pos + 1,
-            column="rating",
-        )
+    ts = ratings["ts"]
+    require("u.data", "ts", ts, ts.between(0, 4_102_444_800), "a unix time between 1970 and 2100")
+    rating = ratings["rating"]
+    require("u.data", "rating", rating, rating.isin(list(RATING_TO_EVENT)), "a rating 1-5")
 
     users = _read(src, "u.user", "|", ["user", "age", "gender", "occupation", "zip"])
     genres = _genre_names(src)
