@@ -267,11 +267,13 @@ def validate_snapshot(
 def _run(
     snap: Snapshot, baseline: Snapshot | None, cfg: ValidationConfig, now: datetime, docs: Path
 ) -> tuple[tuple[CheckResult, ...], dict[str, Any]]:
-    # GX logs at INFO on import and while running; keep the user's output readable.
-    for name in ("great_expectations", "great_expectations.data_context.types.base"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # GX logs at INFO on import and while running; one of its modules sets its own level
+    # to INFO when imported, so quiet the loggers again after the import.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     from pipelines.validation import drift, suites
     from pipelines.validation.runner import run_checks
+
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 
     frames = _frames(snap)
     raw = dict(frames)

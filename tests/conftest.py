@@ -60,3 +60,14 @@ def small_shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
     out = tmp_path_factory.mktemp("shops") / "small"
     generate_shop(SMALL, out=out)
     return Shop(out, SMALL)
+
+
+@pytest.fixture
+def redis_available() -> None:
+    """Skip unless Redis answers on 127.0.0.1:6379 (tests marked needs_redis use it)."""
+    import redis
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+    except redis.exceptions.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at 127.0.0.1:6379 ({exc})")

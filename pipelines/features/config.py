@@ -10,6 +10,9 @@ from typing import Any
 from pipelines.errors import ConfigError
 
 EVENT_WEIGHTS = {"view": 1.0, "search_click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+# Activity and popularity windows. Fixed, because the Feast feature views declare one
+# column per window and event type (feature_store/definitions.py).
+WINDOWS_DAYS = (1, 7, 30)
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,6 @@ class FeatureConfig:
 
     history_days: int = 14
     every_days: float = 1.0
-    windows_days: tuple[int, ...] = (1, 7, 30)
     half_life_days: float = 14.0
     event_weights: dict[str, float] = field(default_factory=lambda: dict(EVENT_WEIGHTS))
     top_k_tags: int = 3
@@ -39,10 +41,6 @@ class FeatureConfig:
         checks = [
             (self.history_days >= 0, "history_days must be >= 0"),
             (self.every_days > 0, "every_days must be > 0"),
-            (
-                len(self.windows_days) > 0 and all(w > 0 for w in self.windows_days),
-                "windows_days must be positive",
-            ),
             (self.half_life_days > 0, "half_life_days must be > 0"),
             (
                 set(self.event_weights) == set(EVENT_WEIGHTS),
@@ -75,7 +73,5 @@ class FeatureConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{p}: unknown feature setting(s) {unknown}; known: {sorted(known)}")
-        if "windows_days" in data:
-            data["windows_days"] = tuple(data["windows_days"])
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.contract import TS
-from pipelines.features.config import FeatureConfig
+from pipelines.features.config import WINDOWS_DAYS, FeatureConfig
 from pipelines.features.timeline import CART, DAY, PURCHASE, SEARCH_CLICK, VIEW, Timeline
 from pipelines.features.user_profile import TYPE_NAMES
 
@@ -25,7 +25,7 @@ def stats_table(tl: Timeline, t: float, cfg: FeatureConfig) -> pa.Table:
         "event_timestamp": pa.array(np.full(len(rows), round(t * 1e6)), type=pa.int64()).cast(TS),
     }
     by_window: dict[int, np.ndarray] = {}
-    for w in cfg.windows_days:
+    for w in WINDOWS_DAYS:
         s = tl.window(t, w)
         counts = np.bincount(tl.item[s] * 4 + tl.etype[s], minlength=tl.n_items * 4).reshape(
             tl.n_items, 4
@@ -35,7 +35,7 @@ def stats_table(tl: Timeline, t: float, cfg: FeatureConfig) -> pa.Table:
             cols[f"{name}_{w}d"] = pa.array(counts[rows, k], type=pa.int32())
 
     # Conversion over the longest window, smoothed towards the shop-wide rate.
-    c = by_window[max(cfg.windows_days)]
+    c = by_window[max(WINDOWS_DAYS)]
     views = c[:, VIEW] + c[:, SEARCH_CLICK]
     carts, buys = c[:, CART], c[:, PURCHASE]
     total_views, total_carts = max(int(views.sum()), 1), max(int(carts.sum()), 1)

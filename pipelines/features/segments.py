@@ -18,7 +18,7 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
-from pipelines.features.config import FeatureConfig
+from pipelines.features.config import WINDOWS_DAYS, FeatureConfig
 from pipelines.features.timeline import DAY, Timeline
 from pipelines.features.user_profile import TYPE_NAMES, UserState, activity_counts
 
@@ -73,7 +73,7 @@ def profile_vectors(
 ) -> np.ndarray:
     """The vector segments are computed from (docs/features.md lists its parts)."""
     counts = activity_counts(tl, t, cfg)
-    longest = max(cfg.windows_days)
+    longest = max(WINDOWS_DAYS)
     parts: list[np.ndarray] = [
         np.log1p(counts[f"{name}_{longest}d"]).astype(np.float64) for name in TYPE_NAMES
     ]

@@ -16,14 +16,14 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from pipelines.contract import EVENT_TYPES, TS
-from pipelines.features.config import FeatureConfig
+from pipelines.features.config import WINDOWS_DAYS, FeatureConfig
 from pipelines.features.timeline import DAY, PURCHASE, Timeline
 
 TYPE_NAMES = EVENT_TYPES  # view, add_to_cart, purchase, search_click
 
 
 def activity_columns(cfg: FeatureConfig) -> list[str]:
-    return [f"{t}_{w}d" for w in cfg.windows_days for t in TYPE_NAMES]
+    return [f"{t}_{w}d" for w in WINDOWS_DAYS for t in TYPE_NAMES]
 
 
 def top_k(weights: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,7 +118,7 @@ def _median_purchase_price(tl: Timeline, t: float) -> np.ndarray:
 
 def activity_counts(tl: Timeline, t: float, cfg: FeatureConfig) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for w in cfg.windows_days:
+    for w in WINDOWS_DAYS:
         s = tl.window(t, w)
         counts = np.bincount(tl.user[s] * 4 + tl.etype[s], minlength=tl.n_users * 4).reshape(
             tl.n_users, 4
