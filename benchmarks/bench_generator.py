@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from common import write_result
 
 # Catalog and shoppers grow with the log: 1M events -> 50k users / 10k items, 10M -> 500k / 50k.
 SHAPES = {1_000_000: (50_000, 10_000), 10_000_000: (500_000, 50_000)}
@@ -98,24 +97,6 @@ def _run_child(kind: str, events: int, out: str) -> dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return {
-        "cores": os.cpu_count(),
-        "memory_gb": round(mem_gb, 1),
-        "cpu": cpu,
-        "python": platform.python_version(),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -160,16 +141,13 @@ def main() -> None:
             f"{run['ratio_to_io_floor']:.2f}x the I/O floor ({run['io_floor_seconds']:.1f} s); "
             f"target {target or '-'}: {'met' if run['meets_target'] else 'MISSED'}"
         )
-    result = {
-        "benchmark": "generator",
-        "command": "python benchmarks/bench_generator.py --sizes " + args.sizes,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "runs": runs,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    path = write_result(
+        "generator",
+        "python benchmarks/bench_generator.py --sizes " + args.sizes,
+        {"runs": runs},
+        Path(args.out),
+    )
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

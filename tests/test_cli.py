@@ -82,3 +82,30 @@ def test_console_script_is_installed_and_errors_without_traceback(tmp_path: Path
     )
     assert bad.returncode == 2
     assert "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_validate_build_materialize_get(tmp_path: Path) -> None:
+    shop = tmp_path / "shop"
+    steps = [
+        ["data", "generate", "--out", str(shop), "--users", "300", "--items", "120", "--events", "6000", "--days", "20"],
+        ["validate", str(shop)],
+        ["features", "build", str(shop), "--history-days", "3"],
+        ["features", "materialize"],
+    ]
+    for args in steps:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, (args, r.output)
+    assert "built features" in r.output or "materialized" in r.output
+    got = runner.invoke(app, ["features", "get", "user", "u001"])
+    assert got.exit_code == 0
+    assert "user_profile" in got.output and "events_total" in got.output
+    unknown = runner.invoke(app, ["features", "get", "shop", "x"])
+    assert unknown.exit_code == 2 and "entity must be 'user' or 'item'" in unknown.output
+
+
+def test_features_build_needs_a_validated_snapshot(tmp_path: Path) -> None:
+    shop = tmp_path / "shop"
+    runner.invoke(app, ["data", "generate", "--out", str(shop), "--users", "200", "--items", "120", "--events", "2000"])
+    r = runner.invoke(app, ["features", "build", str(shop)])
+    assert r.exit_code == 2
+    assert "has not been validated; run `shopml validate" in " ".join(r.output.split())

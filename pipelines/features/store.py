@@ -16,13 +16,14 @@ rows where Feast's output is complete.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from feature_store import definitions
@@ -110,27 +111,43 @@ def _data_dir(settings: Settings) -> Path:
     return data
 
 
-def materialize(settings: Settings | None = None, *, project: str = PROJECT) -> dict[str, Any]:
-    """Load the latest value of every feature into the online store."""
+def _latest_rows(path: Path, view: str) -> pd.DataFrame:
+    """Each entity's latest row of a feature table.
+
+    In the gridded views every entity existing at the last grid time has a row there, so
+    only that time is read (the parquet statistics skip the rest of the history).
+    """
+    if view == "item_content":
+        return pd.read_parquet(path)
+    times = pq.read_table(path, columns=["event_timestamp"]).column(0)
+    last = pc.max(times)
+    return pq.read_table(path, filters=pc.field("event_timestamp") == last).to_pandas()
+
+
+def materialize(
+    settings: Settings | None = None, *, project: str = PROJECT, batch_rows: int = 50_000
+) -> dict[str, Any]:
+    """Write the latest value of every feature into the online store.
+
+    Writes through Feast's ``write_to_online_store`` with each entity's latest row, rather
+    than ``materialize``: the latter re-reads the whole history through Dask and spent
+    30 of 37 seconds fingerprinting DataFrames on a 200k-event shop.
+    """
     settings = settings or load_settings()
     data = _data_dir(settings)
     store = open_store(settings, project=project, apply=True)
-    earliest = min(
-        pq.read_table(data / f"{name}.parquet", columns=["event_timestamp"])
-        .column(0)
-        .to_pandas()
-        .min()
-        for name in VIEWS
-    )
-    start = earliest.to_pydatetime() - timedelta(seconds=1)
-    end = datetime.now(UTC) + timedelta(seconds=1)
-    store.materialize(start_date=start, end_date=end, feature_views=list(VIEWS))
-    return {
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "views": list(VIEWS),
-        "online_store": settings.online_store,
-    }
+    written: dict[str, int] = {}
+    for view in VIEWS:
+        started = time.perf_counter()
+        latest = _latest_rows(data / f"{view}.parquet", view)
+        for lo in range(0, len(latest), batch_rows):
+            store.write_to_online_store(view, latest.iloc[lo : lo + batch_rows])
+        written[view] = len(latest)
+        rate = len(latest) / max(time.perf_counter() - started, 1e-9)
+        log.info(
+            "online store: %s rows of %s (%s rows/s)", f"{len(latest):,}", view, f"{rate:,.0f}"
+        )
+    return {"rows": written, "views": list(VIEWS), "online_store": settings.online_store}
 
 
 def get_online(
