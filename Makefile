@@ -20,9 +20,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install the locked dependencies
 
-demo: setup  ## generate the default shop and describe it
+demo: setup  ## generate the default shop, describe, validate it, build and serve its features
 	$(BIN)/shopml data generate --out $(DEMO_SNAPSHOT) --overwrite
 	$(BIN)/shopml data describe $(DEMO_SNAPSHOT)
+	$(BIN)/shopml validate $(DEMO_SNAPSHOT)
+	$(BIN)/shopml features build $(DEMO_SNAPSHOT)
+	$(BIN)/shopml features materialize
+	$(BIN)/shopml features get user u0001
 
 test: lint typecheck unit  ## everything CI runs
 
@@ -44,8 +48,9 @@ lock:  ## re-resolve requirements.lock from pyproject.toml (needs .venv for uv)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 	  --python-platform x86_64-unknown-linux-gnu --no-header --annotation-style line -o requirements.lock
 
-bench: setup  ## the generator benchmark (writes benchmarks/results/generator.json)
+bench: setup  ## the benchmarks (write benchmarks/results/*.json; see docs/benchmarks.md)
 	$(BIN)/python benchmarks/bench_generator.py
+	$(BIN)/python benchmarks/bench_features.py
 
 clean:
 	rm -rf $(VENV) .shopml .pytest_cache .mypy_cache .ruff_cache

@@ -87,7 +87,20 @@ def test_console_script_is_installed_and_errors_without_traceback(tmp_path: Path
 def test_validate_build_materialize_get(tmp_path: Path) -> None:
     shop = tmp_path / "shop"
     steps = [
-        ["data", "generate", "--out", str(shop), "--users", "300", "--items", "120", "--events", "6000", "--days", "20"],
+        [
+            "data",
+            "generate",
+            "--out",
+            str(shop),
+            "--users",
+            "300",
+            "--items",
+            "120",
+            "--events",
+            "6000",
+            "--days",
+            "20",
+        ],
         ["validate", str(shop)],
         ["features", "build", str(shop), "--history-days", "3"],
         ["features", "materialize"],
@@ -105,7 +118,21 @@ def test_validate_build_materialize_get(tmp_path: Path) -> None:
 
 def test_features_build_needs_a_validated_snapshot(tmp_path: Path) -> None:
     shop = tmp_path / "shop"
-    runner.invoke(app, ["data", "generate", "--out", str(shop), "--users", "200", "--items", "120", "--events", "2000"])
+    runner.invoke(
+        app,
+        [
+            "data",
+            "generate",
+            "--out",
+            str(shop),
+            "--users",
+            "200",
+            "--items",
+            "120",
+            "--events",
+            "2000",
+        ],
+    )
     r = runner.invoke(app, ["features", "build", str(shop)])
     assert r.exit_code == 2
     assert "has not been validated; run `shopml validate" in " ".join(r.output.split())

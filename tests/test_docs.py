@@ -56,3 +56,42 @@ def test_production_settings_example_is_valid() -> None:
     example = REPO / "infra" / "shopml.production.toml.example"
     s = load_settings({"SHOPML_ENV": "production", "SHOPML_CONFIG": str(example)})
     assert s.serving_bucket_uri.startswith("s3://") and s.online_store == "redis"
+
+
+def test_validation_page_lists_every_check() -> None:
+    from datetime import UTC
+
+    from pipelines.contract import schema
+    from pipelines.validation import suites
+    from pipelines.validation.config import ValidationConfig
+
+    now = datetime.now(UTC)
+    checks = []
+    for table in TABLES:
+        columns = schema(table, with_embedding=table == "items").names
+        checks += suites.table_checks(table, categorical=frozenset(), now=now, columns=columns)
+    checks += (
+        suites.event_checks(ValidationConfig(), first=now, last=now) + suites.judgment_checks()
+    )
+    checks += suites.baseline_checks(
+        ValidationConfig(),
+        rows={"users": 1, "items": 1, "events": 1},
+        category_partition={"values": ["a"], "weights": [1.0]},
+        price_partition={"bins": [0.0, 1.0], "weights": [1.0]},
+    )
+    page = (REPO / "docs" / "validation.md").read_text()
+    for check in checks:
+        assert f"| `{check.id}` |" in page and check.why in page, check.id
+    assert "`files.sha256`" in page
+
+
+def test_features_page_defines_every_feature_and_service() -> None:
+    from feature_store import definitions
+
+    page = (REPO / "docs" / "features.md").read_text()
+    for view in definitions.FEATURE_VIEWS:
+        assert f"## {view.name}" in page
+        for feature in view.features:
+            assert f"`{feature.name}`" in page, f"{view.name}:{feature.name}"
+    for service in definitions.FEATURE_SERVICES:
+        assert f"`{service.name}`" in page
