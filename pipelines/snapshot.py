@@ -131,7 +131,7 @@ class Snapshot:
 
     @classmethod
     def open(cls, path: str | Path) -> Snapshot:
-        p = Path(path)
+        p = Path(path).resolve()
         mf = p / MANIFEST
         if not mf.is_file():
             what = (

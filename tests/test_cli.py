@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
@@ -84,8 +85,9 @@ def test_console_script_is_installed_and_errors_without_traceback(tmp_path: Path
     assert "does not exist" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_validate_build_materialize_get(tmp_path: Path) -> None:
-    shop = tmp_path / "shop"
+def test_validate_build_materialize_get(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    shop = Path("shop")  # relative, as `make demo` passes it
     steps = [
         [
             "data",

@@ -57,7 +57,7 @@ def run_checks(
         "show_how_to_buttons": False,
         "store_backend": {
             "class_name": "TupleFilesystemStoreBackend",
-            "base_directory": str(docs_dir),
+            "base_directory": str(docs_dir.resolve()),
         },
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     }
