@@ -417,6 +417,16 @@ def features_materialize_cmd() -> None:
     )
 
 
+def _show(value: Any) -> str:
+    """A feature value for people: 4 significant digits, long vectors abbreviated."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        head = ", ".join(_show(v) for v in value[:6])
+        return f"[{head}, ...] ({len(value)} values)" if len(value) > 6 else f"[{head}]"
+    return str(value)
+
+
 @features_app.command("get")
 @reports_errors
 def features_get_cmd(
@@ -430,12 +440,7 @@ def features_get_cmd(
     table = Table("view", "feature", "value", box=None)
     for view, features in values.items():
         for name, value in features.items():
-            shown = (
-                value
-                if not isinstance(value, list) or len(value) <= 6
-                else f"[{len(value)} values] {value[:3]}..."
-            )
-            table.add_row(view, name, escape(str(shown)))
+            table.add_row(view, name, escape(_show(value)))
     out_console.print(table)
     if all(v is None for f in values.values() for v in f.values()):
         out_console.print(
