@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pipelines.errors import ConfigError
 
@@ -138,3 +138,25 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         redis_url=str(values.get("redis_url", "redis://127.0.0.1:6379/0")),
         config_file=config_path,
     )
+
+
+T = TypeVar("T")
+
+
+def config_section(cls: type[T], path: str | Path, section: str, **overrides: Any) -> T:
+    """Build the dataclass ``cls`` from the ``[section]`` table of a TOML file.
+
+    Unknown keys are an error (a typo must not be silently ignored); ``overrides`` that
+    are not None win over the file.
+    """
+    p = Path(path)
+    try:
+        data: dict[str, Any] = tomllib.loads(p.read_text()).get(section, {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read the [{section}] settings: {exc}") from exc
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{p}: unknown [{section}] setting(s) {unknown}; known: {sorted(known)}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**data)

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from pipelines import __version__
 from pipelines.contract import EMBEDDING, TABLES, check_schema, empty_table, schema
 from pipelines.errors import SnapshotError
+from pipelines.folders import swap_in
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -308,12 +309,5 @@ def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
                 f"{target} appeared while writing; nothing was replaced ({exc.strerror})"
             ) from exc
         return
-    # Overwrite: move the old snapshot aside first; only then is the new one renamed in.
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    target.rename(old)
-    try:
-        tmp.rename(target)
-    except BaseException:
-        old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    # Overwrite: the old snapshot is moved aside only once the new one is complete.
+    swap_in(tmp, target)

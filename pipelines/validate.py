@@ -25,6 +25,7 @@ import pyarrow as pa
 from pipelines import __version__
 from pipelines.contract import TABLES
 from pipelines.errors import ShopMLError, SnapshotError
+from pipelines.folders import swap_in
 from pipelines.snapshot import Snapshot
 from pipelines.validation.config import ValidationConfig
 
@@ -253,7 +254,7 @@ def validate_snapshot(
             results, report = _run(snap, baseline, cfg, now, folder_tmp / "data_docs")
         accepted = all(c.success for c in results)
         _write(folder_tmp, snap, baseline, cfg, results, report, accepted, now)
-        _swap(folder_tmp, snap.path / FOLDER)
+        swap_in(folder_tmp, snap.path / FOLDER)
     except BaseException:
         shutil.rmtree(folder_tmp, ignore_errors=True)
         raise
@@ -420,13 +421,3 @@ def _write(folder: Path, snap: Snapshot, baseline: Snapshot | None, cfg: Validat
     (folder / STATUS).write_text(
         json.dumps(status, indent=2) + "\n"
     )  # last: the folder is complete
-
-
-def _swap(new: Path, target: Path) -> None:
-    if target.exists():
-        old = target.parent / f".{FOLDER}.old-{uuid.uuid4().hex[:8]}"
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)

@@ -75,3 +75,21 @@ def test_unknown_keys_in_the_config_file(tmp_path: Path) -> None:
     cfg.write_text('mlflow_uri = "x"\n')
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) mlflow_uri"):
         load_settings({"SHOPML_CONFIG": str(cfg)}, cwd=tmp_path)
+
+
+def test_stage_settings_from_a_toml_section(tmp_path: Path) -> None:
+    from pipelines.features.config import FeatureConfig
+    from pipelines.validation.config import ValidationConfig
+
+    cfg = tmp_path / "shopml.toml"
+    cfg.write_text(
+        "[features]\nhalf_life_days = 7.0\nhistory_days = 3\n\n[validation]\ncategory_kl_max = 0.3\n"
+    )
+    features = FeatureConfig.from_toml(cfg, history_days=5, every_days=None)
+    assert (features.half_life_days, features.history_days, features.every_days) == (7.0, 5, 1.0)
+    assert ValidationConfig.from_toml(cfg).category_kl_max == 0.3
+    cfg.write_text("[validation]\ncategory_kl = 0.3\n")
+    with pytest.raises(ConfigError, match=r"unknown \[validation\] setting\(s\) \['category_kl'\]"):
+        ValidationConfig.from_toml(cfg)
+    with pytest.raises(ConfigError, match="duplicate_event_max_ratio must be in"):
+        ValidationConfig(duplicate_event_max_ratio=1.5)

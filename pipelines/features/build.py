@@ -28,6 +28,7 @@ from pipelines.features.item_stats import stats_table
 from pipelines.features.segments import assign_segments, describe, fit_segments
 from pipelines.features.timeline import DAY, feature_times, load_timeline
 from pipelines.features.user_profile import advance, new_state, profile_table
+from pipelines.folders import swap_in
 from pipelines.snapshot import Snapshot
 from pipelines.validate import require_accepted
 
@@ -144,22 +145,11 @@ def build_features(
             "seconds": round(build.seconds, 2),
         }
         (tmp / "build.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        _swap(tmp, out / "data")
+        swap_in(tmp, out / "data")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return build
-
-
-def _swap(new: Path, target: Path) -> None:
-    """Replace ``target`` by ``new``: the old folder is moved aside only once ``new`` is complete."""
-    if not target.exists():
-        new.rename(target)
-        return
-    old = target.parent / f".data.old-{uuid.uuid4().hex[:8]}"
-    target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_build(out_dir: str | Path) -> dict[str, Any]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ConfigError
+from pipelines.settings import config_section
 
 EVENT_WEIGHTS = {"view": 1.0, "search_click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 # Activity and popularity windows. Fixed, because the Feast feature views declare one
@@ -64,14 +64,4 @@ class FeatureConfig:
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> FeatureConfig:
         """Read the ``[features]`` table of a TOML file (unknown keys are an error)."""
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text()).get("features", {})
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{p}: cannot read feature config: {exc}") from exc
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{p}: unknown feature setting(s) {unknown}; known: {sorted(known)}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        return config_section(cls, path, "features", **overrides)

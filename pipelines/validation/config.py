@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ConfigError
+from pipelines.settings import config_section
 
 
 @dataclass(frozen=True)
@@ -30,17 +30,6 @@ class ValidationConfig:
             raise ConfigError("validation: price_bins must be >= 2")
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> ValidationConfig:
+    def from_toml(cls, path: str | Path, **overrides: Any) -> ValidationConfig:
         """Read the ``[validation]`` table of a TOML file (unknown keys are an error)."""
-        p = Path(path)
-        try:
-            data: dict[str, Any] = tomllib.loads(p.read_text()).get("validation", {})
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{p}: cannot read validation config: {exc}") from exc
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"{p}: unknown validation setting(s) {unknown}; known: {sorted(known)}"
-            )
-        return cls(**data)
+        return config_section(cls, path, "validation", **overrides)
