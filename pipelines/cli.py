@@ -402,6 +402,8 @@ def features_build_cmd(
     )
     out_console.print("  " + ", ".join(f"{n}: {r:,} rows" for n, r in build.rows.items()))
     out_console.print(f"  text model: {build.text_model}; segments: k={build.segments['k']}")
+    if build.segments.get("note"):
+        out_console.print(f"  [yellow]{escape(build.segments['note'])}[/]")
     out_console.print(f"  written to {build.data_dir}")
 
 

@@ -138,3 +138,9 @@ def test_features_build_needs_a_validated_snapshot(tmp_path: Path) -> None:
     r = runner.invoke(app, ["features", "build", str(shop)])
     assert r.exit_code == 2
     assert "has not been validated; run `shopml validate" in " ".join(r.output.split())
+
+
+def test_features_get_before_any_build_is_a_message() -> None:
+    r = runner.invoke(app, ["features", "get", "user", "u1"])
+    assert r.exit_code == 2
+    assert "no feature build in" in " ".join(r.output.split())

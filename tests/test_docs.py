@@ -69,7 +69,7 @@ def test_validation_page_lists_every_check() -> None:
     checks = []
     for table in TABLES:
         columns = schema(table, with_embedding=table == "items").names
-        checks += suites.table_checks(table, categorical=frozenset(), now=now, columns=columns)
+        checks += suites.table_checks(table, categorical=frozenset(), now=now, present=columns)
     checks += (
         suites.event_checks(ValidationConfig(), first=now, last=now) + suites.judgment_checks()
     )

@@ -26,7 +26,7 @@ from pipelines.features.config import FeatureConfig
 from pipelines.features.item_content import content_table
 from pipelines.features.item_stats import stats_table
 from pipelines.features.segments import assign_segments, describe, fit_segments
-from pipelines.features.timeline import DAY, feature_times, load_timeline
+from pipelines.features.timeline import DAY, category_medians, feature_times, load_timeline
 from pipelines.features.user_profile import advance, new_state, profile_table
 from pipelines.folders import swap_in
 from pipelines.snapshot import Snapshot
@@ -75,15 +75,14 @@ def build_features(
     started = time.perf_counter()
     snap = Snapshot.open(snapshot_uri)
     require_accepted(snap)
+    if snap.rows("events") == 0:
+        raise ShopMLError(
+            f"snapshot {snap.path} has no events ({snap.manifest.get('kind', 'interactions')} snapshot); "
+            "features are computed from shop events"
+        )
     as_of = as_of or default_as_of(snap)
     tl = load_timeline(snap)
     times = feature_times(tl, as_of.timestamp(), cfg.history_days, cfg.every_days)
-    category_median = (
-        tl.items.groupby(tl.category)["price"]
-        .median()
-        .reindex(range(len(tl.categories)))
-        .to_numpy()
-    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,14 +90,14 @@ def build_features(
     (tmp / "models").mkdir(parents=True)
     try:
         state = new_state(tl)
-        advance(state, tl, times[0], cfg, category_median)
+        advance(state, tl, times[0], cfg, category_medians(tl, times[0]))
         model = fit_segments(tl, state, times[0], cfg)
         model.save(tmp / "models")
         rows = dict.fromkeys(TABLES, 0)
         writers: dict[str, pq.ParquetWriter] = {}
         try:
             for k, t in enumerate(times):
-                advance(state, tl, t, cfg, category_median)
+                advance(state, tl, t, cfg, category_medians(tl, t))
                 tables = {
                     "user_profile": profile_table(
                         tl, state, t, cfg, assign_segments(model, tl, state, t, cfg)
@@ -119,7 +118,7 @@ def build_features(
         finally:
             for w in writers.values():
                 w.close()
-        content, text_model = content_table(tl, cfg)
+        content, text_model = content_table(tl, cfg, times)
         pq.write_table(content, tmp / "item_content.parquet", compression="zstd")
         rows["item_content"] = content.num_rows
         build = FeatureBuild(

@@ -4,8 +4,8 @@ The text embedding is TF-IDF (words and word pairs of title, description, catego
 brand) reduced by truncated SVD and L2-normalised, so a dot product is a cosine. When
 the optional ``embeddings`` extra is installed (the packaged all-MiniLM-L6-v2 model), a
 sentence embedding is used instead; the model is loaded from the installed package and
-never downloaded. Rows carry the item's creation time, so an item's content features
-exist from the moment it does.
+never downloaded. Rows carry the item's creation time (or, for TF-IDF, the time the model was fitted, if
+later), so content features never depend on items added afterwards.
 """
 
 from __future__ import annotations
@@ -36,15 +36,18 @@ def _documents(tl: Timeline) -> list[str]:
     return list(parts[0] + " " + parts[1] + " " + parts[2].str.replace("/", " ") + " " + parts[3])
 
 
-def _tfidf(docs: list[str], dim: int, seed: int) -> np.ndarray:
-    matrix = TfidfVectorizer(
+def _tfidf(docs: list[str], fit_on: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """TF-IDF + truncated SVD fitted on the documents where ``fit_on`` is set, applied to all."""
+    vectorizer = TfidfVectorizer(
         ngram_range=(1, 2), min_df=1, max_features=50_000, sublinear_tf=True
-    ).fit_transform(docs)
-    k = min(dim, matrix.shape[1] - 1, matrix.shape[0] - 1)
+    )
+    fitted = vectorizer.fit_transform([d for d, f in zip(docs, fit_on, strict=True) if f])
+    matrix = vectorizer.transform(docs)
+    k = min(dim, fitted.shape[1] - 1, fitted.shape[0] - 1)
     if k < 1:
-        dense = matrix.toarray()
+        dense = matrix.toarray()[:, :dim]
     else:
-        dense = TruncatedSVD(n_components=k, random_state=seed).fit_transform(matrix)
+        dense = TruncatedSVD(n_components=k, random_state=seed).fit(fitted).transform(matrix)
     if dense.shape[1] < dim:  # tiny catalogs: pad so every build has the same length
         dense = np.pad(dense, ((0, 0), (0, dim - dense.shape[1])))
     norms = np.linalg.norm(dense, axis=1, keepdims=True)
@@ -74,11 +77,25 @@ def text_model_in_use(cfg: FeatureConfig) -> str:
     )
 
 
-def content_table(tl: Timeline, cfg: FeatureConfig) -> tuple[pa.Table, str]:
-    """One row per item, stamped with its creation time; returns the table and the text model used."""
+def content_table(tl: Timeline, cfg: FeatureConfig, times: np.ndarray) -> tuple[pa.Table, str]:
+    """One row per item; returns the table and the text model used.
+
+    The TF-IDF model is fitted on the items that exist at the first grid time (or the
+    first at which two exist), so no item's embedding depends on items added later; each
+    row is stamped at the later of the item's creation and that fit time. A pretrained
+    sentence model learns nothing from the catalog, so its rows carry the creation time.
+    """
     model = text_model_in_use(cfg)
     docs = _documents(tl)
-    emb = _sentence(docs) if model == "sentence" else _tfidf(docs, cfg.text_dim, cfg.seed)
+    created = tl.items["created_s"].to_numpy()
+    fit_time = next((t for t in times if (created < t).sum() >= 2), times[-1])
+    if model == "sentence":
+        emb, stamp = _sentence(docs), created
+    else:
+        emb, stamp = (
+            _tfidf(docs, created < fit_time, cfg.text_dim, cfg.seed),
+            np.maximum(created, fit_time),
+        )
     log.info(
         "item_content: %s text embeddings of %d dimensions for %s items",
         model,
@@ -89,9 +106,7 @@ def content_table(tl: Timeline, cfg: FeatureConfig) -> tuple[pa.Table, str]:
     offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))
     cols: dict[str, pa.Array] = {
         "item_id": pa.array(tl.items["item_id"].to_numpy(), type=pa.string()),
-        "event_timestamp": pa.array(
-            np.round(tl.items["created_s"].to_numpy() * 1e6).astype(np.int64)
-        ).cast(TS),
+        "event_timestamp": pa.array(np.round(stamp * 1e6).astype(np.int64)).cast(TS),
         "text_embedding": pa.ListArray.from_arrays(
             offsets, pa.array(emb.reshape(-1), type=pa.float32())
         ),

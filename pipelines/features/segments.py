@@ -8,6 +8,7 @@ future into earlier feature rows. Shoppers without any event yet get segment -1.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from pipelines.features.timeline import DAY, Timeline
 from pipelines.features.user_profile import TYPE_NAMES, UserState, activity_counts
 
 MAX_CATEGORY_DIMS = 50
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +36,7 @@ class SegmentModel:
     silhouette: dict[int, float]
     fitted_at: float
     age_mean: float
+    note: str = ""
 
     @property
     def k(self) -> int:
@@ -42,21 +45,16 @@ class SegmentModel:
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         joblib.dump(self, folder / "segments.joblib")
-        summary = {
-            "k": self.k,
-            "silhouette": self.silhouette,
-            "fitted_at": self.fitted_at,
-            "category_level": self.category_level,
-        }
+        summary = {**describe(self), "fitted_at": self.fitted_at}
         (folder / "segments.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def _category_level(tl: Timeline) -> int:
+def _category_level(categories: list[str]) -> int:
     """The deepest category path level with at most MAX_CATEGORY_DIMS values (0 = none)."""
     best = 0
-    depth = max(len(str(c).split("/")) for c in tl.categories)
+    depth = max((len(c.split("/")) for c in categories), default=0)
     for level in range(1, depth + 1):
-        names = {"/".join(str(c).split("/")[:level]) for c in tl.categories}
+        names = {"/".join(c.split("/")[:level]) for c in categories}
         if 1 < len(names) <= MAX_CATEGORY_DIMS:
             best = level
     return best
@@ -105,15 +103,27 @@ def profile_vectors(
 
 
 def fit_segments(tl: Timeline, state: UserState, t: float, cfg: FeatureConfig) -> SegmentModel:
-    """Fit the scaler and KMeans on shoppers with history at ``t``; k by silhouette on a sample."""
-    level = _category_level(tl)
-    cats = sorted({"/".join(str(c).split("/")[:level]) for c in tl.categories}) if level else []
-    ages = tl.users["age"].to_numpy(dtype=np.float64, na_value=np.nan)
+    """Fit the scaler and KMeans on shoppers with history at ``t``; k by silhouette on a sample.
+
+    Only what is known at ``t`` shapes the model: the categories of items existing then,
+    the ages of shoppers signed up by then.
+    """
+    existing = tl.items["created_s"].to_numpy() < t
+    known = sorted({str(c) for c in tl.items["category"].to_numpy()[existing]})
+    level = _category_level(known)
+    cats = sorted({"/".join(c.split("/")[:level]) for c in known}) if level else []
+    signed_up = tl.users["signup_s"].to_numpy() < t
+    ages = tl.users["age"].to_numpy(dtype=np.float64, na_value=np.nan)[signed_up]
     age_mean = float(np.nanmean(ages)) if np.isfinite(ages).any() else 0.0
     x = profile_vectors(tl, state, t, cfg, cats, level, age_mean)[state.total > 0]
     scaler = StandardScaler().fit(x) if len(x) else StandardScaler()
     if len(x) < cfg.segment_k_min * 10:
-        return SegmentModel(scaler, None, level, cats, {}, t, age_mean)
+        note = (
+            f"no segments: {len(x)} shopper(s) with history at the first feature time, "
+            f"{cfg.segment_k_min * 10} needed (use a later --as-of or fewer --history-days)"
+        )
+        log.warning(note)
+        return SegmentModel(scaler, None, level, cats, {}, t, age_mean, note)
     z = scaler.transform(x)
     rng = np.random.default_rng(cfg.seed)
     sample = rng.choice(len(z), size=min(cfg.segment_sample, len(z)), replace=False)
@@ -147,4 +157,9 @@ def assign_segments(
 
 
 def describe(model: SegmentModel) -> dict[str, Any]:
-    return {"k": model.k, "silhouette": model.silhouette, "category_level": model.category_level}
+    return {
+        "k": model.k,
+        "silhouette": model.silhouette,
+        "category_level": model.category_level,
+        "note": model.note,
+    }

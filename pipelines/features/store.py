@@ -156,6 +156,12 @@ def get_online(
     """The online feature values of one user or item, per feature view."""
     if entity not in ("user", "item"):
         raise ShopMLError(f"entity must be 'user' or 'item', not {entity!r}")
+    settings = settings or load_settings()
+    _data_dir(settings)  # a clear message when nothing was built yet
+    if not (settings.feature_store_dir / "registry.db").is_file():
+        raise ShopMLError(
+            "the feature store has no registry yet; run `shopml features materialize` first"
+        )
     store = open_store(settings, project=project)
     key = f"{entity}_id"
     out: dict[str, dict[str, Any]] = {}

@@ -108,6 +108,13 @@ def load_timeline(snap: Snapshot) -> Timeline:
     )
 
 
+def category_medians(tl: Timeline, t: float) -> np.ndarray:
+    """Median price per category over the items that exist at ``t`` (NaN where none do yet)."""
+    exists = tl.items["created_s"].to_numpy() < t
+    medians = pd.Series(tl.items["price"].to_numpy()[exists]).groupby(tl.category[exists]).median()
+    return medians.reindex(range(len(tl.categories))).to_numpy()
+
+
 def feature_times(tl: Timeline, as_of: float, history_days: int, every_days: float) -> np.ndarray:
     """The grid of times features are computed at: ``as_of`` and every ``every_days`` back
     ``history_days``, keeping only times after the first event."""

@@ -75,7 +75,11 @@ def new_state(tl: Timeline) -> UserState:
 def advance(
     state: UserState, tl: Timeline, t: float, cfg: FeatureConfig, category_median: np.ndarray
 ) -> None:
-    """Fold the events in ``[state.t, t)`` into ``state``."""
+    """Fold the events in ``[state.t, t)`` into ``state``.
+
+    ``category_median`` is the median price per category among items existing at ``t``,
+    so the price gap of a purchase never uses items that appear later.
+    """
     end = tl.before(t)
     new = slice(state.done, end)
     u, i, e, ts = tl.user[new], tl.item[new], tl.etype[new], tl.ts[new]

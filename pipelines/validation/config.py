@@ -16,7 +16,7 @@ class ValidationConfig:
     row_count_min_ratio: float = 0.5
     row_count_max_ratio: float = 2.0
     category_kl_max: float = 0.10
-    price_kl_max: float = 0.10
+    price_kl_max: float = 0.05
     price_bins: int = 10
 
     def __post_init__(self) -> None:

@@ -44,9 +44,9 @@ def _error_of(exception_info: Any) -> str | None:
 
 
 def run_checks(
-    batches: dict[str, tuple[pd.DataFrame, str | None]], checks: list[Check], docs_dir: Path
+    batches: dict[str, tuple[pd.DataFrame, list[str]]], checks: list[Check], docs_dir: Path
 ) -> list[Outcome]:
-    """Validate each batch (DataFrame, key column) against its checks; write Data Docs to ``docs_dir``."""
+    """Validate each batch (DataFrame, key columns) against its checks; write Data Docs to ``docs_dir``."""
     # GX fingerprints every batch below this many bytes by hashing all of it (17 s for
     # 10M events); the fingerprint only names the batch, so we skip it.
     pandas_engine.HASH_THRESHOLD = 0
@@ -80,7 +80,7 @@ def run_checks(
             "partial_unexpected_count": SAMPLE_ROWS,
         }
         if key:
-            result_format["unexpected_index_column_names"] = [key]
+            result_format["unexpected_index_column_names"] = key
         res = vd.run(batch_parameters={"dataframe": frame}, result_format=result_format)
         for r in res.results:
             config = r.expectation_config

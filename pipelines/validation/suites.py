@@ -14,7 +14,7 @@ from typing import Any
 
 import great_expectations.expectations as gxe
 
-from pipelines.contract import EVENT_TYPES, TABLES
+from pipelines.contract import EMBEDDING, EVENT_TYPES, TABLES, schema
 from pipelines.validation.config import ValidationConfig
 
 
@@ -50,17 +50,22 @@ def _dtype_name(arrow_type: str, categorical: bool) -> str:
 
 
 def table_checks(
-    table: str, *, categorical: frozenset[str], now: datetime, columns: list[str]
+    table: str, *, categorical: frozenset[str], now: datetime, present: list[str]
 ) -> list[Check]:
-    """Schema, types, keys and value rules of one contract table."""
+    """Schema, types, keys and value rules of one contract table.
+
+    ``present`` are the columns the stored table has; the expected ones come from the
+    contract (``image_embedding`` is expected only where a catalog has it).
+    """
     spec = TABLES[table]
+    expected = schema(table, with_embedding=EMBEDDING in present).names
     checks = [
         # The stored columns are exactly the contract's, in order: downstream code reads them by name.
         _check(table, f"{table}.columns", "columns", "the columns are exactly the contract's",
-               gxe.ExpectTableColumnsToMatchOrderedList(column_list=columns)),
+               gxe.ExpectTableColumnsToMatchOrderedList(column_list=expected)),
     ]  # fmt: skip
     for col in spec.columns:
-        if col.name not in columns:
+        if col.name not in present:  # reported by the columns check
             continue
         arrow_type = str(col.type)
         if not arrow_type.startswith("list"):
@@ -108,13 +113,16 @@ def event_checks(
     """Checks on events that need the manifest or other tables."""
     checks = []
     if first is not None and last is not None:
-        # Timestamps lie inside the range the manifest records: a file changed after writing fails here.
+        # Timestamps lie inside the range the manifest records. The manifest's range comes from
+        # the same file, so this guards against a hand-edited manifest (other changes to the file
+        # already fail the sha256 check).
         checks.append(_check("events", "events.ts.in_manifest_range", "between", "ts lies inside the manifest's event_time range",
                              gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=first, max_value=last), "ts"))  # fmt: skip
     # Repeated events (same shopper, item, type and time under another event_id) are rare:
-    # a double-sent tracking call inflates popularity. Up to `duplicate_event_max_ratio` is tolerated.
+    # a double-sent tracking call inflates popularity. Up to `duplicate_event_max_ratio` of
+    # the events may be in such a group; GX counts every copy, so one repeat counts twice.
     checks.append(_check("events", "events.duplicates", "compound_unique",
-                         f"at most {cfg.duplicate_event_max_ratio:.1%} of events repeat another (user_id, item_id, event_type, ts)",
+                         f"at most {cfg.duplicate_event_max_ratio:.1%} of events share (user_id, item_id, event_type, ts) with another event (every copy counts)",
                          gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "item_id", "event_type", "ts"],
                                                              mostly=1.0 - cfg.duplicate_event_max_ratio)))  # fmt: skip
     # Referential integrity: every event's shopper and item exist. The derived column holds the

@@ -91,24 +91,47 @@ def _labels(built: Built, t: datetime) -> pd.DataFrame:
     )
 
 
-def test_features_at_t_ignore_events_after_t(built: Built, tmp_path: Path) -> None:
+def test_features_at_t_ignore_everything_after_t(built: Built, tmp_path: Path) -> None:
     t = built.build.as_of - 5 * DAY + timedelta(hours=12)
     labels = _labels(built, t)
     before = get_training_frame(labels, settings=built.settings)
 
-    # A later snapshot: the same data plus purchases after t by the labelled shoppers.
+    # A later snapshot: the same data plus, after t, purchases by the labelled shoppers,
+    # new shoppers (aged 99) and new items (priced 99,999) in existing categories.
     snap = Snapshot.open(built.snapshot)
+    old_items = snap.read("items").to_pandas()
+    new_items = old_items.head(20).assign(
+        item_id=[f"new{i}" for i in range(20)], price=99_999.0, created_ts=pd.Timestamp(t) + pd.Timedelta(hours=2),
+        title="zebra quantum gizmo", description="an utterly new thing",
+    )  # fmt: skip
+    new_users = pd.DataFrame(
+        {
+            "user_id": [f"nu{i}" for i in range(200)],
+            "signup_ts": pd.Timestamp(t) + pd.Timedelta(hours=1),
+            "age": 99,
+        }
+    )
     extra = pd.DataFrame({
-        "event_id": [f"late{i}" for i in range(len(labels))],
-        "user_id": labels["user_id"], "item_id": labels["item_id"], "event_type": "purchase",
-        "ts": [t + timedelta(hours=1 + i % 48) for i in range(len(labels))], "session_id": "late",
+        "event_id": [f"late{i}" for i in range(len(labels) + 200)],
+        "user_id": [*labels["user_id"], *new_users["user_id"]],
+        "item_id": [*labels["item_id"], *(f"new{i % 20}" for i in range(200))],
+        "event_type": "purchase",
+        "ts": [t + timedelta(hours=3 + i % 48) for i in range(len(labels) + 200)], "session_id": "late",
     })  # fmt: skip
-    events = pa.concat_tables([snap.read("events"), conform("events", extra, file="extra")])
     later = tmp_path / "later"
     with write_snapshot(later, source="test", producer={}) as w:
-        for name in ("users", "items", "queries", "judgments"):
+        w.write_table(
+            "users", pa.concat_tables([snap.read("users"), conform("users", new_users, file="u")])
+        )
+        w.write_table(
+            "items",
+            pa.concat_tables([snap.read("items"), conform("items", new_items, file="i", parse={})]),
+        )
+        w.write_table(
+            "events", pa.concat_tables([snap.read("events"), conform("events", extra, file="e")])
+        )
+        for name in ("queries", "judgments"):
             w.write_table(name, snap.read(name))
-        w.write_table("events", events)
     again = Built(tmp_path, later)
     assert again.build.as_of == built.build.as_of
     after = get_training_frame(labels, settings=again.settings)
@@ -218,8 +241,9 @@ def _tiny(tmp_path: Path) -> Built:
         }
     )
     items = pd.DataFrame({
-        "item_id": ["x", "y", "z"], "title": ["red mug", "blue pan", "green pan"], "category": ["A/B", "A/C", "A/C"],
-        "brand": ["K", "L", "L"], "price": ["10", "30", "20"], "currency": ["EUR"] * 3, "created_ts": [day - 5 * DAY] * 3,
+        "item_id": ["x", "y", "z", "w"], "title": ["red mug", "blue pan", "green pan", "big mug"],
+        "category": ["A/B", "A/C", "A/C", "A/B"], "brand": ["K", "L", "L", "K"], "price": ["10", "30", "20", "30"],
+        "currency": ["EUR"] * 4, "created_ts": [day - 5 * DAY] * 4,
     })  # fmt: skip
     events = pd.DataFrame({
         "event_id": [f"e{i}" for i in range(5)],
@@ -251,9 +275,14 @@ def test_profile_and_stats_match_their_definitions(tmp_path: Path) -> None:
     assert a["top_category_weights"][0] == pytest.approx(x_weight / (x_weight + y_weight), rel=1e-3)
     assert list(a["top_brands"]) == ["K", "L"]
     assert a["median_purchase_price"] == 10.0
-    assert a["price_sensitivity"] == pytest.approx(0.0)  # paid the median price of its category
+    # A/B holds x (10) and w (30): median 20; a paid 10, so ln(20 / 10).
+    assert a["price_sensitivity"] == pytest.approx(math.log(2.0), rel=1e-5)
     assert a["recency_days"] == pytest.approx(1.0)
-    assert a["segment"] >= -1
+    # Three shoppers are too few to cluster: no segments, and the build says why.
+    assert (profile["segment"] == -1).all()
+    assert (
+        tiny.build.segments["k"] == 0 and "1 shopper(s) with history" in tiny.build.segments["note"]
+    )
     c = profile[(profile["user_id"] == "c") & (profile["event_timestamp"] == as_of)].iloc[0]
     assert (
         c["events_total"] == 0
@@ -264,7 +293,7 @@ def test_profile_and_stats_match_their_definitions(tmp_path: Path) -> None:
 
     stats = pd.read_parquet(tiny.data / "item_stats.parquet")
     x = stats[(stats["item_id"] == "x") & (stats["event_timestamp"] == as_of)].iloc[0]
-    prior = 1 / 3  # one cart over three views in the 30-day window
+    prior = 1 / 3  # one cart over three views in the 30-day window (w has no events)
     assert x["cart_rate"] == pytest.approx((1 + 20 * prior) / (1 + 20), rel=1e-6)
     assert x["purchase_rate"] == pytest.approx((1 + 20 * 1.0) / (1 + 20), rel=1e-6)
     assert x["item_age_days"] == pytest.approx(9.0)
@@ -296,8 +325,10 @@ def test_content_embeddings(built: Built) -> None:
         np.stack(items["image_embedding"].to_numpy()),
     )
     assert content["has_image"].all()
+    # Rows are stamped at creation, or at the first grid time when the text model was fitted.
     created = pd.read_parquet(built.snapshot / "items.parquet").set_index("item_id")["created_ts"]
-    assert (content.set_index("item_id")["event_timestamp"] == created).all()
+    fitted = pd.Timestamp(built.build.times[0])
+    assert (content.set_index("item_id")["event_timestamp"] == created.clip(lower=fitted)).all()
 
 
 def test_segments_chosen_by_silhouette_and_saved(built: Built) -> None:
@@ -311,6 +342,17 @@ def test_segments_chosen_by_silhouette_and_saved(built: Built) -> None:
 
 
 # ----------------------------------------------------------------------------- refusal and serving
+
+
+def test_build_refuses_a_snapshot_without_events(tmp_path: Path) -> None:
+    from pipelines.importers.judgments import import_judgments
+
+    src = tmp_path / "rel.csv"
+    src.write_text("query,product_title,median_relevance\nmug,Red Mug,4\nmug,Blue Mug,2\n")
+    import_judgments(src, out=tmp_path / "j")
+    assert validate_snapshot(snapshot_uri=tmp_path / "j").accepted
+    with pytest.raises(ShopMLError, match="has no events \\(judgments snapshot\\)"):
+        build_features(snapshot_uri=tmp_path / "j", out_dir=tmp_path / "fs", cfg=CFG)
 
 
 def test_build_refuses_quarantined_or_unvalidated_snapshots(built: Built, tmp_path: Path) -> None:

@@ -40,13 +40,24 @@ def copy_of(clean: Path, tmp_path: Path) -> Path:
     return target
 
 
-def rewrite(snapshot: Path, table: str, change: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+def rewrite(
+    snapshot: Path,
+    table: str,
+    change: Callable[[pd.DataFrame], pd.DataFrame],
+    types: dict[str, pa.DataType] | None = None,
+) -> None:
     """Corrupt one table the way a broken export would, keeping the manifest consistent with it
     (so the corruption, not a checksum, is what validation has to find)."""
     path = snapshot / f"{table}.parquet"
     schema = pq.read_schema(path)
     frame = change(pq.read_table(path).to_pandas())
-    loose = pa.schema([f.with_nullable(True) for f in schema])
+    types = types or {}
+    loose = pa.schema(
+        [
+            pa.field(c, types.get(c, schema.field(c).type if c in schema.names else None))
+            for c in frame.columns
+        ]
+    )
     pq.write_table(
         pa.Table.from_pandas(frame, schema=loose, preserve_index=False), path, compression="zstd"
     )
@@ -137,8 +148,18 @@ def test_duplicated_events_above_the_bound(clean: Path, tmp_path: Path) -> None:
     report = validate_snapshot(snapshot_uri=snap, now=NOW)
     assert set(failed(report)) == {"events.duplicates"}
     check = failed(report)["events.duplicates"]
-    assert check.unexpected_count == 1_200  # both copies of each of the 600 pairs
-    assert "1,200 rows" in check.summary and "at most 1.0% of events" in check.summary
+    assert check.unexpected_count == 1_200  # every copy counts: both rows of each of the 600 pairs
+    assert "1,200 rows" in check.summary and "at most 1.0% of events share" in check.summary
+    # 0.4% copies = 0.8% of rows in a pair: within the 1% bound.
+    few = copy_of(clean, tmp_path / "few")
+    rewrite(
+        few,
+        "events",
+        lambda df: pd.concat(
+            [df, df.iloc[:80].assign(event_id=[f"d{i}" for i in range(80)])], ignore_index=True
+        ),
+    )
+    assert "events.duplicates" not in failed(validate_snapshot(snapshot_uri=few, now=NOW))
     # Within the bound it passes.
     relaxed = validate_snapshot(
         snapshot_uri=snap, now=NOW, cfg=ValidationConfig(duplicate_event_max_ratio=0.10)
@@ -168,6 +189,63 @@ def test_drifted_category_mix_against_the_baseline(clean: Path, tmp_path: Path) 
     assert check.observed_value > 0.1
     assert "largest shifts: Electronics/Phones" in check.summary
     assert "events.duplicates" not in failed(report)
+
+
+def test_missing_column_and_wrong_type(clean: Path, tmp_path: Path) -> None:
+    snap = copy_of(clean, tmp_path / "a")
+    rewrite(snap, "items", lambda df: df.drop(columns=["brand"]))
+    report = validate_snapshot(snapshot_uri=snap, now=NOW)
+    assert set(failed(report)) == {"items.columns"}
+    assert "expected 'brand', found 'price'" in failed(report)["items.columns"].summary
+
+    snap = copy_of(clean, tmp_path / "b")
+    as_numbers = {"session_id": pa.int64()}
+    rewrite(
+        snap,
+        "events",
+        lambda df: df.assign(session_id=df["session_id"].str[1:].astype("int64")),
+        as_numbers,
+    )
+    report = validate_snapshot(snapshot_uri=snap, now=NOW)
+    assert set(failed(report)) == {"events.session_id.type"}
+    assert (
+        failed(report)["events.session_id.type"].summary
+        == "events.session_id: stored as int64, not the contract type"
+    )
+
+
+def test_row_count_and_price_drift_against_the_baseline(clean: Path, tmp_path: Path) -> None:
+    validate_snapshot(snapshot_uri=clean, now=NOW)
+    snap = copy_of(clean, tmp_path)
+    rewrite(snap, "events", lambda df: df.iloc[: len(df) // 4])
+    rewrite(snap, "items", lambda df: df.assign(price=df["price"] * 1.5))
+    report = validate_snapshot(snapshot_uri=snap, baseline_uri=clean, now=NOW)
+    assert {"events.row_count_vs_baseline", "items.price_drift"} <= set(failed(report))
+    rows = failed(report)["events.row_count_vs_baseline"]
+    assert rows.observed_value == 5_000
+    assert rows.summary == "events: 5,000 rows; row count within x0.5-x2 of the baseline's 20,000"
+    assert "median price" in failed(report)["items.price_drift"].summary
+
+
+def test_judgment_failures_come_with_sample_rows(clean: Path, tmp_path: Path) -> None:
+    snap = copy_of(clean, tmp_path / "a")
+    rewrite(
+        snap,
+        "judgments",
+        lambda df: df.assign(item_id=np.where(np.arange(len(df)) < 5, "gone", df["item_id"])),
+    )
+    unknown = failed(validate_snapshot(snapshot_uri=snap, now=NOW))["judgments.item_id.known"]
+    assert unknown.unexpected_count == 5
+    assert len(unknown.sample_rows) == 5
+    assert {r["item_id"] for r in unknown.sample_rows} == {"gone"} and all(
+        r["query"] for r in unknown.sample_rows
+    )
+
+    snap = copy_of(clean, tmp_path / "b")
+    rewrite(snap, "judgments", lambda df: pd.concat([df, df.iloc[10:13]], ignore_index=True))
+    dup = failed(validate_snapshot(snapshot_uri=snap, now=NOW))["judgments.key.unique"]
+    assert dup.unexpected_count == 6  # three pairs
+    assert len(dup.sample_rows) == 6
 
 
 def test_truncated_file_is_quarantined(clean: Path, tmp_path: Path) -> None:
