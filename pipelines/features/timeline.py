@@ -51,6 +51,7 @@ class Timeline:
     categories: np.ndarray
     brand: np.ndarray  # per item: code into `brands`, -1 for none
     brands: np.ndarray
+    order: np.ndarray  # per sorted event: its row in events.parquet
 
     @property
     def n_users(self) -> int:
@@ -105,6 +106,7 @@ def load_timeline(snap: Snapshot) -> Timeline:
         categories=np.asarray(categories, dtype=object),
         brand=brand_codes.astype(np.int32),
         brands=np.asarray(brands, dtype=object),
+        order=order,
     )
 
 

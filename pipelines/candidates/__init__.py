@@ -1,0 +1,40 @@
+"""Candidate generators: every source fits on a history and answers for a batch of users."""
+
+from pipelines.candidates.als import ALSGenerator
+from pipelines.candidates.base import (
+    SOURCES,
+    CandidateConfig,
+    Context,
+    Generator,
+    History,
+    SideInfo,
+    UserBatch,
+)
+from pipelines.candidates.bpr import BPRGenerator
+from pipelines.candidates.content import ContentGenerator
+from pipelines.candidates.itemitem import ItemItemGenerator
+from pipelines.candidates.popularity import PopularityGenerator, TrendingGenerator
+
+GENERATORS: dict[str, type[Generator]] = {
+    g.name: g
+    for g in (
+        ALSGenerator,
+        BPRGenerator,
+        ItemItemGenerator,
+        ContentGenerator,
+        PopularityGenerator,
+        TrendingGenerator,
+    )
+}
+assert tuple(GENERATORS) == SOURCES
+
+__all__ = [
+    "GENERATORS",
+    "SOURCES",
+    "CandidateConfig",
+    "Context",
+    "Generator",
+    "History",
+    "SideInfo",
+    "UserBatch",
+]

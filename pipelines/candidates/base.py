@@ -1,0 +1,480 @@
+"""What every candidate generator shares: the interaction history, the user batch, the interface.
+
+A generator is fitted on a :class:`History` (the events before a cutoff, as a sparse
+users x items matrix of confidences) and answers for a :class:`UserBatch`: the users'
+codes (``-1`` for a user the fitted model has never seen), their interaction rows (so a
+new user can be folded in from recent events without retraining) and their
+demographics (so a user with no events still gets an answer).
+
+Generators score the whole catalog for a batch of users as a dense array; the batch
+size keeps that array small (1,000 users x 50,000 items is 200 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pipelines.contract import EVENT_TYPES
+from pipelines.errors import ConfigError
+from pipelines.features.timeline import DAY, Timeline
+
+DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "search_click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+# How many candidates each source contributes before the union (300 in total by default).
+DEFAULT_PER_SOURCE = {
+    "als": 80,
+    "bpr": 40,
+    "itemitem": 80,
+    "content": 40,
+    "popularity": 30,
+    "trending": 30,
+}
+SOURCES = tuple(DEFAULT_PER_SOURCE)
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """How the candidate generators are fitted and how many candidates each gives."""
+
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    half_life_days: float = 60.0  # time decay of an event's confidence
+    als_factors: int = 64
+    als_iterations: int = 15
+    als_regularization: float = 0.05
+    als_alpha: float = 2.0  # confidence = 1 + alpha * weight
+    bpr_factors: int = 64
+    bpr_iterations: int = 100
+    bpr_learning_rate: float = 0.05
+    bpr_regularization: float = 0.01
+    ease_max_items: int = 10_000  # EASE up to this catalog size, item-kNN above
+    ease_lambda: float = 300.0
+    knn_neighbours: int = 100
+    content_history: int = 20  # most recent items in a user's content profile
+    trending_days: float = 7.0
+    popularity_smoothing: float = 50.0  # pseudo-count of global popularity in group popularity
+    per_source: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PER_SOURCE))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (
+                set(self.event_weights) == set(EVENT_TYPES),
+                f"event_weights needs exactly {sorted(EVENT_TYPES)}",
+            ),
+            (all(w >= 0 for w in self.event_weights.values()), "event weights must be >= 0"),
+            (self.half_life_days > 0, "half_life_days must be > 0"),
+            (min(self.als_factors, self.bpr_factors) >= 2, "factors must be >= 2"),
+            (min(self.als_iterations, self.bpr_iterations) >= 1, "iterations must be >= 1"),
+            (self.ease_lambda > 0, "ease_lambda must be > 0"),
+            (self.knn_neighbours >= 1, "knn_neighbours must be >= 1"),
+            (self.content_history >= 1, "content_history must be >= 1"),
+            (self.trending_days > 0, "trending_days must be > 0"),
+            (
+                set(self.per_source) <= set(SOURCES),
+                f"per_source names unknown sources; known: {', '.join(SOURCES)}",
+            ),
+            (all(n >= 0 for n in self.per_source.values()), "per_source counts must be >= 0"),
+            (sum(self.per_source.values()) >= 1, "per_source must ask for at least one candidate"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"candidate config: {message}")
+
+    def weight_of_type(self) -> np.ndarray:
+        """Event weight by event-type code (the order of ``contract.EVENT_TYPES``)."""
+        return np.array([self.event_weights[t] for t in EVENT_TYPES], dtype=np.float32)
+
+
+@dataclass
+class History:
+    """The events a model may learn from, as of ``now``.
+
+    ``matrix[u, i]`` is the confidence that user ``u`` likes item ``i``: the sum over
+    their events of the event-type weight times ``0.5 ** (age / half_life)``.
+    ``last_seen[u, i]`` (same sparsity) is the time of the latest such event.
+    """
+
+    matrix: sp.csr_matrix
+    last_seen: sp.csr_matrix
+    now: float
+    item_exists: np.ndarray  # bool per item: created before ``now``
+    trending: np.ndarray  # per item: weighted events in the trending window
+    popularity: np.ndarray  # per item: distinct users with an event
+    user_events: np.ndarray  # per user: number of events
+    user_last: np.ndarray  # per user: time of the latest event (NaN: none)
+    user_mean_ts: np.ndarray  # per user: mean time of their events (NaN: none)
+    item_mean_ts: np.ndarray  # per item: mean time of its events (NaN: none)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.matrix.shape[0]), int(self.matrix.shape[1]))
+
+    @classmethod
+    def from_timeline(
+        cls, tl: Timeline, selected: np.ndarray | slice, now: float, cfg: CandidateConfig
+    ) -> History:
+        """The history made of the events ``selected`` (a mask or slice over the
+        time-sorted events) as of ``now``; every selected event must be before ``now``."""
+        user, item, etype, ts = (a[selected] for a in (tl.user, tl.item, tl.etype, tl.ts))
+        if len(ts) and ts.max() >= now:
+            raise ValueError("a history may only hold events before its time")
+        decay = np.power(0.5, (now - ts) / (cfg.half_life_days * DAY)).astype(np.float32)
+        weight = cfg.weight_of_type()[etype] * decay
+        shape = (tl.n_users, tl.n_items)
+        matrix = sp.csr_matrix((weight, (user, item)), shape=shape, dtype=np.float32)
+        matrix.sum_duplicates()
+        # The latest event time per (user, item): events are time-sorted, so keep the last.
+        key = user.astype(np.int64) * tl.n_items + item
+        last_idx = len(key) - 1 - np.unique(key[::-1], return_index=True)[1]
+        last_seen = sp.csr_matrix(
+            (ts[last_idx] - now + 1.0, (user[last_idx], item[last_idx])), shape=shape
+        )  # stored as (time - now + 1) <= 1 s, never 0, so the sparsity equals ``matrix``
+        last_seen.sort_indices()
+        matrix.sort_indices()
+        recent = ts >= now - cfg.trending_days * DAY
+        trending = np.bincount(item[recent], weights=weight[recent], minlength=tl.n_items)
+        popularity = np.diff(matrix.tocsc().indptr).astype(np.float32)
+        user_events = np.bincount(user, minlength=tl.n_users)
+        user_last = np.full(tl.n_users, np.nan)
+        if len(ts):
+            last_event = len(user) - 1 - np.unique(user[::-1], return_index=True)[1]
+            user_last[user[last_event]] = ts[last_event]
+
+        def mean_time(codes: np.ndarray, n: int) -> np.ndarray:
+            count = np.bincount(codes, minlength=n)
+            total = np.bincount(codes, weights=ts - now, minlength=n)
+            return np.where(count > 0, now + total / np.maximum(count, 1), np.nan)
+
+        return cls(
+            matrix=matrix,
+            last_seen=last_seen,
+            now=now,
+            item_exists=tl.items["created_s"].to_numpy() < now,
+            trending=trending.astype(np.float32),
+            popularity=popularity,
+            user_events=user_events,
+            user_last=user_last,
+            user_mean_ts=mean_time(user, tl.n_users),
+            item_mean_ts=mean_time(item, tl.n_items),
+        )
+
+    def recent_rows(self, users: np.ndarray, keep: int) -> sp.csr_matrix:
+        """The rows of ``users`` keeping each user's ``keep`` most recently touched items."""
+        rows = self.matrix[users]
+        times = self.last_seen[users]
+        return keep_latest(rows, times, keep)
+
+
+def keep_latest(rows: sp.csr_matrix, times: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """Keep, per row, the ``keep`` entries with the latest ``times`` (same sparsity)."""
+    lengths = np.diff(rows.indptr)
+    if lengths.max(initial=0) <= keep:
+        return rows
+    row_of = np.repeat(np.arange(rows.shape[0]), lengths)
+    order = np.lexsort((-times.data, row_of))
+    rank = np.arange(len(order)) - rows.indptr[row_of[order]]
+    chosen = np.sort(order[rank < keep])
+    out = sp.csr_matrix(
+        (rows.data[chosen], rows.indices[chosen], np.r_[0, np.cumsum(np.minimum(lengths, keep))]),
+        shape=rows.shape,
+    )
+    return out
+
+
+@dataclass
+class UserBatch:
+    """The users a generator answers for.
+
+    ``codes`` index the fitted history (``-1``: unknown to the model); ``rows`` are the
+    users' interaction rows over the catalog (empty for a user with no events).
+    """
+
+    codes: np.ndarray
+    rows: sp.csr_matrix
+    age: np.ndarray  # float, NaN unknown
+    gender: np.ndarray  # object, None unknown
+    region: np.ndarray  # object, None unknown
+    segment: np.ndarray  # int, -1 unknown
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def known(self) -> np.ndarray:
+        """Users the fitted model has a row for and who had events."""
+        return (self.codes >= 0) & (np.diff(self.rows.indptr) > 0)
+
+
+def top_n(
+    scores: np.ndarray, n: int, banned: sp.csr_matrix | None, allowed: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best items per row of ``scores`` (best first), skipping ``banned``
+    entries and items not ``allowed``; rows with fewer eligible items pad with -1/NaN."""
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    if allowed is not None:
+        scores[:, ~allowed] = -np.inf
+    if banned is not None and banned.nnz:
+        rows = np.repeat(np.arange(banned.shape[0]), np.diff(banned.indptr))
+        scores[rows, banned.indices] = -np.inf
+    n = min(n, scores.shape[1])
+    if n <= 0:
+        empty = np.empty((scores.shape[0], 0))
+        return empty.astype(np.int64), empty.astype(np.float32)
+    part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    best = np.take_along_axis(part_scores, order, axis=1)
+    bad = ~np.isfinite(best)
+    idx[bad] = -1
+    best[bad] = np.nan
+    return idx.astype(np.int64), best
+
+
+class Generator(ABC):
+    """A candidate source: fit on a :class:`Context`, score the catalog for a batch of users.
+
+    ``recommend(user_ids, n, exclude_seen)`` is the public interface; ``scores`` and
+    ``top`` work on a :class:`UserBatch` so the recommender can pass users the model has
+    not seen (folded in from their rows, or answered from demographics).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, cfg: CandidateConfig) -> None:
+        self.cfg = cfg
+        self._ctx: Context | None = None
+        self.fit_seconds = 0.0
+
+    @property
+    def ctx(self) -> Context:
+        if self._ctx is None:
+            raise RuntimeError(f"the {self.name} generator is not fitted")
+        return self._ctx
+
+    def fit(self, ctx: Context) -> None:
+        """Learn from ``ctx.history`` (and the side information)."""
+        started = time.perf_counter()
+        self._ctx = ctx
+        self._fit(ctx)
+        self.fit_seconds = time.perf_counter() - started
+
+    @abstractmethod
+    def _fit(self, ctx: Context) -> None: ...
+
+    @abstractmethod
+    def scores(self, batch: UserBatch) -> np.ndarray:
+        """Scores over the whole catalog, shape (len(batch), n_items); higher is better."""
+
+    def answers(self, batch: UserBatch) -> np.ndarray:
+        """Which users this source can say something about: by default those with
+        interactions (known to the model or folded in from their rows)."""
+        return np.diff(batch.rows.indptr) > 0
+
+    def pair_scores(self, batch: UserBatch, items: np.ndarray) -> np.ndarray:
+        """Scores of the items ``items[b, j]`` for user ``b`` (``-1`` entries give NaN)."""
+        full = self.scores(batch)
+        out = np.take_along_axis(full, np.maximum(items, 0), axis=1).astype(np.float32)
+        out[items < 0] = np.nan
+        return out
+
+    def top(
+        self, batch: UserBatch, n: int, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` best existing items per user (item codes, scores)."""
+        idx, best = top_n(
+            self.scores(batch),
+            n,
+            batch.rows if exclude_seen else None,
+            self.ctx.history.item_exists,
+        )
+        silent = ~self.answers(batch)
+        idx[silent], best[silent] = -1, np.nan
+        return idx, best
+
+    def recommend(
+        self, user_ids: Sequence[str], n: int, exclude_seen: bool = True
+    ) -> list[list[tuple[str, float]]]:
+        """Top ``n`` ``(item_id, score)`` per user; unknown users get whatever this source
+        can say without history (popularity answers them, the others return nothing)."""
+        batch = self.ctx.batch(user_ids)
+        idx, best = self.top(batch, n, exclude_seen)
+        return as_lists(self.ctx.item_ids, idx, best)
+
+    # --- persistence: learned arrays only (the context is saved once by the recommender)
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def set_state(self, arrays: dict[str, Any]) -> None:
+        del arrays
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"name": self.name, "config": asdict(self.cfg), "fit_seconds": self.fit_seconds}
+        (folder / f"{self.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+        state = self.state()
+        np.savez(
+            folder / f"{self.name}.npz", **{k: v for k, v in state.items() if not sp.issparse(v)}
+        )
+        for key, matrix in state.items():
+            if sp.issparse(matrix):
+                sp.save_npz(folder / f"{self.name}.{key}.npz", matrix.tocsr())
+
+    @classmethod
+    def load(cls, folder: Path, ctx: Context) -> Generator:
+        meta = json.loads((folder / f"{cls.name}.json").read_text())
+        gen = cls(CandidateConfig(**meta["config"]))
+        gen.fit_seconds = float(meta.get("fit_seconds", 0.0))
+        with np.load(folder / f"{cls.name}.npz", allow_pickle=False) as data:
+            arrays: dict[str, Any] = {k: data[k] for k in data.files}
+        for path in folder.glob(f"{cls.name}.*.npz"):
+            arrays[path.name.split(".")[1]] = sp.load_npz(path).tocsr()
+        gen._ctx = ctx
+        gen.set_state(arrays)
+        return gen
+
+
+@dataclass
+class SideInfo:
+    """Catalog and user attributes the content and popularity generators use.
+
+    ``content`` holds one unit vector per item, the text and image embeddings each
+    normalised and scaled by 1/sqrt(2) and put side by side, so the dot product of two
+    items is the mean of their text cosine and image cosine (text only when there is no
+    image); a zero row means no content is known yet.
+    """
+
+    content: np.ndarray | None
+    age: np.ndarray
+    gender: np.ndarray
+    region: np.ndarray
+    segment: np.ndarray  # per user at the history's time, -1 unknown
+
+    @staticmethod
+    def content_vectors(text: np.ndarray, image: np.ndarray | None) -> np.ndarray:
+        """Combine text and (optional) image embeddings as described above."""
+
+        def unit(m: np.ndarray) -> np.ndarray:
+            norms = np.linalg.norm(m, axis=1, keepdims=True)
+            return np.where(norms > 0, m / np.maximum(norms, 1e-12), 0.0)
+
+        t = unit(np.asarray(text, dtype=np.float32))
+        if image is None or image.shape[1] == 0:
+            return t.astype(np.float32)
+        i = unit(np.asarray(image, dtype=np.float32))
+        has_image = np.linalg.norm(i, axis=1) > 0
+        both = np.hstack([t, i]) / np.sqrt(2.0)
+        only_text = np.hstack([t, np.zeros_like(i)])
+        return np.where(has_image[:, None], both, only_text).astype(np.float32)
+
+
+@dataclass
+class Context:
+    """What generators are fitted on and answer from: the history, the side information
+    and the ids behind the user and item codes."""
+
+    history: History
+    side: SideInfo
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+    def batch(
+        self,
+        user_ids: Sequence[str] | np.ndarray,
+        *,
+        recent_items: Sequence[Sequence[str]] | None = None,
+        age: np.ndarray | None = None,
+        gender: np.ndarray | None = None,
+        region: np.ndarray | None = None,
+    ) -> UserBatch:
+        """A batch of users by id. Known users get their history rows and stored
+        demographics; for unknown users, ``recent_items`` (item ids they touched) become
+        their rows (folding-in) and ``age``/``gender``/``region`` their demographics."""
+        codes = index_of(user_ids, self.user_ids)
+        n = len(codes)
+        known = codes >= 0
+        safe = np.where(known, codes, 0)
+        rows_csr = sp.csr_matrix((n, len(self.item_ids)), dtype=np.float32)
+        if n:
+            rows_csr = (sp.diags(known.astype(np.float32)) @ self.history.matrix[safe]).tocsr()
+        if recent_items is not None:
+            extra = _rows_from_items(recent_items, self.item_ids, known)
+            rows_csr = (rows_csr + extra).tocsr()
+        rows_csr.eliminate_zeros()
+        side = self.side
+
+        def pick(stored: np.ndarray, given: np.ndarray | None, missing: Any) -> np.ndarray:
+            out = np.where(known, stored[safe], missing) if n else np.array([], dtype=stored.dtype)
+            if given is not None:
+                given = np.asarray(given, dtype=out.dtype)
+                out = np.where(known, out, given)
+            return out
+
+        return UserBatch(
+            codes=codes,
+            rows=rows_csr,
+            age=pick(
+                side.age.astype(float), None if age is None else np.asarray(age, float), np.nan
+            ),
+            gender=pick(side.gender.astype(object), gender, None),
+            region=pick(side.region.astype(object), region, None),
+            segment=pick(side.segment.astype(np.int64), None, -1),
+        )
+
+
+def _rows_from_items(
+    recent_items: Sequence[Sequence[str]], item_ids: np.ndarray, known: np.ndarray
+) -> sp.csr_matrix:
+    """Rows with weight 1 on each listed item, for users not ``known`` (others stay empty)."""
+    rows, cols = [], []
+    for r, (items, is_known) in enumerate(zip(recent_items, known, strict=True)):
+        if is_known or items is None:
+            continue
+        idx = index_of(list(items), item_ids)
+        idx = np.unique(idx[idx >= 0])
+        rows.extend([r] * len(idx))
+        cols.extend(idx.tolist())
+    return sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(known), len(item_ids))
+    )
+
+
+AGE_BANDS = (0.0, 18.0, 25.0, 35.0, 45.0, 55.0, 65.0)
+
+
+def age_band(age: np.ndarray) -> np.ndarray:
+    """Age band code (0-6), 7 when unknown."""
+    a = np.asarray(age, dtype=float)
+    band = np.searchsorted(AGE_BANDS, np.nan_to_num(a, nan=0.0), side="right") - 1
+    return np.where(np.isnan(a), len(AGE_BANDS), np.clip(band, 0, len(AGE_BANDS) - 1))
+
+
+def as_lists(
+    item_ids: np.ndarray, idx: np.ndarray, scores: np.ndarray
+) -> list[list[tuple[str, float]]]:
+    """Arrays of top items into the public ``[(item_id, score), ...]`` per user."""
+    out: list[list[tuple[str, float]]] = []
+    for row_idx, row_scores in zip(idx, scores, strict=True):
+        keep = row_idx >= 0
+        out.append(
+            [
+                (str(i), float(s))
+                for i, s in zip(item_ids[row_idx[keep]], row_scores[keep], strict=True)
+            ]
+        )
+    return out
+
+
+def index_of(ids: Sequence[str] | np.ndarray, universe: np.ndarray) -> np.ndarray:
+    """Positions of ``ids`` in ``universe`` (-1 where absent)."""
+    lookup = pd.Index(universe)
+    return np.asarray(lookup.get_indexer(pd.Index(np.asarray(ids, dtype=object))), dtype=np.int64)

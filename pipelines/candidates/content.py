@@ -1,0 +1,57 @@
+"""Content-based candidates: a user's profile vector against item content vectors.
+
+Item vectors come from the item_content features (text embedding of title and
+description, and the image embedding when the catalog has one; see
+``SideInfo.content_vectors``: the dot product of two items is the mean of their text and
+image cosines). A user's profile is the confidence-weighted mean of the vectors of their
+``content_history`` most recently touched items; an item's score is its dot product with
+the profile, i.e. its mean content similarity to what the user recently engaged with.
+Nothing is learned from interactions, so new items score as soon as their content exists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipelines.candidates.base import Context, Generator, UserBatch, keep_latest
+
+
+class ContentGenerator(Generator):
+    name = "content"
+
+    def _fit(self, ctx: Context) -> None:
+        del ctx  # content vectors come from the side information, nothing to learn
+
+    def profiles(self, batch: UserBatch) -> np.ndarray:
+        content = self.ctx.side.content
+        if content is None:
+            return np.zeros((len(batch), 1), dtype=np.float32)
+        rows = batch.rows
+        known = batch.known
+        if known.any():  # known users: keep their most recent items
+            h = self.ctx.history
+            codes = np.where(known, batch.codes, 0)
+            recent = keep_latest(h.matrix[codes], h.last_seen[codes], self.cfg.content_history)
+            rows = (
+                sp.diags(known.astype(np.float32)) @ recent
+                + sp.diags((~known).astype(np.float32)) @ rows
+            ).tocsr()
+        prof = np.asarray(rows @ content, dtype=np.float32)
+        norms = np.linalg.norm(prof, axis=1, keepdims=True)
+        return np.where(norms > 0, prof / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+
+    def scores(self, batch: UserBatch) -> np.ndarray:
+        content = self.ctx.side.content
+        if content is None:
+            return np.zeros((len(batch), len(self.ctx.item_ids)), dtype=np.float32)
+        return self.profiles(batch) @ content.T
+
+    def pair_scores(self, batch: UserBatch, items: np.ndarray) -> np.ndarray:
+        content = self.ctx.side.content
+        if content is None:
+            return np.full(items.shape, np.nan, dtype=np.float32)
+        prof = self.profiles(batch)
+        out = np.einsum("bd,bjd->bj", prof, content[np.maximum(items, 0)])
+        out[items < 0] = np.nan
+        return out.astype(np.float32)
