@@ -31,9 +31,9 @@ import pandas as pd
 
 from pipelines.candidates import CandidateConfig
 from pipelines.candidates.base import Context, top_n
-from pipelines.features.timeline import DAY, Timeline, load_timeline
+from pipelines.features.timeline import DAY, load_timeline
 from pipelines.metrics import ranking_metrics
-from pipelines.recommender import FeatureSource, Recommender
+from pipelines.recommender import FeatureSource
 from pipelines.snapshot import Snapshot
 from pipelines.train_ranker import Fold, Labels, RankerConfig, train_two_stage
 
@@ -49,7 +49,7 @@ MOVIELENS_CANDIDATES = CandidateConfig(
     half_life_days=100_000.0,
     als_factors=16,
     als_regularization=1.0,
-    als_alpha=3.0,
+    als_alpha=2.0,  # confidence 1 + 2 = 3 per rating
     bpr_factors=200,
     bpr_learning_rate=0.01,
     bpr_regularization=0.001,

@@ -450,6 +450,257 @@ def features_get_cmd(
         )
 
 
+# ----------------------------------------------------------------------------- models
+
+
+def _stage_progress() -> Callable[[str, int, int], None]:
+    """A ``progress(stage, done, total)`` that logs each stage's counts and rate."""
+    import time as _time
+
+    log = logging.getLogger("shopml")
+    state: dict[str, float] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        now = _time.perf_counter()
+        start = state.setdefault(f"{stage}:start", now)
+        if now - state.get(stage, 0.0) >= 5.0 or done >= total:
+            state[stage] = now
+            rate = done / max(now - start, 1e-9)
+            log.info(
+                "%s: %s / %s users (%s users/s)", stage, f"{done:,}", f"{total:,}", f"{rate:,.0f}"
+            )
+
+    return update
+
+
+@app.command("train")
+@reports_errors
+def train_cmd(
+    snapshot: Annotated[Path, typer.Option("--snapshot", help="Snapshot folder to train on.")],
+    train_until: Annotated[
+        datetime | None,
+        typer.Option(
+            "--train-until",
+            help="Train on events before this UTC time (default: the midnight after the last event).",
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML with [train], [candidates], [ranker], [features] tables."),
+    ] = None,
+) -> None:
+    """Validate, build features, fit generators and re-ranker, register a `challenger` in MLflow."""
+    from datetime import UTC
+
+    from pipelines.train import TrainConfig, train
+
+    cfg = TrainConfig.from_toml(config) if config else TrainConfig()
+    progress = _stage_progress()
+    outcome = train(
+        snapshot,
+        settings=load_settings(),
+        cfg=cfg,
+        until=train_until.replace(tzinfo=UTC) if train_until else None,
+        progress=progress,
+    )
+    m = outcome.result.metrics
+    out_console.print(
+        f"[bold green]registered[/] {outcome.model_name} version [bold]{outcome.version}[/] "
+        f"(alias challenger) in {outcome.seconds:.0f} s"
+    )
+    out_console.print(f"  model URI: {outcome.uri}")
+    out_console.print(f"  MLflow run: {outcome.run_id}")
+    out_console.print(
+        f"  trained until {outcome.until:%Y-%m-%d %H:%M} UTC on snapshot {outcome.snapshot_id[:12]}; "
+        f"validation nDCG@{cfg.ranker.eval_at} {m.get(f'ndcg_at_{cfg.ranker.eval_at}', 0):.4f}, "
+        f"candidate recall {m['candidate_recall']:.3f}"
+    )
+    best = max(outcome.result.generator_metrics.items(), key=lambda kv: kv[1]["ndcg"], default=None)
+    if best is not None:
+        out_console.print(
+            f"  best single generator on validation: {best[0]} nDCG {best[1]['ndcg']:.4f}"
+        )
+
+
+def _read_users(path: Path) -> Any:
+    import pandas as pd
+
+    if not path.is_file():
+        raise ShopMLError(f"{path}: no such file")
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype={"user_id": str, "gender": str, "region": str})
+    except (ValueError, OSError) as exc:
+        raise ShopMLError(f"{path}: cannot read users: {exc}") from exc
+    if "user_id" not in frame.columns:
+        raise ShopMLError(
+            f"{path}: needs a user_id column; it has {', '.join(map(str, frame.columns))}"
+        )
+    missing = frame["user_id"].isna()
+    if missing.any():
+        row = int(missing.to_numpy().nonzero()[0][0]) + 2
+        raise ShopMLError(f"{path}, row {row}, column 'user_id': empty user id")
+    if (
+        "recent_items" in frame.columns
+        and frame["recent_items"].map(lambda v: isinstance(v, str)).any()
+    ):
+        frame["recent_items"] = frame["recent_items"].map(
+            lambda v: [s for s in str(v).split("|") if s] if isinstance(v, str) else []
+        )
+    return frame
+
+
+@app.command("recommend")
+@reports_errors
+def recommend_cmd(
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Model URI (models:/shopml-recommender@challenger, models:/NAME/VERSION) or a bundle folder."
+        ),
+    ],
+    users: Annotated[
+        Path,
+        typer.Option(
+            help="CSV or parquet with user_id (optional: age, gender, region, recent_items as 'id|id')."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Output file, .parquet or .csv.")],
+    k: Annotated[int, typer.Option(min=1, max=1000, help="Items per user.")] = 10,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Add the top 3 reasons in words.")
+    ] = False,
+) -> None:
+    """Top-k recommendations for a file of users; users with no history get the cold-start path."""
+    from pipelines.progress import progress_reporter
+    from pipelines.registry import load_recommender, predict_frame
+
+    if out.suffix not in (".parquet", ".csv"):
+        raise ShopMLError(f"--out {out}: use a .parquet or .csv file name")
+    frame = _read_users(users)
+    rec = load_recommender(model, load_settings())
+    with progress_reporter("recommending", "users", console=err_console) as update:
+        parts = []
+        step = 5_000
+        for lo in range(0, len(frame), step):
+            parts.append(predict_frame(rec, frame.iloc[lo : lo + step], k=k, explain=explain))
+            update(min(lo + step, len(frame)), len(frame))
+    import pandas as pd
+
+    result = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["user_id", "rank", "item_id", "score"])
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".parquet":
+        result.to_parquet(tmp, index=False)
+    else:
+        result.to_csv(tmp, index=False)
+    tmp.replace(out)
+    known = (
+        frame["user_id"].astype(str).isin(set(rec.ctx.user_ids[rec.ctx.history.user_events > 0]))
+    )
+    out_console.print(
+        f"[bold green]wrote[/] {len(result):,} recommendations for {len(frame):,} users to {out} "
+        f"({int((~known).sum()):,} without history: cold-start path)"
+    )
+    if explain and len(result):
+        first = result[result["user_id"] == result["user_id"].iloc[0]].head(3)
+        for row in first.itertuples():
+            out_console.print(
+                f"  {row.user_id} #{row.rank} {row.item_id}: {escape(str(row.reasons))}"
+            )
+
+
+benchmark_app = typer.Typer(
+    help="Recommendation quality and speed benchmarks.", no_args_is_help=True
+)
+app.add_typer(benchmark_app, name="benchmark")
+
+
+def _write_results(doc: dict[str, Any], out: Path | None) -> None:
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+        out_console.print(f"results written to {out}")
+
+
+def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
+    table = Table("model", "nDCG@10", "P@10", "R@10", "MAP@10", title=title, box=None)
+    for name, m in metrics.items():
+        table.add_row(
+            name,
+            f"{m['ndcg']:.4f}",
+            f"{m['precision']:.4f}",
+            f"{m['recall']:.4f}",
+            f"{m['map']:.4f}",
+        )
+    return table
+
+
+@benchmark_app.command("movielens")
+@reports_errors
+def benchmark_movielens_cmd(
+    data: Annotated[Path, typer.Option(help="The ml-100k folder (u.data, u.user, u.item).")],
+    folds: Annotated[int, typer.Option(min=1, max=20, help="Ranker training folds.")] = 5,
+    out: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
+) -> None:
+    """MovieLens-100K under Microsoft Recommenders' protocol (stratified 75/25, seed 42, k=10)."""
+    from pipelines.benchmark import machine, movielens
+
+    doc = movielens(data, folds=folds)
+    doc["machine"] = machine()
+    doc["date"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    out_console.print(
+        _metrics_table(f"MovieLens-100K, {doc['test_users']} test users", doc["metrics"])
+    )
+    out_console.print(
+        f"pipeline vs best single ({doc['best_single']['name']}): {doc['pipeline_vs_best_single']:+.1%}; "
+        f"trained in {doc['train_seconds']:.0f} s"
+    )
+    _write_results(doc, out)
+
+
+@benchmark_app.command("synthetic")
+@reports_errors
+def benchmark_synthetic_cmd(
+    events: Annotated[int, typer.Option(min=10_000, help="Events to generate.")] = 1_000_000,
+    users: Annotated[int | None, typer.Option(help="Users (default events / 20).")] = None,
+    items: Annotated[
+        int | None, typer.Option(help="Items (default events / 200, at most 50,000).")
+    ] = None,
+    recommend_users: Annotated[
+        int, typer.Option(help="Users in the batch-recommend timing.")
+    ] = 100_000,
+    out: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
+) -> None:
+    """Generate a shop, hold out its last 14 days, run `shopml train` and score the held-out days."""
+    from pipelines.benchmark import machine, synthetic
+
+    progress = _stage_progress()
+    doc = synthetic(
+        events, users=users, items=items, recommend_users=recommend_users, progress=progress
+    )
+    doc["machine"] = machine()
+    doc["date"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    for label, part in doc["results"].items():
+        out_console.print(_metrics_table(f"{label} ({part['users']:,})", part["metrics"]))
+    out_console.print(
+        f"re-ranked vs best single ({doc['best_single']['name']}): {doc['pipeline_vs_best_single']:+.1%}; "
+        f"cold start vs global popularity: {doc['cold_start_vs_global_popularity']:+.1%}"
+    )
+    out_console.print(
+        f"train {doc['train_seconds']:.0f} s for {events:,} events; recommend {doc['recommend_users']:,} users "
+        f"in {doc['recommend_seconds']:.1f} s"
+    )
+    _write_results(doc, out)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -70,7 +70,14 @@ def _vectors(column: pd.Series, n: int) -> np.ndarray | None:
     out = np.zeros((n, dim), dtype=np.float32)
     full = np.flatnonzero(lengths == dim)
     if len(full):
-        out[full] = np.vstack(column.to_numpy()[full]).astype(np.float32)
+        out[full] = np.vstack(list(column.to_numpy()[full])).astype(np.float32)
+    return out
+
+
+def _nullable(values: pd.Series) -> np.ndarray:
+    """Object array with None where ``values`` is missing."""
+    out = values.astype(object).to_numpy(copy=True)
+    out[values.isna().to_numpy()] = None
     return out
 
 
@@ -93,8 +100,7 @@ class FeatureSource:
     def side(self, tl: Timeline, now: float) -> tuple[SideInfo, StoreFeatures | None]:
         users = tl.users
         age = pd.to_numeric(users["age"], errors="coerce").to_numpy(dtype=float)
-        gender = users["gender"].astype(object).where(users["gender"].notna(), None).to_numpy()
-        region = users["region"].astype(object).where(users["region"].notna(), None).to_numpy()
+        gender, region = _nullable(users["gender"]), _nullable(users["region"])
         segment = np.full(tl.n_users, -1, dtype=np.int64)
         if self.settings is None:
             from pipelines.features.item_content import _documents, _tfidf
@@ -129,14 +135,16 @@ class FeatureSource:
             settings=self.settings,
         )
         item_values = i[[f"item_stats__{n}" for n in STORE_ITEM_FEATURES]]
-        text = _vectors(i["item_content__text_embedding"], tl.n_items)
-        image = _vectors(i["item_content__image_embedding"], tl.n_items)
-        content = None if text is None else SideInfo.content_vectors(text, image)
+        text_vectors = _vectors(i["item_content__text_embedding"], tl.n_items)
+        image_vectors = _vectors(i["item_content__image_embedding"], tl.n_items)
+        store_content = (
+            None if text_vectors is None else SideInfo.content_vectors(text_vectors, image_vectors)
+        )
         store = StoreFeatures(
             users=user_values.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32),
             items=item_values.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32),
         )
-        return SideInfo(content, age, gender, region, segment), store
+        return SideInfo(store_content, age, gender, region, segment), store
 
 
 def fit_generators(
@@ -360,8 +368,8 @@ class Recommender:
         side = SideInfo(
             content=a.get("content"),
             age=a["age"],
-            gender=users["gender"].astype(object).where(users["gender"].notna(), None).to_numpy(),
-            region=users["region"].astype(object).where(users["region"].notna(), None).to_numpy(),
+            gender=_nullable(users["gender"]),
+            region=_nullable(users["region"]),
             segment=a["segment"],
         )
         ctx = Context(

@@ -23,11 +23,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import numpy as np
 import pandas as pd
-
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-import mlflow  # noqa: E402
-import mlflow.pyfunc  # noqa: E402
+from mlflow.pyfunc import PythonModel
 
 from pipelines.errors import ShopMLError
 from pipelines.recommender import Recommender
@@ -43,6 +42,7 @@ _REQUIREMENTS = ("mlflow", "lightgbm", "implicit", "pandas", "numpy", "scipy", "
 
 
 def _mlflow() -> Any:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return mlflow
 
 
@@ -114,7 +114,7 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
-class RecommenderModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class RecommenderModel(PythonModel):
     """The pyfunc face of a bundle.
 
     ``predict`` takes a DataFrame with ``user_id`` (and optionally ``age``, ``gender``,
@@ -147,8 +147,9 @@ def predict_frame(rec: Recommender, frame: pd.DataFrame, *, k: int, explain: boo
     def column(name: str) -> Any:
         if name not in frame.columns:
             return None
-        values = frame[name]
-        return values.where(values.notna(), None).tolist()
+        return [
+            None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in frame[name]
+        ]
 
     recent = column("recent_items")
     out = rec.recommend(

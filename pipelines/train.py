@@ -35,13 +35,10 @@ class TrainOptions:
     """The ``[train]`` table: how many label windows the ranker learns from."""
 
     folds: int = 2
-    k: int = 10  # the k of the metrics logged
 
     def __post_init__(self) -> None:
         if self.folds < 1:
             raise ConfigError("train config: folds must be >= 1")
-        if self.k < 1:
-            raise ConfigError("train config: k must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -98,10 +95,10 @@ def _ensure_validated(snap: Snapshot) -> None:
         log.info("snapshot %s is not validated yet: validating", snap.path)
         report = validate_snapshot(snapshot_uri=snap.path)
         if not report.accepted:
-            failed = [c.check_id for c in report.results if not c.success]
+            first = report.failed[0]
             raise ShopMLError(
-                f"snapshot {snap.path} failed validation ({', '.join(failed[:5])}) and is "
-                f"quarantined; see {report.folder / 'result.json'}"
+                f"snapshot {snap.path} failed {len(report.failed)} validation check(s) and is "
+                f"quarantined, e.g. {first.summary}; see {report.folder / 'result.json'}"
             )
     require_accepted(snap)
 
@@ -177,10 +174,10 @@ def train(
     tags = run_tags(snap.id, config)
     with mlflow.start_run(run_name=f"train {snap.id[:12]} until {until:%Y-%m-%d}", tags=tags):
         from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]
 
         mlflow.log_input(
-            MetaDataset(
+            MetaDataset(  # type: ignore[abstract]
                 source=LocalArtifactDatasetSource(str(snap.path)),
                 name=f"snapshot-{snap.id[:12]}",
                 digest=snap.id[:36],
@@ -250,10 +247,14 @@ def _log_children(mlflow: Any, result: TrainResult, tags: dict[str, str]) -> Non
 
     for name, gen in result.recommender.generators.items():
         with mlflow.start_run(run_name=name, nested=True, tags={**tags, "shopml.step": name}):
-            prefix = {"als": "als_", "bpr": "bpr_", "itemitem": ("ease_", "knn_")}.get(name, ())
-            params = (
-                {k: v for k, v in asdict(gen.cfg).items() if k.startswith(prefix)} if prefix else {}
-            )
+            prefixes: tuple[str, ...] = {
+                "als": ("als_",),
+                "bpr": ("bpr_",),
+                "itemitem": ("ease_", "knn_"),
+            }.get(name, ())
+            params: dict[str, Any] = {
+                k: v for k, v in asdict(gen.cfg).items() if prefixes and k.startswith(prefixes)
+            }
             params["candidates"] = gen.cfg.per_source.get(name, 0)
             if name == "itemitem":
                 params["method"] = getattr(gen, "method", "")

@@ -43,7 +43,10 @@ class RankerConfig:
 
     label_days: float = 14.0
     grades: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRADES))
-    max_users: int = 20_000  # users sampled for ranker training (train + validation)
+    max_users: int = 10_000  # users sampled per fold for ranker training (train + validation)
+    negatives_per_user: int = (
+        50  # unlabelled candidates kept per training user (all positives stay)
+    )
     validation_share: float = 0.2
     num_leaves: int = 31
     learning_rate: float = 0.05
@@ -61,6 +64,7 @@ class RankerConfig:
             (set(self.grades) == set(EVENT_TYPES), f"grades needs exactly {sorted(EVENT_TYPES)}"),
             (all(0 <= g <= 30 for g in self.grades.values()), "grades must be in 0..30"),
             (self.max_users >= 10, "max_users must be >= 10"),
+            (self.negatives_per_user >= 1, "negatives_per_user must be >= 1"),
             (0 < self.validation_share < 1, "validation_share must be in (0, 1)"),
             (self.num_leaves >= 2, "num_leaves must be >= 2"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
@@ -128,9 +132,14 @@ def ranker_rows(
     batch_users: int,
     eval_at: int,
     progress: Callable[[int], None] | None = None,
+    *,
+    negatives: int | None = None,
+    seed: int = 0,
 ) -> RankerData:
     """Candidates, features and labels for ``users`` (codes); users without a positive
-    candidate are left out (they carry no ranking signal)."""
+    candidate are left out (they carry no ranking signal). With ``negatives``, each user
+    keeps every positive candidate and at most that many of the others, at random."""
+    rng = np.random.default_rng(seed)
     xs, ys, groups, kept, lists = [], [], [], [], []
     found = positives = 0
     user_ids = rec.ctx.user_ids
@@ -144,6 +153,16 @@ def ranker_rows(
         positives += int(np.isin(labels.keys // labels.n_items, codes).sum())
         keep_user = per_user_pos > 0
         keep = keep_user[cands.pos]
+        if negatives is not None:  # every positive, and a random sample of the rest
+            noise = rng.random(len(y))
+            neg = y == 0
+            order = np.lexsort(
+                (noise, ~neg, cands.pos)
+            )  # per user: negatives in random order first
+            first_of_user = np.searchsorted(cands.pos[order], cands.pos[order], side="left")
+            rank = np.empty(len(y), dtype=np.int64)
+            rank[order] = np.arange(len(y)) - first_of_user
+            keep &= ~neg | (rank < negatives)
         xs.append(x[keep])
         ys.append(y[keep])
         groups.append(np.bincount(cands.pos[keep], minlength=len(codes))[keep_user])
@@ -302,12 +321,14 @@ def train_two_stage(
             ranker_rows(
                 rec_a, train_users, labels, ranker_cfg.batch_users, ranker_cfg.eval_at,
                 step(f"fold {f}: ranker rows (train)", len(train_users)),
+                negatives=ranker_cfg.negatives_per_user, seed=ranker_cfg.seed + f,
             )
         )  # fmt: skip
         valids.append(
             ranker_rows(
                 rec_a, valid_users, labels, ranker_cfg.batch_users, ranker_cfg.eval_at,
                 step(f"fold {f}: ranker rows (validation)", len(valid_users)),
+                negatives=ranker_cfg.negatives_per_user, seed=ranker_cfg.seed + 100 + f,
             )
         )  # fmt: skip
         seconds["ranker_rows"] += time.perf_counter() - t0
@@ -323,7 +344,7 @@ def train_two_stage(
     truth = labels.truth(ctx_a.user_ids, ctx_a.item_ids, valid_users)
     k = ranker_cfg.eval_at
     generator_metrics = {
-        name: ranking_metrics(group, truth, k)
+        str(name): ranking_metrics(group, truth, k)
         for name, group in valids[-1].source_lists.groupby("source")
     }
     reranked = rec_a.recommend(ctx_a.user_ids[valid_users], k)

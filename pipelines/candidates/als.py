@@ -1,16 +1,19 @@
 """ALS matrix factorisation (implicit's AlternatingLeastSquares): R_ui ~ Q_u . I_i.
 
 Confidence ``1 + alpha * w_ui`` where ``w_ui`` is the history's time-decayed, event-type
-weighted count (Hu, Koren & Volinsky 2008). A user the model has not seen is folded in
+weighted count (Hu, Koren & Volinsky 2008). implicit 0.7 takes the matrix values as the
+confidence itself, so the generator passes ``1 + alpha * w`` with implicit's alpha at 1. A user the model has not seen is folded in
 from their rows with implicit's ``recalculate_user`` (one least-squares solve against the
 fixed item factors), without retraining.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from pipelines.candidates.base import Context, Generator, UserBatch
@@ -25,15 +28,23 @@ class ALSGenerator(Generator):
         return AlternatingLeastSquares(
             factors=self.cfg.als_factors,
             regularization=self.cfg.als_regularization,
-            alpha=self.cfg.als_alpha,
+            alpha=1.0,  # the confidence is computed here (see the module docstring)
             iterations=self.cfg.als_iterations,
             random_state=self.cfg.seed,
+            num_threads=self.cfg.threads,
         )
+
+    def confidence(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        out = rows.astype(np.float32, copy=True).tocsr()
+        out.data = 1.0 + self.cfg.als_alpha * out.data
+        return out
 
     def _fit(self, ctx: Context) -> None:
         self.model = self._model()
-        with threadpool_limits(1, "blas"):  # implicit runs its own threads
-            self.model.fit(ctx.history.matrix, show_progress=False)
+        with threadpool_limits(1, "blas"), warnings.catch_warnings():
+            # implicit runs its own threads; it warns about BLAS threads before the limit applies
+            warnings.filterwarnings("ignore", message="OpenBLAS is configured")
+            self.model.fit(self.confidence(ctx.history.matrix), show_progress=False)
 
     def user_vectors(self, batch: UserBatch) -> np.ndarray:
         """Stored factors for known users; folded-in factors for users with rows only."""
@@ -44,7 +55,7 @@ class ALSGenerator(Generator):
         if fold.any():
             with threadpool_limits(1, "blas"):
                 out[fold] = self.model.recalculate_user(
-                    np.arange(int(fold.sum())), batch.rows[np.flatnonzero(fold)]
+                    np.arange(int(fold.sum())), self.confidence(batch.rows[np.flatnonzero(fold)])
                 )
         return out
 

@@ -62,6 +62,7 @@ class CandidateConfig:
     trending_days: float = 7.0
     popularity_smoothing: float = 50.0  # pseudo-count of global popularity in group popularity
     per_source: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PER_SOURCE))
+    threads: int = 0  # for ALS, BPR and item-kNN; 0 = every core (BPR is only repeatable with 1)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -78,6 +79,7 @@ class CandidateConfig:
             (self.knn_neighbours >= 1, "knn_neighbours must be >= 1"),
             (self.content_history >= 1, "content_history must be >= 1"),
             (self.trending_days > 0, "trending_days must be > 0"),
+            (self.threads >= 0, "threads must be >= 0"),
             (
                 set(self.per_source) <= set(SOURCES),
                 f"per_source names unknown sources; known: {', '.join(SOURCES)}",

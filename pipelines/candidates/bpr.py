@@ -31,6 +31,7 @@ class BPRGenerator(Generator):
             regularization=self.cfg.bpr_regularization,
             iterations=self.cfg.bpr_iterations,
             random_state=self.cfg.seed,
+            num_threads=self.cfg.threads,
         )
 
     def _fit(self, ctx: Context) -> None:

@@ -5,7 +5,7 @@ in closed form: ``P = (X^T X + lambda I)^-1``, ``B = -P / diag(P)`` (column-wise
 zeroed. It needs an n x n inverse, O(n^3), so it is used only up to
 ``ease_max_items`` items (10,000 by default: about 30 s and 1.6 GB here). Above that,
 item-kNN keeps each item's ``knn_neighbours`` most cosine-similar items by co-occurrence
-(implicit's CosineRecommender). Both read the binary "touched" matrix; a user's scores
+(implicit's ItemItemRecommender on unit-length columns). Both read the binary "touched" matrix; a user's scores
 are ``x_u B`` (or ``x_u S``), so a new user's rows work without retraining.
 """
 
@@ -45,11 +45,14 @@ class ItemItemGenerator(Generator):
         if self.method == "ease":
             self.weights: np.ndarray | sp.csr_matrix = ease(x, self.cfg.ease_lambda)
         else:
-            from implicit.nearest_neighbours import CosineRecommender
+            from implicit.nearest_neighbours import ItemItemRecommender
 
-            knn = CosineRecommender(K=self.cfg.knn_neighbours)
+            # cosine similarity = dot products of the unit-length item columns
+            norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
+            unit = (x @ sp.diags(1.0 / np.maximum(norms, 1e-12))).astype(np.float64).tocsr()
+            knn = ItemItemRecommender(K=self.cfg.knn_neighbours, num_threads=self.cfg.threads)
             with threadpool_limits(1, "blas"):
-                knn.fit(x, show_progress=False)
+                knn.fit(unit, show_progress=False)
             self.weights = knn.similarity.tocsr().astype(np.float32)
 
     def scores(self, batch: UserBatch) -> np.ndarray:
