@@ -20,13 +20,16 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install the locked dependencies
 
-demo: setup  ## generate the default shop, describe, validate it, build and serve its features
+demo: setup  ## generate the default shop, validate it, build and serve features, train, recommend
 	$(BIN)/shopml data generate --out $(DEMO_SNAPSHOT) --overwrite
 	$(BIN)/shopml data describe $(DEMO_SNAPSHOT)
 	$(BIN)/shopml validate $(DEMO_SNAPSHOT)
 	$(BIN)/shopml features build $(DEMO_SNAPSHOT)
 	$(BIN)/shopml features materialize
 	$(BIN)/shopml features get user u0001
+	$(BIN)/shopml train --snapshot $(DEMO_SNAPSHOT)
+	$(BIN)/shopml recommend --model models:/shopml-recommender@challenger \
+	  --users docs/examples/users.csv --k 5 --explain --out .shopml/demo-recommendations.csv
 
 test: lint typecheck unit  ## everything CI runs
 
@@ -51,6 +54,7 @@ lock:  ## re-resolve requirements.lock from pyproject.toml (needs .venv for uv)
 bench: setup  ## the benchmarks (write benchmarks/results/*.json; see docs/benchmarks.md)
 	$(BIN)/python benchmarks/bench_generator.py
 	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_recommend.py --events 1000000 10000000
 
 clean:
 	rm -rf $(VENV) .shopml .pytest_cache .mypy_cache .ruff_cache

@@ -692,7 +692,8 @@ def benchmark_synthetic_cmd(
         out_console.print(_metrics_table(f"{label} ({part['users']:,})", part["metrics"]))
     out_console.print(
         f"re-ranked vs best single ({doc['best_single']['name']}): {doc['pipeline_vs_best_single']:+.1%}; "
-        f"cold start vs global popularity: {doc['cold_start_vs_global_popularity']:+.1%}"
+        f"cold start vs global popularity: {doc['cold_start_vs_global_popularity']:+.1%}; "
+        f"graded relevance: {doc['pipeline_vs_best_single_graded']:+.1%} over {doc['best_single_graded']['name']}"
     )
     out_console.print(
         f"train {doc['train_seconds']:.0f} s for {events:,} events; recommend {doc['recommend_users']:,} users "

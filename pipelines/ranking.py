@@ -133,14 +133,14 @@ def _affinity(rows: sp.csr_matrix, codes: np.ndarray, n_codes: int) -> np.ndarra
 def _relative_to_best(scores: np.ndarray, pos: np.ndarray, n_users: int) -> np.ndarray:
     """Each score divided by the user's best score from that source: generators' raw
     scales grow with the size of the history, which differs between training and serving."""
-    out = np.full(scores.shape, np.nan, dtype=np.float32)
-    for s in range(scores.shape[1]):
-        v = scores[:, s]
-        ok = np.isfinite(v)
-        best = np.full(n_users, -np.inf)
-        np.maximum.at(best, pos[ok], np.abs(v[ok]))
-        out[ok, s] = v[ok] / np.maximum(best[pos[ok]], 1e-12)
-    return out
+    if not len(pos):
+        return np.full(scores.shape, np.nan, dtype=np.float32)
+    starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])  # rows are grouped by user
+    magnitude = np.where(np.isfinite(scores), np.abs(scores), -np.inf)
+    best = np.maximum.reduceat(magnitude, starts, axis=0)
+    best_per_row = np.repeat(best, np.diff(np.r_[starts, len(pos)]), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (scores / np.maximum(best_per_row, 1e-12)).astype(np.float32)
 
 
 def _within_user_z(scores: np.ndarray, pos: np.ndarray, n_users: int) -> np.ndarray:
@@ -202,7 +202,10 @@ def features(
     safe = np.where(known, codes, 0)
     rows = batch.rows
     n_rows = np.diff(rows.indptr)
-    user_events = np.where(known, h.user_events[safe], 0).astype(np.float32)
+    # a folded-in user's events are the items they were given (training never sees 0 events
+    # with items)
+    in_history = batch.known[pos]
+    user_events = np.where(in_history, h.user_events[safe], n_rows[pos]).astype(np.float32)
     since = np.where(known, (h.now - h.user_last[safe]) / DAY, np.nan)
     gender = pd.Index(genders).get_indexer(pd.Index(np.asarray(batch.gender, dtype=object)))
     log_price = np.log(np.maximum(items.price, 1e-6)).astype(np.float32)

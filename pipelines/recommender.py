@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from pipelines.candidates import GENERATORS, CandidateConfig, Context, Generator, History, SideInfo
 from pipelines.candidates.base import index_of
@@ -43,6 +47,7 @@ from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+_CONTRIB_LOCK = threading.Lock()
 
 
 def item_side(tl: Timeline) -> ItemSide:
@@ -235,21 +240,31 @@ class Recommender:
         if self.booster is None:
             raise ShopMLError("this recommender has no trained ranker")
         users = np.asarray([str(u) for u in user_ids], dtype=object)
-        frames = []
-        for lo in range(0, len(users), batch_size):
+        recent = None if recent_items is None else list(recent_items)
+
+        def one(lo: int) -> pd.DataFrame:
             sl = slice(lo, lo + batch_size)
             batch = self.ctx.batch(
                 users[sl],
-                recent_items=None if recent_items is None else list(recent_items)[sl],
+                recent_items=None if recent is None else recent[sl],
                 age=None if age is None else np.asarray(age, dtype=float)[sl],
                 gender=None if gender is None else np.asarray(gender, dtype=object)[sl],
                 region=None if region is None else np.asarray(region, dtype=object)[sl],
             )
             cands, x = self.rows_for(batch)
-            score = self.booster.predict(x, num_threads=0)
-            frames.append(self._top(users[sl], cands, x, score, k, explain_top))
-            if progress is not None:
-                progress(min(lo + batch_size, len(users)))
+            score = self.booster.predict(x, num_threads=1)
+            return self._top(users[sl], cands, x, score, k, explain_top)
+
+        # Batches in parallel threads: the heavy parts (matrix products, partitions,
+        # LightGBM) release the GIL.
+        starts = range(0, len(users), batch_size)
+        frames = []
+        workers = max(1, min(os.cpu_count() or 1, 4))
+        with threadpool_limits(1, "blas"), ThreadPoolExecutor(max_workers=workers) as pool:
+            for done, frame in enumerate(pool.map(one, starts), start=1):
+                frames.append(frame)
+                if progress is not None:
+                    progress(min(done * batch_size, len(users)))
         if not frames:
             return pd.DataFrame(columns=["user_id", "rank", "item_id", "score"])
         return pd.concat(frames, ignore_index=True)
@@ -275,8 +290,9 @@ class Recommender:
                 "score": score[keep].astype(np.float64),
             }
         )
-        if with_reasons:
-            contrib = self.booster.predict(x[keep], pred_contrib=True)
+        if with_reasons and len(keep):
+            with _CONTRIB_LOCK:  # LightGBM's pred_contrib is not safe across threads
+                contrib = self.booster.predict(x[keep], pred_contrib=True)
             names = self.feature_names
             out["reasons"] = [
                 "; ".join(explain(c, names, int(i), self.items))

@@ -212,7 +212,8 @@ def log_bundle(
 
     example = pd.DataFrame({"user_id": example_users})
     output = predict_frame(rec, example, k=10, explain=True)
-    signature = infer_signature(example, output, params={"k": 10, "explain": True})
+    with quiet_mlflow():  # integer columns: MLflow's hint about missing values
+        signature = infer_signature(example, output, params={"k": 10, "explain": True})
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_bundle needs an active MLflow run")

@@ -106,13 +106,19 @@ class Labels:
             return np.zeros(len(key), dtype=np.int8)
         return np.where(self.keys[at] == key, self.grades[at], 0).astype(np.int8)
 
-    def truth(self, user_ids: np.ndarray, item_ids: np.ndarray, users: np.ndarray) -> pd.DataFrame:
-        """Binary truth (every graded item) of ``users`` for the metric functions."""
+    def truth(
+        self, user_ids: np.ndarray, item_ids: np.ndarray, users: np.ndarray, *, graded: bool = False
+    ) -> pd.DataFrame:
+        """The truth of ``users`` for the metric functions: every graded item, binary or
+        with its grade as ``relevance``."""
         sel = np.isin(self.keys // self.n_items, users) & (self.grades > 0)
         k = self.keys[sel]
-        return pd.DataFrame(
+        out = pd.DataFrame(
             {"user_id": user_ids[k // self.n_items], "item_id": item_ids[k % self.n_items]}
         )
+        if graded:
+            out["relevance"] = self.grades[sel].astype(float)
+        return out
 
 
 @dataclass
@@ -150,7 +156,7 @@ def ranker_rows(
         y = labels.of(codes[cands.pos], cands.item)
         per_user_pos = np.bincount(cands.pos[y > 0], minlength=len(codes))
         found += int((y > 0).sum())
-        positives += int(np.isin(labels.keys // labels.n_items, codes).sum())
+        positives += int(np.isin(labels.keys[labels.grades > 0] // labels.n_items, codes).sum())
         keep_user = per_user_pos > 0
         keep = keep_user[cands.pos]
         if negatives is not None:  # every positive, and a random sample of the rest
@@ -332,28 +338,32 @@ def train_two_stage(
             )
         )  # fmt: skip
         seconds["ranker_rows"] += time.perf_counter() - t0
+        if f == 1:  # the first fold is the latest window: it gives the comparison below
+            evaluation = (rec_a, labels, valid_users)
     train, valid = _concat(trains), _concat(valids)
     names = rec_a.feature_names
     t0 = time.perf_counter()
     booster, curves = fit_ranker(train, valid, names, ranker_cfg)
     seconds["ranker_fit"] = time.perf_counter() - t0
-    rec_a.booster = booster
 
-    # On the last fold's validation users: each source's own top list vs the re-ranked
-    # one, against every item the user went on to touch.
-    truth = labels.truth(ctx_a.user_ids, ctx_a.item_ids, valid_users)
+    # On the latest window's validation users (held out of the ranker's training rows,
+    # though they steered its early stopping): each source's own top list vs the
+    # re-ranked one, against every item the user went on to touch.
+    rec_e, labels_e, valid_e = evaluation
+    rec_e.booster = booster
+    truth = labels_e.truth(rec_e.ctx.user_ids, rec_e.ctx.item_ids, valid_e)
     k = ranker_cfg.eval_at
     generator_metrics = {
         str(name): ranking_metrics(group, truth, k)
-        for name, group in valids[-1].source_lists.groupby("source")
+        for name, group in valids[0].source_lists.groupby("source")
     }
-    reranked = rec_a.recommend(ctx_a.user_ids[valid_users], k)
+    reranked = rec_e.recommend(rec_e.ctx.user_ids[valid_e], k)
     metrics = {f"{m}_at_{k}": v for m, v in ranking_metrics(reranked, truth, k).items()}
-    metrics["candidate_recall"] = valids[-1].candidate_recall
+    metrics["candidate_recall"] = valids[0].candidate_recall
     metrics["best_iteration"] = float(booster.best_iteration)
     metrics["train_rows"] = float(len(train.y))
     metrics["train_groups"] = float(len(train.groups))
-    metrics["validation_users"] = float(len(valid_users))
+    metrics["validation_users"] = float(len(valid_e))
 
     t0 = time.perf_counter()
     ctx_b, store_b, gens_b = fit_generators(

@@ -95,3 +95,30 @@ def test_features_page_defines_every_feature_and_service() -> None:
             assert f"`{feature.name}`" in page, f"{view.name}:{feature.name}"
     for service in definitions.FEATURE_SERVICES:
         assert f"`{service.name}`" in page
+
+
+def test_recommendation_page_documents_every_feature_option_and_reason() -> None:
+    import tomllib
+    from dataclasses import asdict
+
+    from pipelines.candidates import SOURCES
+    from pipelines.ranking import _REASONS, feature_names
+    from pipelines.train import TrainConfig
+
+    page = (REPO / "docs" / "recommendation.md").read_text()
+    for name in feature_names(list(SOURCES), with_store=True):
+        if name.startswith(SOURCES) or name.startswith("store_"):
+            continue  # per-source and store columns are documented as patterns
+        assert f"`{name}`" in page, name
+    for pattern in ("`{s}_score`", "`{s}_rank`", "`{s}_zscore`", "`store_user_*`", "`store_item_*`"):
+        assert pattern in page
+    for source in SOURCES:
+        assert f"| `{source}` |" in page, source
+    for reason in set(_REASONS.values()):
+        assert reason.split(" ({")[0].split("{")[0].strip() in page, reason
+    # the config example parses and names every option with its default
+    example = page.split("## Configuration")[1].split("```toml")[1].split("```")[0]
+    parsed = tomllib.loads(example.replace("[features]                # as in docs/features.md", ""))
+    defaults = asdict(TrainConfig())
+    for table in ("train", "candidates", "ranker"):
+        assert parsed[table] == defaults[table], table

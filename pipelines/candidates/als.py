@@ -52,11 +52,10 @@ class ALSGenerator(Generator):
         known = batch.known
         out[known] = self.model.user_factors[batch.codes[known]]
         fold = ~known & (np.diff(batch.rows.indptr) > 0)
-        if fold.any():
-            with threadpool_limits(1, "blas"):
-                out[fold] = self.model.recalculate_user(
-                    np.arange(int(fold.sum())), self.confidence(batch.rows[np.flatnonzero(fold)])
-                )
+        if fold.any():  # (the caller limits BLAS threads: this may run in a worker thread)
+            out[fold] = self.model.recalculate_user(
+                np.arange(int(fold.sum())), self.confidence(batch.rows[np.flatnonzero(fold)])
+            )
         return out
 
     def scores(self, batch: UserBatch) -> np.ndarray:

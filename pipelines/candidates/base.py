@@ -52,7 +52,7 @@ class CandidateConfig:
     als_regularization: float = 0.05
     als_alpha: float = 2.0  # confidence = 1 + alpha * weight
     bpr_factors: int = 64
-    bpr_iterations: int = 100
+    bpr_iterations: int = 30
     bpr_learning_rate: float = 0.05
     bpr_regularization: float = 0.01
     ease_max_items: int = 10_000  # EASE up to this catalog size, item-kNN above
@@ -66,6 +66,8 @@ class CandidateConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # A partial per_source table changes those sources only; 0 turns a source off.
+        object.__setattr__(self, "per_source", {**DEFAULT_PER_SOURCE, **self.per_source})
         checks = [
             (
                 set(self.event_weights) == set(EVENT_TYPES),
@@ -206,13 +208,17 @@ class UserBatch:
     gender: np.ndarray  # object, None unknown
     region: np.ndarray  # object, None unknown
     segment: np.ndarray  # int, -1 unknown
+    in_history: np.ndarray | None = None  # bool: rows come from the fitted history
 
     def __len__(self) -> int:
         return len(self.codes)
 
     @property
     def known(self) -> np.ndarray:
-        """Users the fitted model has a row for and who had events."""
+        """Users whose rows are their events in the fitted history (the others, if they
+        have rows, are folded in from them)."""
+        if self.in_history is not None:
+            return self.in_history
         return (self.codes >= 0) & (np.diff(self.rows.indptr) > 0)
 
 
@@ -408,8 +414,9 @@ class Context:
         rows_csr = sp.csr_matrix((n, len(self.item_ids)), dtype=np.float32)
         if n:
             rows_csr = (sp.diags(known.astype(np.float32)) @ self.history.matrix[safe]).tocsr()
-        if recent_items is not None:
-            extra = _rows_from_items(recent_items, self.item_ids, known)
+        in_history = np.diff(rows_csr.indptr) > 0
+        if recent_items is not None:  # users without history rows are folded in
+            extra = _rows_from_items(recent_items, self.item_ids, in_history)
             rows_csr = (rows_csr + extra).tocsr()
         rows_csr.eliminate_zeros()
         side = self.side
@@ -430,23 +437,25 @@ class Context:
             gender=pick(side.gender.astype(object), gender, None),
             region=pick(side.region.astype(object), region, None),
             segment=pick(side.segment.astype(np.int64), None, -1),
+            in_history=in_history,
         )
 
 
 def _rows_from_items(
-    recent_items: Sequence[Sequence[str]], item_ids: np.ndarray, known: np.ndarray
+    recent_items: Sequence[Sequence[str]], item_ids: np.ndarray, has_rows: np.ndarray
 ) -> sp.csr_matrix:
-    """Rows with weight 1 on each listed item, for users not ``known`` (others stay empty)."""
+    """Rows with weight 1 on each listed item, for users without history rows (the
+    others keep their history and stay empty here)."""
     rows, cols = [], []
-    for r, (items, is_known) in enumerate(zip(recent_items, known, strict=True)):
-        if is_known or items is None:
+    for r, (items, taken) in enumerate(zip(recent_items, has_rows, strict=True)):
+        if taken or items is None:
             continue
         idx = index_of(list(items), item_ids)
         idx = np.unique(idx[idx >= 0])
         rows.extend([r] * len(idx))
         cols.extend(idx.tolist())
     return sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(known), len(item_ids))
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(has_rows), len(item_ids))
     )
 
 

@@ -41,6 +41,12 @@ class ContentGenerator(Generator):
         norms = np.linalg.norm(prof, axis=1, keepdims=True)
         return np.where(norms > 0, prof / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
+    def answers(self, batch: UserBatch) -> np.ndarray:
+        """Users whose recent items have content vectors (a zero profile says nothing)."""
+        if self.ctx.side.content is None:
+            return np.zeros(len(batch), dtype=bool)
+        return np.linalg.norm(self.profiles(batch), axis=1) > 0
+
     def scores(self, batch: UserBatch) -> np.ndarray:
         content = self.ctx.side.content
         if content is None:

@@ -321,3 +321,51 @@ def test_generators_save_and_load_the_same_scores(tmp_path: pytest.TempPathFacto
         np.testing.assert_allclose(
             again.scores(batch), gen.scores(batch), rtol=1e-6, err_msg=cls.name
         )
+
+
+def test_a_registered_user_without_history_is_folded_in_from_recent_items() -> None:
+    cfg = CandidateConfig(als_factors=4, als_iterations=5, content_history=5)
+    tl = timeline(random_events(20, 16, 5, seed=6), 21, 16)  # user 20 has no events
+    ctx = context(tl, cfg, content=np.eye(16, dtype=np.float32))
+    gen = ALSGenerator(cfg)
+    gen.fit(ctx)
+    alone = ctx.batch(["u20"])
+    given = ctx.batch(["u20"], recent_items=[["i1", "i2"]])
+    assert not alone.known[0] and not given.known[0]
+    assert given.rows.nnz == 2
+    assert np.abs(gen.user_vectors(alone)).sum() == 0
+    stranger = ctx.batch(["stranger"], recent_items=[["i1", "i2"]])
+    np.testing.assert_allclose(gen.user_vectors(given), gen.user_vectors(stranger), rtol=1e-6)
+    # a user with history keeps it: recent_items only fold in users without rows
+    with_history = ctx.batch(["u0"], recent_items=[["i15"]])
+    assert with_history.known[0]
+    assert with_history.rows.nnz == ctx.history.matrix[0].nnz
+    content = ContentGenerator(cfg)
+    content.fit(ctx)
+    assert content.answers(given)[0] and not content.answers(alone)[0]
+
+
+def test_configs_merge_partial_tables_and_reject_unknown_keys(tmp_path: pytest.TempPathFactory) -> None:
+    from pathlib import Path
+
+    from pipelines.errors import ConfigError
+    from pipelines.train import TrainConfig
+
+    cfg = CandidateConfig(per_source={"als": 10, "trending": 0})
+    assert cfg.per_source["als"] == 10 and cfg.per_source["trending"] == 0
+    assert cfg.per_source["bpr"] == 40, "sources not named keep their default"
+    with pytest.raises(ConfigError, match="unknown sources"):
+        CandidateConfig(per_source={"svd": 10})
+    root = Path(str(tmp_path))
+    good = root / "train.toml"
+    good.write_text("[train]\nfolds = 3\n[candidates]\nals_factors = 8\n[ranker]\nlabel_days = 7.0\n")
+    parsed = TrainConfig.from_toml(good)
+    assert (parsed.train.folds, parsed.candidates.als_factors, parsed.ranker.label_days) == (3, 8, 7.0)
+    bad = root / "bad.toml"
+    bad.write_text("[candidate]\nals_factors = 8\n")
+    with pytest.raises(ConfigError, match=r"unknown table\(s\) \['candidate'\]"):
+        TrainConfig.from_toml(bad)
+    typo = root / "typo.toml"
+    typo.write_text("[ranker]\nlabel_day = 7\n")
+    with pytest.raises(ConfigError, match="label_day"):
+        TrainConfig.from_toml(typo)
