@@ -84,14 +84,19 @@ def union(
 ) -> Candidates:
     """Each source's top list, deduplicated per user, with every source's score and rank."""
     n_items = len(allowed)
-    full = {name: gen.scores(batch) for name, gen in generators.items()}
+    shared = {name: gen.shared(batch) for name, gen in generators.items()}
+    full = {name: gen.scores(batch) for name, gen in generators.items() if shared[name] is None}
     banned = batch.rows if exclude_seen else None
     keys, rank_keys, rank_vals = [], [], []
     for s, name in enumerate(generators):
         n = per_source.get(name, 0)
         if n <= 0:
             continue
-        idx, _ = top_n(full[name], n, banned, allowed)
+        group_scores = shared[name]
+        if group_scores is None:
+            idx, _ = top_n(full[name], n, banned, allowed)
+        else:
+            idx = _shared_top(*group_scores, n, banned, allowed)
         idx[~generators[name].answers(batch)] = -1
         pos = np.repeat(np.arange(len(batch)), idx.shape[1]).reshape(idx.shape)
         ok = idx >= 0
@@ -105,9 +110,17 @@ def union(
         return Candidates(empty, empty, np.empty(shape, np.float32), np.empty(shape, np.float32))
     uniq = np.unique(np.concatenate(keys))
     pos, item = uniq // n_items, uniq % n_items
+
+    def gathered(name: str) -> np.ndarray:
+        group_scores = shared[name]
+        if group_scores is None:
+            return full[name][pos, item]
+        group, rows = group_scores
+        return rows[group[pos], item]
+
     scores = np.column_stack(
         [
-            np.where(gen.answers(batch)[pos], full[name][pos, item], np.nan)
+            np.where(gen.answers(batch)[pos], gathered(name), np.nan)
             for name, gen in generators.items()
         ]
     ).astype(np.float32)
@@ -116,6 +129,34 @@ def union(
     row = np.searchsorted(uniq, rk // len(generators))
     ranks[row, rk % len(generators)] = np.concatenate(rank_vals)
     return Candidates(pos=pos, item=item, scores=scores, ranks=ranks)
+
+
+def _shared_top(
+    group: np.ndarray,
+    rows: np.ndarray,
+    n: int,
+    banned: sp.csr_matrix | None,
+    allowed: np.ndarray,
+) -> np.ndarray:
+    """Per user, the ``n`` best unbanned items of their group's score row: each group's
+    list is ranked once, long enough to survive the most items any member has seen."""
+    n_users = len(group)
+    seen = np.diff(banned.indptr) if banned is not None else np.zeros(n_users, dtype=np.int64)
+    extra = int(seen.max(initial=0))
+    idx, _ = top_n(rows, n + extra, None, allowed)
+    cand = idx[group]  # (users, n + extra), -1 padded
+    if banned is not None and banned.nnz:
+        user_of = np.repeat(np.arange(n_users), seen).astype(np.int64)
+        seen_keys = np.sort(user_of * len(allowed) + banned.indices)
+        keys = np.arange(n_users)[:, None].astype(np.int64) * len(allowed) + cand
+        at = np.clip(np.searchsorted(seen_keys, keys), 0, len(seen_keys) - 1)
+        cand = np.where(seen_keys[at] == keys, -1, cand)
+    ok = cand >= 0
+    keep = ok & (np.cumsum(ok, axis=1) <= n)
+    # compact each row: kept items first, in order
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
+    out = np.take_along_axis(np.where(keep, cand, -1), order, axis=1)
+    return out
 
 
 def _affinity(rows: sp.csr_matrix, codes: np.ndarray, n_codes: int) -> np.ndarray:

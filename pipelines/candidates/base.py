@@ -213,6 +213,18 @@ class UserBatch:
     def __len__(self) -> int:
         return len(self.codes)
 
+    def take(self, idx: np.ndarray) -> UserBatch:
+        """The users at positions ``idx``."""
+        return UserBatch(
+            codes=self.codes[idx],
+            rows=self.rows[idx],
+            age=np.asarray(self.age)[idx],
+            gender=np.asarray(self.gender, dtype=object)[idx],
+            region=np.asarray(self.region, dtype=object)[idx],
+            segment=np.asarray(self.segment)[idx],
+            in_history=None if self.in_history is None else self.in_history[idx],
+        )
+
     @property
     def known(self) -> np.ndarray:
         """Users whose rows are their events in the fitted history (the others, if they
@@ -287,6 +299,12 @@ class Generator(ABC):
         """Which users this source can say something about: by default those with
         interactions (known to the model or folded in from their rows)."""
         return np.diff(batch.rows.indptr) > 0
+
+    def shared(self, batch: UserBatch) -> tuple[np.ndarray, np.ndarray] | None:
+        """For sources whose scores depend on a user's group only: (group per user, one
+        score row per group), so the catalog is ranked once per group, not per user."""
+        del batch
+        return None
 
     def pair_scores(self, batch: UserBatch, items: np.ndarray) -> np.ndarray:
         """Scores of the items ``items[b, j]`` for user ``b`` (``-1`` entries give NaN)."""

@@ -76,6 +76,15 @@ class PopularityGenerator(Generator):
     def answers(self, batch: UserBatch) -> np.ndarray:
         return np.ones(len(batch), dtype=bool)
 
+    def shared(self, batch: UserBatch) -> tuple[np.ndarray, np.ndarray]:
+        has_demo = ~np.isnan(np.asarray(batch.age, float)) | pd.notna(batch.gender)
+        cell = np.where(has_demo, self._demo_cell(batch.age, batch.gender), -1)
+        seg = np.asarray(batch.segment, dtype=np.int64)
+        seg = np.where((seg >= 0) & (seg < len(self.segment_rates)), seg, -1)
+        key = (cell + 1) * (len(self.segment_rates) + 1) + (seg + 1)
+        _, first, group = np.unique(key, return_index=True, return_inverse=True)
+        return group.ravel(), self.scores(batch.take(first))
+
     def state(self) -> dict[str, Any]:
         return {
             "global_rate": self.global_rate,
@@ -104,6 +113,9 @@ class TrendingGenerator(Generator):
 
     def answers(self, batch: UserBatch) -> np.ndarray:
         return np.ones(len(batch), dtype=bool)
+
+    def shared(self, batch: UserBatch) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(len(batch), dtype=np.int64), self.score[None, :]
 
     def state(self) -> dict[str, Any]:
         return {"score": self.score}

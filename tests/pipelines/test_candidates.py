@@ -369,3 +369,29 @@ def test_configs_merge_partial_tables_and_reject_unknown_keys(tmp_path: pytest.T
     typo.write_text("[ranker]\nlabel_day = 7\n")
     with pytest.raises(ConfigError, match="label_day"):
         TrainConfig.from_toml(typo)
+
+
+def test_group_shared_lists_equal_per_user_ranking() -> None:
+    from pipelines.ranking import _shared_top
+
+    rng = np.random.default_rng(8)
+    events = [(u, int(i), "view", float(rng.uniform(80, 99))) for u in range(60) for i in rng.choice(30, 6, replace=False)]
+    age = [float(a) for a in rng.choice([22, 30, 50, np.nan], 60)]
+    gender = [g if g != "-" else None for g in rng.choice(["F", "M", "-"], 60)]
+    tl = timeline(events, 60, 30, age=age, gender=gender)
+    seg = rng.integers(-1, 3, 60)
+    cfg = CandidateConfig(popularity_smoothing=3.0)
+    ctx = context(tl, cfg, segment=seg)
+    batch = ctx.batch(list(ctx.user_ids))
+    for cls in (PopularityGenerator, TrendingGenerator):
+        gen = cls(cfg)
+        gen.fit(ctx)
+        group, rows = gen.shared(batch)
+        np.testing.assert_allclose(rows[group], gen.scores(batch), rtol=1e-6)
+        assert len(rows) < len(batch) or cls is TrendingGenerator
+        shared_idx = _shared_top(group, rows, 8, batch.rows, ctx.history.item_exists)
+        full_idx, full_best = top_n(gen.scores(batch), 8, batch.rows, ctx.history.item_exists)
+        shared_scores = np.take_along_axis(gen.scores(batch), np.maximum(shared_idx, 0), axis=1)
+        np.testing.assert_allclose(np.where(shared_idx >= 0, shared_scores, np.nan), full_best, rtol=1e-6)
+        seen = batch.rows.toarray() > 0
+        assert not seen[np.arange(60)[:, None], np.maximum(shared_idx, 0)][shared_idx >= 0].any()
