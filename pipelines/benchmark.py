@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 
 from pipelines.candidates import CandidateConfig
-from pipelines.candidates.base import Context, top_n
+from pipelines.candidates.base import Context
 from pipelines.features.timeline import DAY, load_timeline
 from pipelines.metrics import ranking_metrics
+from pipelines.ranking import _shared_top
 from pipelines.recommender import FeatureSource
 from pipelines.snapshot import Snapshot
 from pipelines.train_ranker import Fold, Labels, RankerConfig, train_two_stage
@@ -120,11 +121,11 @@ def generator_lists(
 
 def global_popularity(ctx: Context, users: np.ndarray, k: int) -> pd.DataFrame:
     """The k most popular unseen existing items for each user (no personalisation)."""
-    pop = ctx.history.popularity.astype(np.float32)
+    pop = ctx.history.popularity.astype(np.float32)[None, :]
     batch = ctx.batch(ctx.user_ids[users])
-    idx, _ = top_n(
-        np.broadcast_to(pop, (len(users), len(pop))), k, batch.rows, ctx.history.item_exists
-    )
+    # one ranked list shared by everyone (a dense users x items copy is 4 GB at 20k x 50k)
+    group = np.zeros(len(users), dtype=np.int64)
+    idx = _shared_top(group, pop, k, batch.rows, ctx.history.item_exists)
     b, r = np.nonzero(idx >= 0)
     return pd.DataFrame(
         {"user_id": ctx.user_ids[users[b]], "rank": r + 1, "item_id": ctx.item_ids[idx[b, r]]}

@@ -110,7 +110,13 @@ def test_recommendation_page_documents_every_feature_option_and_reason() -> None
         if name.startswith(SOURCES) or name.startswith("store_"):
             continue  # per-source and store columns are documented as patterns
         assert f"`{name}`" in page, name
-    for pattern in ("`{s}_score`", "`{s}_rank`", "`{s}_zscore`", "`store_user_*`", "`store_item_*`"):
+    for pattern in (
+        "`{s}_score`",
+        "`{s}_rank`",
+        "`{s}_zscore`",
+        "`store_user_*`",
+        "`store_item_*`",
+    ):
         assert pattern in page
     for source in SOURCES:
         assert f"| `{source}` |" in page, source
@@ -118,7 +124,9 @@ def test_recommendation_page_documents_every_feature_option_and_reason() -> None
         assert reason.split(" ({")[0].split("{")[0].strip() in page, reason
     # the config example parses and names every option with its default
     example = page.split("## Configuration")[1].split("```toml")[1].split("```")[0]
-    parsed = tomllib.loads(example.replace("[features]                # as in docs/features.md", ""))
+    parsed = tomllib.loads(
+        example.replace("[features]                # as in docs/features.md", "")
+    )
     defaults = asdict(TrainConfig())
     for table in ("train", "candidates", "ranker"):
         assert parsed[table] == defaults[table], table

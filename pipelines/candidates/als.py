@@ -25,7 +25,12 @@ class ALSGenerator(Generator):
     def _model(self) -> Any:
         from implicit.cpu.als import AlternatingLeastSquares
 
-        return AlternatingLeastSquares(
+        with warnings.catch_warnings():  # its BLAS check runs before our thread limit applies
+            warnings.filterwarnings("ignore", message="OpenBLAS is configured")
+            return self._construct(AlternatingLeastSquares)
+
+    def _construct(self, cls: Any) -> Any:
+        return cls(
             factors=self.cfg.als_factors,
             regularization=self.cfg.als_regularization,
             alpha=1.0,  # the confidence is computed here (see the module docstring)

@@ -345,7 +345,9 @@ def test_a_registered_user_without_history_is_folded_in_from_recent_items() -> N
     assert content.answers(given)[0] and not content.answers(alone)[0]
 
 
-def test_configs_merge_partial_tables_and_reject_unknown_keys(tmp_path: pytest.TempPathFactory) -> None:
+def test_configs_merge_partial_tables_and_reject_unknown_keys(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
     from pathlib import Path
 
     from pipelines.errors import ConfigError
@@ -358,9 +360,15 @@ def test_configs_merge_partial_tables_and_reject_unknown_keys(tmp_path: pytest.T
         CandidateConfig(per_source={"svd": 10})
     root = Path(str(tmp_path))
     good = root / "train.toml"
-    good.write_text("[train]\nfolds = 3\n[candidates]\nals_factors = 8\n[ranker]\nlabel_days = 7.0\n")
+    good.write_text(
+        "[train]\nfolds = 3\n[candidates]\nals_factors = 8\n[ranker]\nlabel_days = 7.0\n"
+    )
     parsed = TrainConfig.from_toml(good)
-    assert (parsed.train.folds, parsed.candidates.als_factors, parsed.ranker.label_days) == (3, 8, 7.0)
+    assert (parsed.train.folds, parsed.candidates.als_factors, parsed.ranker.label_days) == (
+        3,
+        8,
+        7.0,
+    )
     bad = root / "bad.toml"
     bad.write_text("[candidate]\nals_factors = 8\n")
     with pytest.raises(ConfigError, match=r"unknown table\(s\) \['candidate'\]"):
@@ -375,7 +383,11 @@ def test_group_shared_lists_equal_per_user_ranking() -> None:
     from pipelines.ranking import _shared_top
 
     rng = np.random.default_rng(8)
-    events = [(u, int(i), "view", float(rng.uniform(80, 99))) for u in range(60) for i in rng.choice(30, 6, replace=False)]
+    events = [
+        (u, int(i), "view", float(rng.uniform(80, 99)))
+        for u in range(60)
+        for i in rng.choice(30, 6, replace=False)
+    ]
     age = [float(a) for a in rng.choice([22, 30, 50, np.nan], 60)]
     gender = [g if g != "-" else None for g in rng.choice(["F", "M", "-"], 60)]
     tl = timeline(events, 60, 30, age=age, gender=gender)
@@ -390,8 +402,10 @@ def test_group_shared_lists_equal_per_user_ranking() -> None:
         np.testing.assert_allclose(rows[group], gen.scores(batch), rtol=1e-6)
         assert len(rows) < len(batch) or cls is TrendingGenerator
         shared_idx = _shared_top(group, rows, 8, batch.rows, ctx.history.item_exists)
-        full_idx, full_best = top_n(gen.scores(batch), 8, batch.rows, ctx.history.item_exists)
+        _, full_best = top_n(gen.scores(batch), 8, batch.rows, ctx.history.item_exists)
         shared_scores = np.take_along_axis(gen.scores(batch), np.maximum(shared_idx, 0), axis=1)
-        np.testing.assert_allclose(np.where(shared_idx >= 0, shared_scores, np.nan), full_best, rtol=1e-6)
+        np.testing.assert_allclose(
+            np.where(shared_idx >= 0, shared_scores, np.nan), full_best, rtol=1e-6
+        )
         seen = batch.rows.toarray() > 0
         assert not seen[np.arange(60)[:, None], np.maximum(shared_idx, 0)][shared_idx >= 0].any()
