@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pipelines.benchmark import machine  # one description of the machine for every result
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -34,24 +35,6 @@ def run_child(script: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"benchmark step failed:\n{proc.stderr[-4000:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return {
-        "cores": os.cpu_count(),
-        "memory_gb": round(mem_gb, 1),
-        "cpu": cpu,
-        "python": platform.python_version(),
-    }
 
 
 def write_result(name: str, command: str, payload: dict[str, Any], out: Path | None = None) -> Path:

@@ -63,12 +63,21 @@ MOVIELENS_RANKER = RankerConfig(
 
 
 def machine() -> dict[str, Any]:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    """Cores, memory, CPU model and Python of this machine, for benchmark results."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     return {
         "cores": os.cpu_count(),
-        "memory_gb": round(mem, 1),
+        "memory_gb": round(mem_gb, 1),
+        "cpu": cpu,
         "python": platform.python_version(),
-        "processor": platform.processor() or platform.machine(),
     }
 
 

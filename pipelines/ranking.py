@@ -84,6 +84,7 @@ def union(
 ) -> Candidates:
     """Each source's top list, deduplicated per user, with every source's score and rank."""
     n_items = len(allowed)
+    said = {name: gen.answers(batch) for name, gen in generators.items()}
     shared = {name: gen.shared(batch) for name, gen in generators.items()}
     full = {name: gen.scores(batch) for name, gen in generators.items() if shared[name] is None}
     banned = batch.rows if exclude_seen else None
@@ -97,7 +98,7 @@ def union(
             idx, _ = top_n(full[name], n, banned, allowed)
         else:
             idx = _shared_top(*group_scores, n, banned, allowed)
-        idx[~generators[name].answers(batch)] = -1
+        idx[~said[name]] = -1
         pos = np.repeat(np.arange(len(batch)), idx.shape[1]).reshape(idx.shape)
         ok = idx >= 0
         k = pos[ok].astype(np.int64) * n_items + idx[ok]
@@ -119,10 +120,7 @@ def union(
         return rows[group[pos], item]
 
     scores = np.column_stack(
-        [
-            np.where(gen.answers(batch)[pos], gathered(name), np.nan)
-            for name, gen in generators.items()
-        ]
+        [np.where(said[name][pos], gathered(name), np.nan) for name in generators]
     ).astype(np.float32)
     ranks = np.full((len(uniq), len(generators)), np.nan, dtype=np.float32)
     rk = np.concatenate(rank_keys)

@@ -29,7 +29,6 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from pipelines.candidates import GENERATORS, CandidateConfig, Context, Generator, History, SideInfo
-from pipelines.candidates.base import index_of
 from pipelines.errors import ShopMLError
 from pipelines.features.timeline import Timeline
 from pipelines.ranking import (
@@ -421,6 +420,3 @@ class Recommender:
                 f"{folder}: the saved feature list does not match this ShopML version"
             )
         return rec
-
-    def known_items(self, item_ids: Sequence[str]) -> np.ndarray:
-        return index_of(item_ids, self.ctx.item_ids)

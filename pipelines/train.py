@@ -168,8 +168,9 @@ def train(
         )
         for c in cutoffs
     ]
-    experiment_id = configure(settings)
-    mlflow = __import__("mlflow")
+    import mlflow
+
+    configure(settings)
     config = cfg.as_dict()
     tags = run_tags(snap.id, config)
     with mlflow.start_run(run_name=f"train {snap.id[:12]} until {until:%Y-%m-%d}", tags=tags):
@@ -224,7 +225,6 @@ def train(
                 **{f"metric.{k}": f"{v:.4f}" for k, v in result.metrics.items()},
             },
         )
-    del experiment_id
     return TrainOutcome(
         snapshot_id=snap.id,
         until=until,

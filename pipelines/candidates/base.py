@@ -306,13 +306,6 @@ class Generator(ABC):
         del batch
         return None
 
-    def pair_scores(self, batch: UserBatch, items: np.ndarray) -> np.ndarray:
-        """Scores of the items ``items[b, j]`` for user ``b`` (``-1`` entries give NaN)."""
-        full = self.scores(batch)
-        out = np.take_along_axis(full, np.maximum(items, 0), axis=1).astype(np.float32)
-        out[items < 0] = np.nan
-        return out
-
     def top(
         self, batch: UserBatch, n: int, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:

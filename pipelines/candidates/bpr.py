@@ -12,14 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+import scipy.sparse as sp
 
-from pipelines.candidates.base import Context, Generator, UserBatch
+from pipelines.candidates.factors import FactorGenerator
 
 FOLD_IN_RIDGE = 0.1
 
 
-class BPRGenerator(Generator):
+class BPRGenerator(FactorGenerator):
     name = "bpr"
 
     def _model(self) -> Any:
@@ -34,38 +34,14 @@ class BPRGenerator(Generator):
             num_threads=self.cfg.threads,
         )
 
-    def _fit(self, ctx: Context) -> None:
-        self.model = self._model()
-        with threadpool_limits(1, "blas"):
-            self.model.fit(ctx.history.matrix, show_progress=False)
-
-    def user_vectors(self, batch: UserBatch) -> np.ndarray:
+    def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:
         item_f = self.model.item_factors
-        out = np.zeros((len(batch), item_f.shape[1]), dtype=np.float32)
-        known = batch.known
-        out[known] = self.model.user_factors[batch.codes[known]]
-        for b in np.flatnonzero(~known & (np.diff(batch.rows.indptr) > 0)):
-            items = batch.rows.indices[batch.rows.indptr[b] : batch.rows.indptr[b + 1]]
+        out = np.zeros((rows.shape[0], item_f.shape[1]), dtype=np.float32)
+        for b in range(rows.shape[0]):
+            items = rows.indices[rows.indptr[b] : rows.indptr[b + 1]]
             v = item_f[items, :-1].astype(np.float64)
             gram = v.T @ v + FOLD_IN_RIDGE * np.eye(v.shape[1])
             rhs = v.T @ (1.0 - item_f[items, -1])  # the bias is not the user's to explain
             out[b, :-1] = np.linalg.solve(gram, rhs)
             out[b, -1] = 1.0
         return out
-
-    def scores(self, batch: UserBatch) -> np.ndarray:
-        return self.user_vectors(batch) @ self.model.item_factors.T
-
-    def pair_scores(self, batch: UserBatch, items: np.ndarray) -> np.ndarray:
-        users = self.user_vectors(batch)
-        out = np.einsum("bf,bjf->bj", users, self.model.item_factors[np.maximum(items, 0)])
-        out[items < 0] = np.nan
-        return out.astype(np.float32)
-
-    def state(self) -> dict[str, Any]:
-        return {"user_factors": self.model.user_factors, "item_factors": self.model.item_factors}
-
-    def set_state(self, arrays: dict[str, Any]) -> None:
-        self.model = self._model()
-        self.model.user_factors = arrays["user_factors"]
-        self.model.item_factors = arrays["item_factors"]

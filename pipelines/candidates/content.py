@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from pipelines.candidates.base import Context, Generator, UserBatch, keep_latest
+from pipelines.candidates.base import Context, Generator, UserBatch
 
 
 class ContentGenerator(Generator):
@@ -30,9 +30,8 @@ class ContentGenerator(Generator):
         rows = batch.rows
         known = batch.known
         if known.any():  # known users: keep their most recent items
-            h = self.ctx.history
             codes = np.where(known, batch.codes, 0)
-            recent = keep_latest(h.matrix[codes], h.last_seen[codes], self.cfg.content_history)
+            recent = self.ctx.history.recent_rows(codes, self.cfg.content_history)
             rows = (
                 sp.diags(known.astype(np.float32)) @ recent
                 + sp.diags((~known).astype(np.float32)) @ rows
@@ -52,12 +51,3 @@ class ContentGenerator(Generator):
         if content is None:
             return np.zeros((len(batch), len(self.ctx.item_ids)), dtype=np.float32)
         return self.profiles(batch) @ content.T
-
-    def pair_scores(self, batch: UserBatch, items: np.ndarray) -> np.ndarray:
-        content = self.ctx.side.content
-        if content is None:
-            return np.full(items.shape, np.nan, dtype=np.float32)
-        prof = self.profiles(batch)
-        out = np.einsum("bd,bjd->bj", prof, content[np.maximum(items, 0)])
-        out[items < 0] = np.nan
-        return out.astype(np.float32)

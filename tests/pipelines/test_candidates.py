@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from pipelines.candidates import CandidateConfig, Context, History, SideInfo
+from pipelines.candidates import GENERATORS, CandidateConfig, Context, History, SideInfo
 from pipelines.candidates.als import ALSGenerator
 from pipelines.candidates.base import keep_latest, top_n
 from pipelines.candidates.bpr import FOLD_IN_RIDGE, BPRGenerator
@@ -306,14 +306,7 @@ def test_generators_save_and_load_the_same_scores(tmp_path: pytest.TempPathFacto
     cfg = CandidateConfig(als_factors=3, bpr_factors=3, bpr_iterations=5)
     ctx = context(tl, cfg, content=np.eye(10, dtype=np.float32))
     batch = ctx.batch(["u1", "u2", "nobody"], recent_items=[[], [], ["i3"]])
-    for cls in (
-        ALSGenerator,
-        BPRGenerator,
-        ItemItemGenerator,
-        ContentGenerator,
-        PopularityGenerator,
-        TrendingGenerator,
-    ):
+    for cls in GENERATORS.values():
         gen = cls(cfg)
         gen.fit(ctx)
         gen.save(tmp_path)  # type: ignore[arg-type]
