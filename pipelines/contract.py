@@ -28,6 +28,8 @@ from pipelines.errors import ContractError
 
 TS = pa.timestamp("us", tz="UTC")
 EVENT_TYPES: tuple[str, ...] = ("view", "add_to_cart", "purchase", "search_click")
+# How strongly each event type says "relevant": ranker labels and evaluation truth grades.
+DEFAULT_GRADES: dict[str, int] = {"purchase": 3, "add_to_cart": 2, "view": 1, "search_click": 1}
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 

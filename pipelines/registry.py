@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "shopml-recommender"
 MODEL_NAME = "shopml-recommender"
 CHALLENGER = "challenger"
+CHAMPION = "champion"  # moved only by promotion
 MODEL_ARTIFACT = "recommender"
 # Packages the pyfunc model needs where it is loaded (ShopML itself included).
 _REQUIREMENTS = ("mlflow", "lightgbm", "implicit", "pandas", "numpy", "scipy", "pyarrow", "shopml")
@@ -269,3 +271,82 @@ def load_pyfunc(uri: str) -> Any:
     """The registered pyfunc (for callers that want MLflow's interface)."""
     with quiet_mlflow():
         return _mlflow().pyfunc.load_model(uri, suppress_warnings=True)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model URI resolved: the registered name and version when it is one."""
+
+    uri: str
+    name: str | None
+    version: int | None
+
+
+def resolve(uri: str, settings: Settings) -> ModelRef:
+    """``models:/NAME/VERSION`` and ``models:/NAME@ALIAS`` to their registered version; a
+    bundle folder or a ``runs:/`` URI stays unversioned."""
+    if Path(uri).is_dir() or not uri.startswith("models:/"):
+        return ModelRef(uri=uri, name=None, version=None)
+    body = uri.removeprefix("models:/")
+    configure(settings)
+    client = _mlflow().MlflowClient()
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = body.partition("/")
+            mv = client.get_model_version(name, version)
+    except Exception as exc:  # MlflowException: no such model, version or alias
+        raise ShopMLError(f"cannot resolve model {uri!r}: {str(exc).splitlines()[0]}") from exc
+    return ModelRef(uri=f"models:/{mv.name}/{mv.version}", name=mv.name, version=int(mv.version))
+
+
+def alias_version(name: str, alias: str, settings: Settings) -> ModelRef | None:
+    """The version behind ``name@alias``, or None when the model or alias does not exist."""
+    configure(settings)
+    client = _mlflow().MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except Exception:  # MlflowException: RESOURCE_DOES_NOT_EXIST
+        return None
+    return ModelRef(uri=f"models:/{mv.name}/{mv.version}", name=mv.name, version=int(mv.version))
+
+
+def log_evaluation(
+    ref: ModelRef, folder: Path, verdict: dict[str, Any], values: dict[str, float]
+) -> str:
+    """Attach an evaluation to the run that logged ``ref`` and tag its model version:
+    the files of ``folder`` under ``evaluation/<eval-set hash>/``, the metrics as
+    ``eval_<name>_at_<k>``, and the verdict, eval-set hash and file hashes as tags.
+    Returns the run id."""
+    import math
+
+    client = _mlflow().MlflowClient()
+    mv = client.get_model_version(str(ref.name), str(ref.version))
+    run_id = str(mv.run_id)
+    eval_hash = verdict["eval_set"]["hash"]
+    with quiet_mlflow():
+        client.log_artifacts(run_id, str(folder), artifact_path=f"evaluation/{eval_hash[:12]}")
+    stamp = int(time.time() * 1000)
+    for key, value in values.items():
+        if math.isfinite(value):
+            name, _, k = key.partition("@")
+            client.log_metric(run_id, f"eval_{name}_at_{k}", float(value), timestamp=stamp)
+    files = verdict["files"]
+    verdict_sha = hashlib.sha256((folder / "verdict.json").read_bytes()).hexdigest()
+    champion = verdict.get("champion") or {}
+    tags = {
+        "eval.blessed": str(verdict["blessed"]).lower(),
+        "eval.eval_set_hash": eval_hash,
+        "eval.snapshot_id": verdict["eval_set"]["snapshot_id"],
+        "eval.verdict_sha256": verdict_sha,
+        "eval.report_sha256": files["report.html"],
+        "eval.summary_sha256": files["summary.md"],
+        "eval.champion_version": str(champion.get("version") or "none"),
+        "eval.artifacts": f"runs:/{run_id}/evaluation/{eval_hash[:12]}",
+    }
+    for key, value in tags.items():
+        client.set_tag(run_id, f"shopml.{key}", value)
+    tag_version(str(ref.name), int(ref.version or 0), tags)
+    return run_id

@@ -143,6 +143,25 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
 T = TypeVar("T")
 
 
+# The tables of a pipeline config file (one file may hold all of them).
+PIPELINE_TABLES = ("train", "candidates", "ranker", "features", "evaluate", "gate")
+
+
+def check_tables(path: str | Path) -> None:
+    """Raise :class:`ConfigError` unless ``path`` is TOML whose tables are all known."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        known = set(tomllib.loads(p.read_text()))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    unknown = sorted(known - set(PIPELINE_TABLES))
+    if unknown:
+        tables = ", ".join(f"[{t}]" for t in PIPELINE_TABLES)
+        raise ConfigError(f"{p}: unknown table(s) {unknown}; use {tables}")
+
+
 def config_section(cls: type[T], path: str | Path, section: str, **overrides: Any) -> T:
     """Build the dataclass ``cls`` from the ``[section]`` table of a TOML file.
 

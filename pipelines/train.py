@@ -1,7 +1,7 @@
 """``shopml train``: snapshot -> validation -> features -> generators -> ranker -> MLflow.
 
-The training time ``until`` (default: the midnight after the last event) splits the
-snapshot: fold j (j = 1..folds) fits the generators on the events before
+The training time ``until`` (default: the start of the evaluation window, ``[evaluate]
+holdout_days`` before the midnight after the last event) splits the snapshot: fold j (j = 1..folds) fits the generators on the events before
 ``until - j * label_days`` and labels the ranker's candidates with the events of the
 ``label_days`` that follow; the served generators are refitted on every event before
 ``until``. Features come from a feature build of the same snapshot, read point in time.
@@ -21,9 +21,10 @@ import numpy as np
 
 from pipelines.candidates import CandidateConfig
 from pipelines.errors import ConfigError, ShopMLError
+from pipelines.evalset import EvalConfig
 from pipelines.features.config import FeatureConfig
 from pipelines.features.timeline import DAY, load_timeline
-from pipelines.settings import Settings, config_section
+from pipelines.settings import Settings, check_tables, config_section
 from pipelines.snapshot import Snapshot
 from pipelines.train_ranker import Fold, RankerConfig, TrainResult, train_two_stage
 
@@ -47,29 +48,21 @@ class TrainConfig:
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    # its holdout_days: the default training time leaves the evaluation window unseen
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
-        """Tables ``[train]``, ``[candidates]``, ``[ranker]``, ``[features]`` (all optional)."""
+        """Tables ``[train]``, ``[candidates]``, ``[ranker]``, ``[features]`` and
+        ``[evaluate]`` (its holdout_days); all optional, ``[gate]`` allowed."""
+        check_tables(path)
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        import tomllib
-
-        try:
-            known = set(tomllib.loads(p.read_text()))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
-        unknown = sorted(known - {"train", "candidates", "ranker", "features"})
-        if unknown:
-            raise ConfigError(
-                f"{p}: unknown table(s) {unknown}; use [train], [candidates], [ranker], [features]"
-            )
         return cls(
             train=config_section(TrainOptions, p, "train"),
             candidates=config_section(CandidateConfig, p, "candidates"),
             ranker=config_section(RankerConfig, p, "ranker"),
             features=config_section(FeatureConfig, p, "features"),
+            evaluate=config_section(EvalConfig, p, "evaluate"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -103,10 +96,12 @@ def _ensure_validated(snap: Snapshot) -> None:
     require_accepted(snap)
 
 
-def default_until(snap: Snapshot) -> datetime:
-    from pipelines.features.build import default_as_of
+def default_until(snap: Snapshot, holdout_days: float) -> datetime:
+    """The start of the snapshot's evaluation window: ``holdout_days`` before the
+    midnight after its last event, so ``shopml evaluate`` scores unseen interactions."""
+    from pipelines.evalset import window_start
 
-    return default_as_of(snap)
+    return window_start(snap, holdout_days)
 
 
 def train(
@@ -137,7 +132,7 @@ def train(
         raise ShopMLError(
             f"snapshot {snap.path} has no events; nothing to learn recommendations from"
         )
-    until = (until or default_until(snap)).astimezone(UTC)
+    until = (until or default_until(snap, cfg.evaluate.holdout_days)).astimezone(UTC)
     now = until.timestamp()
     label_s = cfg.ranker.label_days * DAY
     cutoffs = [now - j * label_s for j in range(1, cfg.train.folds + 1)]

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.candidates import CandidateConfig
-from pipelines.contract import EVENT_TYPES
+from pipelines.contract import DEFAULT_GRADES, EVENT_TYPES
 from pipelines.errors import ConfigError, ShopMLError
 from pipelines.features.timeline import Timeline
 from pipelines.metrics import ranking_metrics
@@ -34,7 +34,6 @@ from pipelines.ranking import CATEGORICAL
 from pipelines.recommender import FeatureSource, Recommender, fit_generators, item_side
 
 log = logging.getLogger(__name__)
-DEFAULT_GRADES = {"purchase": 3, "add_to_cart": 2, "view": 1, "search_click": 1}
 
 
 @dataclass(frozen=True)

@@ -130,3 +130,28 @@ def test_recommendation_page_documents_every_feature_option_and_reason() -> None
     defaults = asdict(TrainConfig())
     for table in ("train", "candidates", "ranker"):
         assert parsed[table] == defaults[table], table
+
+
+def test_evaluation_page_defines_every_metric_and_gate_option() -> None:
+    import tomllib
+    from dataclasses import asdict, fields
+
+    from pipelines.evalset import EvalConfig
+    from pipelines.evaluate import EvaluateConfig
+    from pipelines.gate import Check
+    from pipelines.metrics import BEYOND_ACCURACY, METRICS
+
+    page = (REPO / "docs" / "evaluation.md").read_text()
+    for metric in (*METRICS, *BEYOND_ACCURACY):
+        section = page.split(f"### `{metric}@k`")[1].split("###")[0]
+        assert "Range" in section and "Source" in section, metric
+    for f in fields(Check):
+        assert f"| `{f.name}` |" in page, f.name
+    for slice_name in ("all", "new_users", "returning_users", "segment=<s>", "cold_items"):
+        assert f"| `{slice_name}` |" in page, slice_name
+    # the configuration example is the defaults, every option named
+    example = page.split("## Configuration")[1].split("```toml")[1].split("```")[0]
+    parsed = tomllib.loads(example)
+    assert parsed["evaluate"] == asdict(EvalConfig())
+    defaults = EvaluateConfig()
+    assert [Check(**c) for c in parsed["gate"]["checks"]] == defaults.gate.checks

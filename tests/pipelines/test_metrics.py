@@ -7,7 +7,13 @@ import math
 import pandas as pd
 import pytest
 
-from pipelines.metrics import per_user, ranking_metrics
+from pipelines.metrics import (
+    catalog_coverage,
+    intra_list_diversity,
+    novelty,
+    per_user,
+    ranking_metrics,
+)
 
 
 def recs(rows: dict[str, list[str]]) -> pd.DataFrame:
@@ -68,3 +74,50 @@ def test_ties_in_truth_and_duplicates_count_once() -> None:
     m = ranking_metrics(r, t, k=2)
     assert m["ndcg"] == pytest.approx(1.0)
     assert m["recall"] == pytest.approx(1.0)
+
+
+def test_ties_in_rank_break_by_item_id_and_repeated_items_count_once() -> None:
+    # b and a share rank 1: a comes first; the repeated a is dropped, so c is at 3
+    r = pd.DataFrame({"user_id": ["u"] * 4, "rank": [1, 1, 2, 3], "item_id": ["b", "a", "a", "c"]})
+    table = per_user(r, truth({"u": ["c"]}), k=3)
+    assert table.loc["u", "mrr"] == pytest.approx(1 / 3)
+    assert table.loc["u", "ndcg"] == pytest.approx(1 / math.log2(4))
+    assert per_user(r, truth({"u": ["c"]}), k=2).loc["u", "hit_rate"] == 0.0
+
+
+def test_a_user_with_no_relevant_items_is_not_counted() -> None:
+    t = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["a", "a"], "relevance": [1.0, 0.0]})
+    table = per_user(recs({"u1": ["a"], "u2": ["a"]}), t, k=5)
+    assert list(table.index) == ["u1"]
+    assert ranking_metrics(recs({"u2": ["a"]}), t[t["user_id"] == "u2"], k=5)["ndcg"] == 0.0
+
+
+def test_catalog_coverage_counts_distinct_catalog_items_in_the_top_k() -> None:
+    r = recs({"u1": ["a", "b", "z"], "u2": ["a", "c"]})
+    catalog = pd.Index(["a", "b", "c", "d"])
+    assert catalog_coverage(r, catalog, k=2) == pytest.approx(3 / 4)  # a, b, c
+    assert catalog_coverage(r, catalog, k=1) == pytest.approx(1 / 4)
+    assert catalog_coverage(r, catalog, k=3) == pytest.approx(3 / 4)  # z is not in the catalog
+
+
+def test_novelty_is_the_mean_self_information_with_add_one_smoothing() -> None:
+    popularity = pd.Series({"a": 9, "b": 1})  # of 9 users; c unseen
+    per = novelty(recs({"u": ["a", "b", "c"]}), popularity, n_users=9, k=3)
+    expected = (-math.log2(10 / 10) - math.log2(2 / 10) - math.log2(1 / 10)) / 3
+    assert per["u"] == pytest.approx(expected)
+    assert novelty(recs({"u": ["a"]}), popularity, n_users=9, k=3)["u"] == pytest.approx(0.0)
+
+
+def test_intra_list_diversity_by_category_path() -> None:
+    category = pd.Series({"a": "A/B/C", "b": "A/B/D", "c": "E", "d": "A/B/C"})
+    ild = intra_list_diversity(
+        recs({"u": ["a", "b", "c"], "v": ["a", "d"], "w": ["a"]}), category, k=3
+    )
+    # pairs of u: (a, b) 1 - 2/3, (a, c) 1, (b, c) 1
+    assert ild["u"] == pytest.approx((1 / 3 + 1 + 1) / 3)
+    assert ild["v"] == pytest.approx(0.0)  # one leaf category
+    assert "w" not in ild.index  # a single item has no pairs
+    # the cut at k: only a and b remain
+    assert intra_list_diversity(recs({"u": ["a", "b", "c"]}), category, k=2)["u"] == pytest.approx(
+        1 / 3
+    )

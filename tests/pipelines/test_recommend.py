@@ -16,32 +16,22 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from pipelines.candidates import CandidateConfig
 from pipelines.cli import app
 from pipelines.errors import ShopMLError
-from pipelines.features import FeatureConfig, build_features
+from pipelines.features import build_features
 from pipelines.features.timeline import DAY, load_timeline
-from pipelines.generator import GeneratorConfig, generate_shop
+from pipelines.generator import generate_shop
 from pipelines.ranking import feature_names
 from pipelines.recommender import FeatureSource, Recommender, fit_generators
 from pipelines.registry import CHALLENGER, MODEL_NAME, load_pyfunc, load_recommender
 from pipelines.settings import Settings, load_settings
 from pipelines.snapshot import Snapshot, write_snapshot
-from pipelines.train import TrainConfig, TrainOptions, train
-from pipelines.train_ranker import Labels, RankerConfig, ranker_rows
+from pipelines.train import train
+from pipelines.train_ranker import Labels, ranker_rows
 from pipelines.validate import validate_snapshot
 
 from ..conftest import shared_data
-
-SHOP = GeneratorConfig(users=1_500, items=300, events=40_000, seed=11, days=45, judged_queries=20)
-LIGHT = TrainConfig(
-    train=TrainOptions(folds=1),
-    candidates=CandidateConfig(als_iterations=5, bpr_iterations=10, threads=1),
-    ranker=RankerConfig(
-        label_days=7.0, max_rounds=60, early_stopping_rounds=20, min_data_in_leaf=20
-    ),
-    features=FeatureConfig(segment_k_min=2, segment_k_max=3),
-)
+from .shops import LIGHT, SHOP
 
 
 class Trained:

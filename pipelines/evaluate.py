@@ -1,0 +1,448 @@
+"""``shopml evaluate``: score a challenger (and the champion) on a snapshot's frozen
+evaluation set, judge the gate, write the verdict and the reviewer's report, log them.
+
+Every model is scored on the same rows (:mod:`pipelines.evalset`) with the metrics of
+:mod:`pipelines.metrics`, overall and per slice (new vs returning users, each user
+segment, cold items, the top categories); a popularity baseline is scored on the same
+rows. Headline metrics get percentile bootstrap intervals, and the challenger - champion
+difference a paired one. :mod:`pipelines.gate` turns them into a verdict with one reason
+per check; :mod:`pipelines.report` writes ``report.html`` and ``summary.md``. With a
+registered challenger, all of it goes to the challenger's MLflow run and model version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.bootstrap import Interval, bootstrap_means
+from pipelines.errors import ConfigError, ShopMLError
+from pipelines.evalset import EvalConfig, EvalSet, freeze_eval_set
+from pipelines.gate import GateConfig, Judgement, judge
+from pipelines.metrics import METRICS, catalog_coverage, intra_list_diversity, novelty, per_user
+from pipelines.settings import Settings, config_section
+
+log = logging.getLogger(__name__)
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def __post_init__(self) -> None:
+        for check in self.gate.checks:
+            if check.k not in self.evaluate.k:
+                raise ConfigError(
+                    f"gate check {check.metric}: k={check.k} is not among [evaluate] k "
+                    f"{self.evaluate.k}"
+                )
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> EvaluateConfig:
+        """Tables ``[evaluate]`` and ``[gate]`` of a pipeline config file."""
+        from pipelines.settings import check_tables
+
+        check_tables(path)
+        return cls(
+            evaluate=config_section(EvalConfig, path, "evaluate"),
+            gate=config_section(GateConfig, path, "gate"),
+        )
+
+
+@dataclass
+class ModelScores:
+    """One model's scores on one evaluation set."""
+
+    label: str  # challenger | champion | popularity
+    uri: str | None
+    version: int | None
+    train_until: str | None
+    eval_set_hash: str
+    slices: dict[str, pd.DataFrame]  # slice -> per-user table (columns "ndcg@10", ...)
+    values: dict[str, dict[str, float]]  # slice -> metric -> mean (coverage only on "all")
+    scores: np.ndarray  # the model's scores of its top-k items (empty for the baseline)
+    seconds: float = 0.0
+
+    def headline(self, cfg: EvalConfig) -> list[str]:
+        k = cfg.headline_k
+        return [f"{m}@{k}" for m in (*METRICS, "novelty", "ild")]
+
+
+def popularity_lists(es: EvalSet, k: int) -> pd.DataFrame:
+    """The baseline: items available at the window's start by how many shoppers touched
+    them before it (ties by item id), minus what each user already touched."""
+    items = es.items[es.items["available"]].sort_values(
+        ["history_users", "item_id"], ascending=[False, True]
+    )
+    order = items["item_id"].to_numpy(dtype=object)
+    counts = items["history_users"].to_numpy(dtype=float)
+    position = pd.Series(np.arange(len(order)), index=order)
+    seen_pos = es.seen.assign(p=position.reindex(es.seen["item_id"]).to_numpy())
+    seen_pos = seen_pos.dropna(subset=["p"])
+    by_user = {u: np.sort(g.to_numpy(dtype=np.int64)) for u, g in seen_pos.groupby("user_id")["p"]}
+    users: list[str] = []
+    ranks: list[int] = []
+    picks: list[np.ndarray] = []
+    empty = np.array([], dtype=np.int64)
+    for u in es.users["user_id"]:
+        skip = by_user.get(u, empty)
+        pool = np.arange(min(k + len(skip), len(order)))
+        top = np.setdiff1d(pool, skip, assume_unique=True)[:k]
+        users.extend([u] * len(top))
+        ranks.extend(range(1, len(top) + 1))
+        picks.append(top)
+    chosen = np.concatenate(picks) if picks else empty
+    return pd.DataFrame(
+        {"user_id": users, "rank": ranks, "item_id": order[chosen], "score": counts[chosen]}
+    )
+
+
+def _slices(es: EvalSet, cfg: EvalConfig) -> dict[str, tuple[pd.Index, pd.DataFrame]]:
+    """slice name -> (its users, the truth it is judged on)."""
+    users = es.users.set_index("user_id")
+    out: dict[str, tuple[pd.Index, pd.DataFrame]] = {ALL: (users.index, es.truth)}
+
+    def of_users(mask: pd.Series) -> tuple[pd.Index, pd.DataFrame]:
+        idx = users.index[mask.to_numpy()]
+        return idx, es.truth[es.truth["user_id"].isin(idx)]
+
+    out["new_users"] = of_users(users["new"])
+    out["returning_users"] = of_users(~users["new"])
+    for seg in sorted(s for s in users["segment"].unique() if s >= 0):
+        out[f"segment={seg}"] = of_users(users["segment"] == seg)
+    item = es.items.set_index("item_id")
+    truth = es.truth.join(item[["cold", "top_category"]], on="item_id")
+
+    def of_items(mask: pd.Series) -> tuple[pd.Index, pd.DataFrame]:
+        t = truth.loc[mask.to_numpy(), ["user_id", "item_id", "relevance"]]
+        return pd.Index(t["user_id"].unique()), t
+
+    out["cold_items"] = of_items(truth["cold"])
+    top = truth["top_category"].value_counts().head(cfg.top_categories)
+    for cat in top.index:
+        out[f"category={cat}"] = of_items(truth["top_category"] == cat)
+    return out
+
+
+def score_lists(
+    recs: pd.DataFrame,
+    es: EvalSet,
+    cfg: EvalConfig,
+    *,
+    label: str,
+    uri: str | None = None,
+    version: int | None = None,
+    train_until: str | None = None,
+    scores: np.ndarray | None = None,
+) -> ModelScores:
+    """Every metric at every configured k, per slice, for the lists ``recs`` (``scores``:
+    the model's scores of its listed items, for the report's distribution plot)."""
+    popularity = es.items.set_index("item_id")["history_users"]
+    category = es.items.set_index("item_id")["category"]
+    catalog = pd.Index(es.items.loc[es.items["available"], "item_id"])
+    slices: dict[str, pd.DataFrame] = {}
+    values: dict[str, dict[str, float]] = {}
+    beyond = {}
+    for k in cfg.k:
+        beyond[f"novelty@{k}"] = novelty(recs, popularity, es.history_users, k)
+        beyond[f"ild@{k}"] = intra_list_diversity(recs, category, k)
+    for name, (users, truth) in _slices(es, cfg).items():
+        table = pd.DataFrame(index=users)
+        for k in cfg.k:
+            metrics = per_user(recs, truth, k).reindex(users, fill_value=0.0)
+            for m in METRICS:
+                table[f"{m}@{k}"] = metrics[m]
+        if not name.startswith(("cold_items", "category=")):  # user slices: lists' qualities
+            for col, series in beyond.items():
+                table[col] = series.reindex(users)
+        slices[name] = table
+        values[name] = {
+            str(c): float(table[c].mean()) if len(table) else math.nan for c in table.columns
+        }
+    for k in cfg.k:
+        values[ALL][f"coverage@{k}"] = catalog_coverage(recs, catalog, k)
+    return ModelScores(
+        label=label,
+        uri=uri,
+        version=version,
+        train_until=train_until,
+        eval_set_hash=es.hash,
+        slices=slices,
+        values=values,
+        scores=np.array([]) if scores is None else scores,
+    )
+
+
+def intervals(
+    scores: ModelScores, cfg: EvalConfig, other: ModelScores | None = None
+) -> dict[tuple[str, str], Interval]:
+    """Bootstrap intervals of the headline metrics per slice: of ``scores`` alone, or of
+    the paired difference ``scores - other`` (the same users resampled for both)."""
+    if other is not None and other.eval_set_hash != scores.eval_set_hash:
+        raise ShopMLError(
+            f"{scores.label} and {other.label} were scored on different evaluation sets "
+            f"({scores.eval_set_hash[:12]} vs {other.eval_set_hash[:12]}); refusing to "
+            "compare them: evaluate both on the same frozen set"
+        )
+    out: dict[tuple[str, str], Interval] = {}
+    wanted = scores.headline(cfg)
+    for name, table in scores.slices.items():
+        cols = [c for c in wanted if c in table.columns]
+        x = table[cols].to_numpy(dtype=float)
+        if other is not None:
+            x = x - other.slices[name].reindex(table.index)[cols].to_numpy(dtype=float)
+        for col, iv in zip(
+            cols,
+            bootstrap_means(x, draws=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.seed),
+            strict=True,
+        ):
+            out[(name, col)] = iv
+    return out
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What ``evaluate`` produced (paths, verdict and where it was logged)."""
+
+    blessed: bool
+    judgement: Judgement
+    eval_set: EvalSet
+    challenger: ModelScores
+    champion: ModelScores | None
+    popularity: ModelScores
+    out_dir: Path
+    verdict: dict[str, Any]
+    run_id: str | None
+    seconds: float
+
+
+def _model_lists(rec: Any, es: EvalSet, k: int, label: str) -> pd.DataFrame:
+    from pipelines.progress import progress_reporter
+
+    users = es.users
+    n = len(users)
+    with progress_reporter(f"scoring the {label}", "users") as update:
+        return rec.recommend(
+            users["user_id"].tolist(),
+            k,
+            age=users["age"].tolist(),
+            gender=users["gender"].tolist(),
+            region=users["region"].tolist(),
+            progress=lambda done: update(done, n),
+        )
+
+
+def _check_unseen(rec: Any, es: EvalSet, label: str, uri: str) -> str:
+    """The model's training time; refuse a model that learned from the window's events."""
+    until = datetime.fromtimestamp(float(rec.ctx.history.now), tz=UTC)
+    if until > es.start:
+        raise ShopMLError(
+            f"the {label} {uri} was trained on events until {until:%Y-%m-%d %H:%M} UTC, after "
+            f"the evaluation window starts ({es.start:%Y-%m-%d %H:%M} UTC): it has seen the "
+            f"held-out interactions. Train with --train-until {es.start:%Y-%m-%d} (the default "
+            "holds out [evaluate] holdout_days), or evaluate on a later snapshot"
+        )
+    return until.isoformat()
+
+
+def score_model(
+    ref: Any, es: EvalSet, cfg: EvalConfig, settings: Settings, label: str
+) -> ModelScores:
+    """Load the model behind ``ref``, refuse it if it saw the window, score its lists."""
+    from pipelines.registry import load_recommender
+
+    rec = load_recommender(ref.uri, settings)
+    until = _check_unseen(rec, es, label, ref.uri)
+    started = time.perf_counter()
+    lists = _model_lists(rec, es, cfg.max_k, label)
+    scores = score_lists(
+        lists,
+        es,
+        cfg,
+        label=label,
+        uri=ref.uri,
+        version=ref.version,
+        train_until=until,
+        scores=lists["score"].to_numpy(dtype=float),
+    )
+    scores.seconds = time.perf_counter() - started
+    return scores
+
+
+def evaluate(
+    *,
+    model_uri: str,
+    snapshot_uri: str | Path,
+    settings: Settings,
+    cfg: EvaluateConfig | None = None,
+    champion_uri: str | None = None,
+    use_champion: bool = True,
+    out_dir: str | Path | None = None,
+    log_to_mlflow: bool = True,
+) -> Evaluation:
+    """Score ``model_uri`` (and the champion: ``champion_uri``, else the registry's
+    ``champion`` alias when there is one) on the frozen set of ``snapshot_uri``, judge the
+    gate and write ``verdict.json``, ``report.html``, ``summary.md``, ``metrics.json``."""
+    from pipelines import report
+    from pipelines.registry import ModelRef, log_evaluation, resolve
+
+    started = time.perf_counter()
+    cfg = cfg or EvaluateConfig()
+    ecfg = cfg.evaluate
+    es = freeze_eval_set(snapshot_uri, ecfg)
+    ref = resolve(model_uri, settings)
+    challenger = score_model(ref, es, ecfg, settings, "challenger")
+    notes: list[str] = []
+    champ_ref: ModelRef | None = None
+    if use_champion:
+        champ_ref = (
+            resolve(champion_uri, settings) if champion_uri else _registry_champion(ref, settings)
+        )
+    champion = None
+    if champ_ref is not None:
+        if champ_ref.version is not None and (champ_ref.name, champ_ref.version) == (
+            ref.name,
+            ref.version,
+        ):
+            notes.append(f"the model is the champion itself (version {ref.version})")
+        champion = score_model(champ_ref, es, ecfg, settings, "champion")
+    popularity = score_lists(popularity_lists(es, ecfg.max_k), es, ecfg, label="popularity")
+    own = intervals(challenger, ecfg)
+    diff = intervals(challenger, ecfg, champion) if champion is not None else {}
+    judgement = judge(
+        cfg.gate,
+        challenger.values,
+        popularity=popularity.values,
+        champion=None if champion is None else champion.values,
+        differences=diff,
+        slice_users={name: len(t) for name, t in challenger.slices.items()},
+        min_slice_users=ecfg.min_slice_users,
+        confidence=ecfg.confidence,
+    )
+    judgement.notes.extend(notes)
+    folder = Path(out_dir) if out_dir else _default_out(settings, ref, es)
+    folder.mkdir(parents=True, exist_ok=True)
+    champ_own = intervals(champion, ecfg) if champion is not None else {}
+    doc = _metrics_doc(es, challenger, champion, popularity, own, champ_own, diff)
+    (folder / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json) + "\n")
+    files = report.write(
+        folder, es, ecfg, judgement, challenger, champion, popularity, own, champ_own, diff
+    )
+    verdict = _verdict(es, cfg, judgement, ref, champ_ref, challenger, files)
+    (folder / "verdict.json").write_text(json.dumps(verdict, indent=2, default=_json) + "\n")
+    run_id = None
+    if log_to_mlflow and ref.version is not None:
+        run_id = log_evaluation(ref, folder, verdict, challenger.values[ALL])
+    return Evaluation(
+        blessed=judgement.blessed,
+        judgement=judgement,
+        eval_set=es,
+        challenger=challenger,
+        champion=champion,
+        popularity=popularity,
+        out_dir=folder,
+        verdict=verdict,
+        run_id=run_id,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _registry_champion(ref: Any, settings: Settings) -> Any:
+    from pipelines.registry import CHAMPION, MODEL_NAME, alias_version
+
+    name = ref.name or MODEL_NAME
+    return alias_version(name, CHAMPION, settings)
+
+
+def _default_out(settings: Settings, ref: Any, es: EvalSet) -> Path:
+    who = f"{ref.name}-v{ref.version}" if ref.version is not None else Path(ref.uri).name
+    return settings.home / "evaluations" / f"{who}-{es.hash[:12]}"
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, float | np.floating) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.integer | np.floating):
+        return value.item()
+    return str(value)
+
+
+def _clean(values: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    return {
+        s: {m: (v if math.isfinite(v) else None) for m, v in row.items()}
+        for s, row in values.items()
+    }
+
+
+def _ivs(ivs: dict[tuple[str, str], Interval]) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (s, m), iv in ivs.items():
+        out.setdefault(s, {})[m] = iv.as_dict()
+    return out
+
+
+def _metrics_doc(
+    es: EvalSet,
+    challenger: ModelScores,
+    champion: ModelScores | None,
+    popularity: ModelScores,
+    own: dict[tuple[str, str], Interval],
+    champ_own: dict[tuple[str, str], Interval],
+    diff: dict[tuple[str, str], Interval],
+) -> dict[str, Any]:
+    def model(s: ModelScores, ivs: dict[tuple[str, str], Interval]) -> dict[str, Any]:
+        return {
+            "uri": s.uri,
+            "version": s.version,
+            "train_until": s.train_until,
+            "eval_set_hash": s.eval_set_hash,
+            "values": _clean(s.values),
+            "intervals": _ivs(ivs),
+            "slice_users": {name: len(t) for name, t in s.slices.items()},
+            "seconds": round(s.seconds, 2),
+        }
+
+    return {
+        "eval_set": es.describe(),
+        "challenger": model(challenger, own),
+        "champion": None if champion is None else model(champion, champ_own),
+        "popularity": model(popularity, {}),
+        "difference_intervals": _ivs(diff),
+    }
+
+
+def _verdict(
+    es: EvalSet,
+    cfg: EvaluateConfig,
+    judgement: Judgement,
+    ref: Any,
+    champ_ref: Any,
+    challenger: ModelScores,
+    files: dict[str, str],
+) -> dict[str, Any]:
+    return {
+        "blessed": judgement.blessed,
+        "model": {"uri": ref.uri, "name": ref.name, "version": ref.version},
+        "champion": None
+        if champ_ref is None
+        else {"uri": champ_ref.uri, "name": champ_ref.name, "version": champ_ref.version},
+        "eval_set": es.describe(),
+        "checks": [asdict(o) for o in judgement.outcomes],
+        "reasons": [o.reason for o in judgement.outcomes],
+        "notes": judgement.notes,
+        "gate": cfg.gate.as_dict(),
+        "files": files,
+        "train_until": challenger.train_until,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
