@@ -11,8 +11,8 @@ the same users and items; a changed set, or a request for different settings, is
 refused.
 
 Files: ``users.parquet`` (user_id, new, segment, age, gender, region), ``truth.parquet``
-(user_id, item_id, relevance), ``items.parquet`` (item_id, category, top_category,
-available, cold, history_users), ``seen.parquet`` (user_id, item_id touched before the
+(user_id, item_id, relevance), ``items.parquet`` (item_id, category, available,
+cold, history_users), ``seen.parquet`` (user_id, item_id touched before the
 window, for the popularity baseline) and ``eval_set.json`` (written last).
 """
 
@@ -221,7 +221,6 @@ def _build(snap: Snapshot, cfg: EvalConfig, folder: Path) -> EvalSet:
         {
             "item_id": item_ids,
             "category": categories,
-            "top_category": pd.Series(categories).str.split("/").str[0].to_numpy(),
             "available": tl.items["created_s"].to_numpy() < t0,
             "cold": history_users == 0,
             "history_users": history_users.astype(np.int64),

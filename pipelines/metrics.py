@@ -42,7 +42,13 @@ def positions(recs: pd.DataFrame, k: int) -> pd.DataFrame:
 
 def per_user(recs: pd.DataFrame, truth: pd.DataFrame, k: int) -> pd.DataFrame:
     """One row per truth user (relevance > 0) with each of :data:`METRICS` at ``k``."""
-    r = positions(recs, k)
+    return per_user_ranked(positions(recs, k), truth, k)
+
+
+def per_user_ranked(r: pd.DataFrame, truth: pd.DataFrame, k: int) -> pd.DataFrame:
+    """:func:`per_user` for lists already passed through :func:`positions` (callers that
+    score one set of lists against many truths normalise them once)."""
+    r = r[r["rank"] <= k]
     t = truth[["user_id", "item_id"]].copy()
     t["relevance"] = truth["relevance"].astype(float) if "relevance" in truth else 1.0
     t = t[t["relevance"] > 0]
@@ -110,13 +116,15 @@ def intra_list_diversity(
     leading path levels two items have in common ('A/B/C' vs 'A/B/D': 1 - 2/3). ``category``:
     item_id -> 'Top/Sub/Leaf'. Range [0, 1]; 0 = every item in one leaf category."""
     r = positions(recs, k)
-    paths = category.reindex(r["item_id"]).fillna("").astype(str).str.split("/")
+    distinct = pd.Index(r["item_id"].unique())
+    paths = category.reindex(distinct).fillna("").astype(str).str.split("/")
     depth_max = int(paths.map(len).max()) if len(paths) else 0
-    levels = np.full((len(r), max(depth_max, 1)), -1, dtype=np.int64)
+    item_levels = np.full((len(distinct), max(depth_max, 1)), -1, dtype=np.int64)
     for level in range(depth_max):
         prefix = [("/".join(p[: level + 1]) if len(p) > level else None) for p in paths]
         codes, _ = pd.factorize(pd.Series(prefix, dtype=object))  # None -> -1
-        levels[:, level] = codes
+        item_levels[:, level] = codes
+    levels = item_levels[distinct.get_indexer(pd.Index(r["item_id"]))]
     depth = (levels >= 0).sum(axis=1)
     users, start = np.unique(r["user_id"].to_numpy(), return_index=True)
     order = np.argsort(start)

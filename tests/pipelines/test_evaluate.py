@@ -23,11 +23,12 @@ from pipelines.cli import app
 from pipelines.contract import DEFAULT_GRADES
 from pipelines.errors import ShopMLError
 from pipelines.evalset import EvalConfig, freeze_eval_set
-from pipelines.evaluate import EvaluateConfig, evaluate, intervals, popularity_lists
+from pipelines.evaluate import EvaluateConfig, evaluate
 from pipelines.features.build import default_as_of
 from pipelines.generator import generate_shop
 from pipelines.metrics import ranking_metrics
 from pipelines.registry import MODEL_NAME, load_recommender
+from pipelines.scoring import category_groups, intervals, popularity_lists
 from pipelines.settings import Settings, load_settings
 from pipelines.snapshot import Snapshot, sha256_file
 from pipelines.train import train
@@ -334,3 +335,11 @@ def test_evaluate_the_movielens_import_with_and_without_a_champion(tmp_path: Pat
     assert both.eval_set.hash == alone.eval_set.hash
     assert both.champion.values["all"] == pytest.approx(alone.challenger.values["all"], nan_ok=True)
     assert np.isfinite(both.challenger.values["all"]["ild@10"])
+
+
+def test_category_slices_use_the_shallowest_level_that_splits_the_catalog() -> None:
+    shop = pd.Series(["Home/Kitchen/Pans", "Home/Bath", "Beauty/Skin"], index=["a", "b", "c"])
+    assert category_groups(shop).tolist() == ["Home", "Home", "Beauty"]
+    movies = pd.Series(["Movies/Drama", "Movies/Comedy", "Movies/Drama"])
+    assert category_groups(movies).tolist() == ["Movies/Drama", "Movies/Comedy", "Movies/Drama"]
+    assert category_groups(pd.Series(["Only", "Only"])).tolist() == ["Only", "Only"]
