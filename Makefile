@@ -59,6 +59,7 @@ bench: setup  ## the benchmarks (write benchmarks/results/*.json; see docs/bench
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_recommend.py --events 1000000 10000000
 	$(BIN)/python benchmarks/bench_train.py --events 10000000
+	$(BIN)/python benchmarks/bench_evaluate.py --events 1000000
 
 clean:
 	rm -rf $(VENV) .shopml .pytest_cache .mypy_cache .ruff_cache
