@@ -30,6 +30,7 @@ from pipelines.evalset import EvalConfig, EvalSet, freeze_eval_set
 from pipelines.gate import GateConfig, Judgement, judge
 from pipelines.scoring import ALL, ModelScores, intervals, popularity_lists, score_lists
 from pipelines.settings import Settings, config_section
+from pipelines.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +145,12 @@ def evaluate(
     gate and write ``verdict.json``, ``report.html``, ``summary.md``, ``metrics.json``."""
     from pipelines import report
     from pipelines.registry import ModelRef, log_evaluation, resolve
+    from pipelines.validate import ensure_validated
 
     started = time.perf_counter()
     cfg = cfg or EvaluateConfig()
     ecfg = cfg.evaluate
+    ensure_validated(Snapshot.open(snapshot_uri))  # never score on a quarantined snapshot
     es = freeze_eval_set(snapshot_uri, ecfg)
     ref = resolve(model_uri, settings)
     challenger = score_model(ref, es, ecfg, settings, "challenger")

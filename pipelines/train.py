@@ -81,21 +81,6 @@ class TrainOutcome:
     seconds: float
 
 
-def _ensure_validated(snap: Snapshot) -> None:
-    from pipelines.validate import read_status, require_accepted, validate_snapshot
-
-    if read_status(snap) is None:
-        log.info("snapshot %s is not validated yet: validating", snap.path)
-        report = validate_snapshot(snapshot_uri=snap.path)
-        if not report.accepted:
-            first = report.failed[0]
-            raise ShopMLError(
-                f"snapshot {snap.path} failed {len(report.failed)} validation check(s) and is "
-                f"quarantined, e.g. {first.summary}; see {report.folder / 'result.json'}"
-            )
-    require_accepted(snap)
-
-
 def default_until(snap: Snapshot, holdout_days: float) -> datetime:
     """The start of the snapshot's evaluation window: ``holdout_days`` before the
     midnight after its last event, so ``shopml evaluate`` scores unseen interactions."""
@@ -123,11 +108,12 @@ def train(
         run_tags,
         tag_version,
     )
+    from pipelines.validate import ensure_validated
 
     started = time.perf_counter()
     cfg = cfg or TrainConfig()
     snap = Snapshot.open(snapshot)
-    _ensure_validated(snap)
+    ensure_validated(snap)
     if snap.rows("events") == 0:
         raise ShopMLError(
             f"snapshot {snap.path} has no events; nothing to learn recommendations from"

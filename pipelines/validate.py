@@ -95,6 +95,21 @@ def require_accepted(snap: Snapshot) -> None:
         )
 
 
+def ensure_validated(snap: Snapshot) -> None:
+    """Validate ``snap`` when it has no validation yet; raise unless it is accepted (the
+    steps that read a snapshot — training, evaluation — call this first)."""
+    if read_status(snap) is None:
+        log.info("snapshot %s is not validated yet: validating", snap.path)
+        report = validate_snapshot(snapshot_uri=snap.path)
+        if not report.accepted:
+            first = report.failed[0]
+            raise ShopMLError(
+                f"snapshot {snap.path} failed {len(report.failed)} validation check(s) and is "
+                f"quarantined, e.g. {first.summary}; see {report.folder / 'result.json'}"
+            )
+    require_accepted(snap)
+
+
 # ----------------------------------------------------------------------------- frames
 
 

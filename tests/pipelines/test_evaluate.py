@@ -343,3 +343,18 @@ def test_category_slices_use_the_shallowest_level_that_splits_the_catalog() -> N
     movies = pd.Series(["Movies/Drama", "Movies/Comedy", "Movies/Drama"])
     assert category_groups(movies).tolist() == ["Movies/Drama", "Movies/Comedy", "Movies/Drama"]
     assert category_groups(pd.Series(["Only", "Only"])).tolist() == ["Only", "Only"]
+
+
+def test_a_quarantined_snapshot_is_not_scored(shop: Shop, tmp_path: Path) -> None:
+    snapshot = _copy(shop, tmp_path)
+    status = snapshot / "validation" / "status.json"
+    doc = json.loads(status.read_text())
+    status.write_text(json.dumps({**doc, "status": "quarantined", "summary": ["prices < 0"]}))
+    with pytest.raises(ShopMLError, match="is quarantined: prices < 0"):
+        evaluate(
+            model_uri=f"models:/{MODEL_NAME}/1",
+            snapshot_uri=snapshot,
+            settings=shop.settings,
+            use_champion=False,
+        )
+    assert not (snapshot / "evaluation").exists()
