@@ -16,10 +16,12 @@ differ by an event mask instead of a time.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -278,7 +280,69 @@ def _concat(parts: list[RankerData]) -> RankerData:
     )
 
 
-def train_two_stage(
+@dataclass
+class CandidateStage:
+    """Everything the ranker step needs, from the candidate step: the ranker's training
+    and validation rows, the latest fold's recommender with its validation users and their
+    truth (to compare the ranker with each source), and the served generators."""
+
+    train: RankerData
+    valid: RankerData
+    latest_valid: RankerData  # the latest fold's validation rows (per-source top lists)
+    probe: Recommender  # the latest fold's generators, no ranker yet
+    probe_truth: pd.DataFrame
+    probe_users: np.ndarray  # user ids
+    served: Recommender  # generators refitted on the final history, no ranker yet
+    seconds: dict[str, float]
+
+    def save(self, folder: Path) -> None:
+        """Write the stage into ``folder`` (the work folder a DAG passes between tasks)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("train", "valid", "latest_valid"):
+            data: RankerData = getattr(self, name)
+            np.savez(
+                folder / f"{name}.npz", x=data.x, y=data.y, groups=data.groups, users=data.users
+            )
+            data.source_lists.to_parquet(folder / f"{name}_lists.parquet", index=False)
+            (folder / f"{name}.json").write_text(
+                json.dumps({"candidate_recall": data.candidate_recall})
+            )
+        self.probe.save(folder / "probe")
+        self.served.save(folder / "served")
+        self.probe_truth.to_parquet(folder / "probe_truth.parquet", index=False)
+        pd.DataFrame({"user_id": self.probe_users}).to_parquet(
+            folder / "probe_users.parquet", index=False
+        )
+        (folder / "seconds.json").write_text(json.dumps(self.seconds))
+
+    @classmethod
+    def load(cls, folder: Path) -> CandidateStage:
+        if not (folder / "seconds.json").is_file():
+            raise ShopMLError(f"{folder}: no candidate stage here (run train_candidates first)")
+        parts = {}
+        for name in ("train", "valid", "latest_valid"):
+            with np.load(folder / f"{name}.npz") as a:
+                arrays = {k: a[k] for k in a.files}
+            parts[name] = RankerData(
+                x=arrays["x"], y=arrays["y"], groups=arrays["groups"], users=arrays["users"],
+                source_lists=pd.read_parquet(folder / f"{name}_lists.parquet"),
+                candidate_recall=float(json.loads((folder / f"{name}.json").read_text())["candidate_recall"]),
+            )  # fmt: skip
+        return cls(
+            train=parts["train"],
+            valid=parts["valid"],
+            latest_valid=parts["latest_valid"],
+            probe=Recommender.load(folder / "probe"),
+            probe_truth=pd.read_parquet(folder / "probe_truth.parquet"),
+            probe_users=pd.read_parquet(folder / "probe_users.parquet")["user_id"].to_numpy(
+                dtype=object
+            ),
+            served=Recommender.load(folder / "served"),
+            seconds=dict(json.loads((folder / "seconds.json").read_text())),
+        )
+
+
+def candidate_stage(
     tl: Timeline,
     *,
     folds: list[Fold],
@@ -288,10 +352,9 @@ def train_two_stage(
     source: FeatureSource,
     on_generator: Callable[[Any], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-) -> TrainResult:
-    """Fit generators on each fold's history, train the ranker on candidates labelled by
-    the fold's label events (the last fold also gives the validation comparison), refit
-    the generators on ``final`` and return the served bundle."""
+) -> CandidateStage:
+    """Fit generators on each fold's history and turn their candidates, labelled by the
+    fold's label events, into ranker rows; refit the generators on ``final``."""
     if not folds:
         raise ValueError("need at least one fold")
     seconds: dict[str, float] = {"generators_stage_a": 0.0, "ranker_rows": 0.0}
@@ -338,38 +401,48 @@ def train_two_stage(
         )  # fmt: skip
         seconds["ranker_rows"] += time.perf_counter() - t0
         if f == 1:  # the first fold is the latest window: it gives the comparison below
-            evaluation = (rec_a, labels, valid_users)
-    train, valid = _concat(trains), _concat(valids)
-    names = rec_a.feature_names
-    t0 = time.perf_counter()
-    booster, curves = fit_ranker(train, valid, names, ranker_cfg)
-    seconds["ranker_fit"] = time.perf_counter() - t0
-
-    # On the latest window's validation users (held out of the ranker's training rows,
-    # though they steered its early stopping): each source's own top list vs the
-    # re-ranked one, against every item the user went on to touch.
-    rec_e, labels_e, valid_e = evaluation
-    rec_e.booster = booster
-    truth = labels_e.truth(rec_e.ctx.user_ids, rec_e.ctx.item_ids, valid_e)
-    k = ranker_cfg.eval_at
-    generator_metrics = {
-        str(name): ranking_metrics(group, truth, k)
-        for name, group in valids[0].source_lists.groupby("source")
-    }
-    reranked = rec_e.recommend(rec_e.ctx.user_ids[valid_e], k)
-    metrics = {f"{m}_at_{k}": v for m, v in ranking_metrics(reranked, truth, k).items()}
-    metrics["candidate_recall"] = valids[0].candidate_recall
-    metrics["best_iteration"] = float(booster.best_iteration)
-    metrics["train_rows"] = float(len(train.y))
-    metrics["train_groups"] = float(len(train.groups))
-    metrics["validation_users"] = float(len(valid_e))
-
+            probe = (rec_a, labels, valid_users)
+    rec_p, labels_p, valid_p = probe
     t0 = time.perf_counter()
     ctx_b, store_b, gens_b = fit_generators(
         tl, final[0], final[1], cand_cfg, source, on_fitted=on_generator
     )
     seconds["generators_final"] = time.perf_counter() - t0
-    served = Recommender(ctx_b, items, genders, store_b, gens_b, booster)
+    return CandidateStage(
+        train=_concat(trains),
+        valid=_concat(valids),
+        latest_valid=valids[0],
+        probe=rec_p,
+        probe_truth=labels_p.truth(rec_p.ctx.user_ids, rec_p.ctx.item_ids, valid_p),
+        probe_users=rec_p.ctx.user_ids[valid_p],
+        served=Recommender(ctx_b, items, genders, store_b, gens_b),
+        seconds=seconds,
+    )
+
+
+def ranker_stage(stage: CandidateStage, ranker_cfg: RankerConfig) -> TrainResult:
+    """Fit the LambdaMART ranker on the stage's rows; compare it with each source on the
+    latest fold's validation users (held out of the ranker's training rows, though they
+    steered its early stopping) against every item they went on to touch."""
+    seconds = dict(stage.seconds)
+    names = stage.probe.feature_names
+    t0 = time.perf_counter()
+    booster, curves = fit_ranker(stage.train, stage.valid, names, ranker_cfg)
+    seconds["ranker_fit"] = time.perf_counter() - t0
+    k = ranker_cfg.eval_at
+    generator_metrics = {
+        str(name): ranking_metrics(group, stage.probe_truth, k)
+        for name, group in stage.latest_valid.source_lists.groupby("source")
+    }
+    stage.probe.booster = booster
+    reranked = stage.probe.recommend(list(stage.probe_users), k)
+    metrics = {f"{m}_at_{k}": v for m, v in ranking_metrics(reranked, stage.probe_truth, k).items()}
+    metrics["candidate_recall"] = stage.latest_valid.candidate_recall
+    metrics["best_iteration"] = float(booster.best_iteration)
+    metrics["train_rows"] = float(len(stage.train.y))
+    metrics["train_groups"] = float(len(stage.train.groups))
+    metrics["validation_users"] = float(len(stage.probe_users))
+    stage.served.booster = booster
     importance = pd.DataFrame(
         {
             "feature": names,
@@ -377,4 +450,23 @@ def train_two_stage(
             "splits": booster.feature_importance("split"),
         }
     ).sort_values("gain", ascending=False, ignore_index=True)
-    return TrainResult(served, metrics, generator_metrics, curves, importance, seconds)
+    return TrainResult(stage.served, metrics, generator_metrics, curves, importance, seconds)
+
+
+def train_two_stage(
+    tl: Timeline,
+    *,
+    folds: list[Fold],
+    final: tuple[np.ndarray | slice, float],
+    cand_cfg: CandidateConfig,
+    ranker_cfg: RankerConfig,
+    source: FeatureSource,
+    on_generator: Callable[[Any], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> TrainResult:
+    """:func:`candidate_stage` then :func:`ranker_stage`, in one process."""
+    stage = candidate_stage(
+        tl, folds=folds, final=final, cand_cfg=cand_cfg, ranker_cfg=ranker_cfg, source=source,
+        on_generator=on_generator, progress=progress,
+    )  # fmt: skip
+    return ranker_stage(stage, ranker_cfg)
