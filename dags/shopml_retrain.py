@@ -1,0 +1,145 @@
+"""
+### shopml_retrain
+
+Daily, and whenever a new snapshot lands (the `shopml-snapshot` asset): validate the
+snapshot, build and serve its features, train the candidate generators and the LightGBM
+re-ranker, register the `challenger`, evaluate it against the `champion` on the
+snapshot's frozen evaluation set, and — only when the gate blesses it — ask a reviewer.
+An approval promotes it to the serving bucket (manifest, pointer, ledger, MLflow alias);
+a rejection or no answer within the response time leaves the champion unchanged.
+
+Params: `snapshot` (a snapshot folder; empty = the newest under `$SHOPML_HOME/snapshots`),
+`config` (a pipeline TOML file with `[train]`, `[evaluate]`, `[gate]`, ...; empty = defaults).
+Reviewers: `SHOPML_REVIEWERS` (comma-separated logins). See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Asset, Param, dag, task
+from airflow.timetables.assets import AssetOrTimeSchedule
+from airflow.timetables.trigger import CronTriggerTimetable
+
+SNAPSHOT_ASSET = Asset(name="shopml-snapshot", uri="shopml://snapshots/latest")
+# Read at parse time from the environment only (no settings files, no connections).
+ASSIGNED = [
+    {"id": n.strip(), "name": n.strip()}
+    for n in os.environ.get("SHOPML_REVIEWERS", "reviewer").split(",")
+    if n.strip()
+]
+
+
+@dag(
+    dag_id="shopml_retrain",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=SNAPSHOT_ASSET
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "shopml", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    params={
+        "snapshot": Param("", type="string", description="snapshot folder; empty: the newest"),
+        "config": Param("", type="string", description="pipeline TOML file; empty: defaults"),
+    },
+    tags=["shopml", "retrain"],
+    doc_md=__doc__,
+)
+def shopml_retrain() -> None:
+    @task
+    def validate_snapshot(**context: Any) -> dict[str, Any]:
+        from pipelines.retrain import validate_step
+
+        params = context["params"]
+        return validate_step(
+            snapshot=params.get("snapshot") or None,
+            config=params.get("config") or None,
+            dag_run_id=context["run_id"],
+        )
+
+    @task
+    def build_features(info: dict[str, Any]) -> dict[str, Any]:
+        from pipelines.retrain import features_step
+
+        return features_step(info)
+
+    @task
+    def materialize_features(info: dict[str, Any]) -> dict[str, Any]:
+        from pipelines.retrain import materialize_step
+
+        return materialize_step(info)
+
+    @task
+    def train_candidates(info: dict[str, Any]) -> dict[str, Any]:
+        from pipelines.retrain import candidates_step
+
+        return candidates_step(info)
+
+    @task
+    def train_ranker(info: dict[str, Any]) -> dict[str, Any]:
+        from pipelines.retrain import ranker_step
+
+        return ranker_step(info)
+
+    @task(retries=0)  # registering twice would make two versions
+    def register_challenger(info: dict[str, Any]) -> dict[str, Any]:
+        from pipelines.retrain import register_step
+
+        return register_step(info)
+
+    @task
+    def evaluate_challenger(info: dict[str, Any]) -> dict[str, Any]:
+        from pipelines.retrain import evaluate_step
+
+        return evaluate_step(info)
+
+    @task.short_circuit
+    def gate(info: dict[str, Any]) -> bool:
+        """Not blessed: stop here, with the verdict recorded on the model version."""
+        return bool(info["blessed"])
+
+    await_review = ApprovalOperator(
+        task_id="await_review",
+        subject=(
+            "Promote shopml-recommender version "
+            "{{ ti.xcom_pull(task_ids='evaluate_challenger')['version'] }}?"
+        ),
+        body="{{ ti.xcom_pull(task_ids='evaluate_challenger')['summary'] }}",
+        assigned_users=ASSIGNED,
+        defaults="Reject",
+        response_timeout=timedelta(hours=48),
+        retries=0,
+    )
+
+    @task
+    def promote_model(info: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from pipelines.retrain import promote_step
+
+        review = context["ti"].xcom_pull(task_ids="await_review")
+        return promote_step(info, review, context["run_id"])
+
+    @task
+    def notify(result: dict[str, Any]) -> str:
+        from pipelines.retrain import notify_step
+
+        return notify_step(result)
+
+    evaluated = evaluate_challenger(
+        register_challenger(
+            train_ranker(
+                train_candidates(materialize_features(build_features(validate_snapshot())))
+            )
+        )
+    )
+    passed = gate(evaluated)
+    promoted = promote_model(evaluated)
+    passed >> await_review >> promoted
+    notify(promoted)
+
+
+shopml_retrain()
