@@ -112,6 +112,7 @@ def shopml_retrain() -> None:
         body="{{ ti.xcom_pull(task_ids='evaluate_challenger')['summary'] }}",
         assigned_users=ASSIGNED,
         defaults="Reject",
+        params={"comment": Param("", type="string", description="goes to the ledger")},
         response_timeout=timedelta(hours=48),
         retries=0,
     )

@@ -143,6 +143,7 @@ def promote_step(
         Approval(
             approved_by=approver,
             dag_run=dag_run_id,
+            comment=str((review.get("params_input") or {}).get("comment") or ""),
             approved_at=str(review.get("responded_at") or ""),
         ),
         settings,

@@ -49,6 +49,7 @@ class Settings:
     s3_endpoint_url: str | None
     online_store: Literal["sqlite", "redis"]
     redis_url: str
+    airflow_api_url: str
     config_file: Path | None
 
     def describe(self) -> dict[str, str]:
@@ -136,6 +137,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         s3_endpoint_url=str(values["s3_endpoint_url"]) if values.get("s3_endpoint_url") else None,
         online_store=online_store,  # type: ignore[arg-type]  # checked above
         redis_url=str(values.get("redis_url", "redis://127.0.0.1:6379/0")),
+        airflow_api_url=str(values.get("airflow_api_url", "http://localhost:8080")).rstrip("/"),
         config_file=config_path,
     )
 
