@@ -8,6 +8,7 @@ become :class:`ShopMLError` messages.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ class AirflowClient:
 
     def __post_init__(self) -> None:
         self._token: str | None = None
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.token()}"}

@@ -1,0 +1,266 @@
+"""A real Airflow (scheduler, API server, DAG processor, triggerer) on SQLite in a temporary
+home runs `shopml_retrain` on a small generated shop: approval by the assigned reviewer
+only, promotion, a rejected second run, a corrupted snapshot, a rollback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import pyarrow as pa
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.generator import generate_shop
+from pipelines.registry import MODEL_NAME
+from pipelines.settings import Settings, load_settings
+from pipelines.snapshot import Snapshot, write_snapshot
+from pipelines.stack import Stack, start, stop
+
+from ..pipelines.shops import SHOP
+
+pytestmark = pytest.mark.e2e
+SETTLE_SECONDS = 8
+
+LIGHT_TOML = """
+[train]
+folds = 1
+[candidates]
+als_iterations = 5
+bpr_iterations = 10
+threads = 1
+[ranker]
+label_days = 7.0
+max_rounds = 60
+early_stopping_rounds = 20
+min_data_in_leaf = 20
+[features]
+segment_k_min = 2
+segment_k_max = 3
+[[gate.checks]]
+metric = "hit_rate@10"
+min = 0.0
+"""
+
+
+def _free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket() as a, socket.socket() as b:  # the next two ports: log servers
+            try:
+                a.bind(("127.0.0.1", port + 1))
+                b.bind(("127.0.0.1", port + 2))
+                return port
+            except OSError:
+                continue
+
+
+class Airflow:
+    def __init__(self, stack: Stack, settings: Settings, root: Path) -> None:
+        self.stack, self.settings, self.root = stack, settings, root
+        self.tokens: dict[str, str] = {}
+
+    def headers(self, user: str) -> dict[str, str]:
+        if user not in self.tokens:
+            r = httpx.post(
+                f"{self.stack.url}/auth/token",
+                json={"username": user, "password": self.stack.passwords[user]},
+            )
+            self.tokens[user] = r.json()["access_token"]
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    def call(self, method: str, path: str, user: str = "engineer", **kw: Any) -> httpx.Response:
+        return httpx.request(
+            method, f"{self.stack.url}{path}", headers=self.headers(user), timeout=30, **kw
+        )
+
+    def trigger(self, snapshot: Path) -> str:
+        conf = {"snapshot": str(snapshot), "config": str(self.root / "light.toml")}
+        r = self.call(
+            "POST", "/api/v2/dags/shopml_retrain/dagRuns", json={"logical_date": None, "conf": conf}
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["dag_run_id"])
+
+    def states(self, run_id: str, dag: str = "shopml_retrain") -> dict[str, str | None]:
+        r = self.call("GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances")
+        return {t["task_id"]: t["state"] for t in r.json()["task_instances"]}
+
+    def wait(
+        self, run_id: str, until: Any, dag: str = "shopml_retrain", timeout: float = 600
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.call("GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}").json()
+            states = self.states(run_id, dag)
+            if until(run, states):
+                return {"run": run, "states": states}
+            time.sleep(3)
+        raise AssertionError(f"{dag} {run_id} timed out: {self.states(run_id, dag)}")
+
+    def review_path(self, run_id: str) -> str:
+        return f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances/await_review/-1/hitlDetails"
+
+    def ledger(self) -> list[dict[str, Any]]:
+        path = self.settings.home / "bucket" / MODEL_NAME / "ledger.jsonl"
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+    def champion(self) -> int | None:
+        mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
+        mlflow.set_registry_uri(self.settings.mlflow_tracking_uri)
+        try:
+            return int(MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version)
+        except Exception:
+            return None
+
+    def versions(self) -> int:
+        mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
+        mlflow.set_registry_uri(self.settings.mlflow_tracking_uri)
+        return len(MlflowClient().search_model_versions(f"name='{MODEL_NAME}'"))
+
+
+def _awaiting(run: dict[str, Any], states: dict[str, Any]) -> bool:
+    if run["state"] == "failed":
+        raise AssertionError(f"run failed: {states}")
+    if states.get("await_review") != "awaiting_input":
+        return False
+    # Airflow 3.3 race: an answer within a second of the pause can reach the scheduler
+    # before the executor reports the pausing process's exit, which then marks the task
+    # failed ("state changed externally"). A person takes longer than this.
+    time.sleep(SETTLE_SECONDS)
+    return True
+
+
+def _done(run: dict[str, Any], states: dict[str, Any]) -> bool:
+    return run["state"] in ("success", "failed")
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("e2e")
+    settings = load_settings({"SHOPML_HOME": str(root / "home")})
+    generate_shop(SHOP, out=settings.snapshots_dir / "shop")
+    (root / "light.toml").write_text(LIGHT_TOML)
+    stack = start(settings, port=_free_port(), reviewers="reviewer", schedules=False, timeout=240)
+    try:
+        yield Airflow(stack, settings, root)
+    finally:
+        stop(settings)
+
+
+def test_approved_run_promotes_and_only_the_assigned_reviewer_may_answer(airflow: Airflow) -> None:
+    snapshot = airflow.settings.snapshots_dir / "shop"
+    run_id = airflow.trigger(snapshot)
+    airflow.wait(run_id, _awaiting)
+    pending = airflow.call(
+        "GET", "/api/v2/dags/shopml_retrain/dagRuns/~/hitlDetails", user="reviewer"
+    )
+    (detail,) = [
+        d for d in pending.json()["hitl_details"] if d["task_instance"]["dag_run_id"] == run_id
+    ]
+    assert detail["subject"] == "Promote shopml-recommender version 1?"
+    assert "BLESSED" in detail["body"] and "Report: file://" in detail["body"]
+    answer = {"chosen_options": ["Approve"], "params_input": {"comment": "ship it"}}
+    refused = airflow.call("PATCH", airflow.review_path(run_id), user="engineer", json=answer)
+    assert refused.status_code == 403 and "not a respondent" in refused.text
+    ok = airflow.call("PATCH", airflow.review_path(run_id), user="reviewer", json=answer)
+    assert ok.status_code == 200, ok.text
+    done = airflow.wait(run_id, _done)
+    assert done["run"]["state"] == "success", done["states"]
+    assert done["states"]["promote_model"] == "success" and done["states"]["notify"] == "success"
+    bucket = airflow.settings.home / "bucket" / MODEL_NAME
+    assert json.loads((bucket / "current.json").read_text())["version"] == 1
+    assert (bucket / "versions" / "1" / "manifest.json").is_file()
+    (line,) = airflow.ledger()
+    assert (line["version"], line["approved_by"], line["comment"], line["dag_run"]) == (
+        1,
+        "reviewer",
+        "ship it",
+        run_id,
+    )
+    assert line["snapshot_id"] == Snapshot.open(snapshot).id
+    assert airflow.champion() == 1
+    # one MLflow parent run per DAG run, tagged with the dag and run ids
+    mlflow.set_tracking_uri(airflow.settings.mlflow_tracking_uri)
+    client = MlflowClient()
+    run = client.get_run(client.get_model_version(MODEL_NAME, "1").run_id)
+    assert run.data.tags["airflow.dag_id"] == "shopml_retrain"
+    assert run.data.tags["airflow.run_id"] == run_id
+    assert "shopml.eval.blessed" in run.data.tags
+
+
+def test_rejected_run_leaves_everything_unchanged(airflow: Airflow) -> None:
+    before_current = (airflow.settings.home / "bucket" / MODEL_NAME / "current.json").read_bytes()
+    run_id = airflow.trigger(airflow.settings.snapshots_dir / "shop")
+    airflow.wait(run_id, _awaiting)
+    r = airflow.call(
+        "PATCH", airflow.review_path(run_id), user="reviewer",
+        json={"chosen_options": ["Reject"], "params_input": {"comment": "not now"}},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    done = airflow.wait(run_id, _done)
+    assert done["states"]["promote_model"] == "skipped", done["states"]
+    assert airflow.champion() == 1
+    assert len(airflow.ledger()) == 1
+    assert (
+        airflow.settings.home / "bucket" / MODEL_NAME / "current.json"
+    ).read_bytes() == before_current
+    assert not (airflow.settings.home / "bucket" / MODEL_NAME / "versions" / "2").exists()
+
+
+def test_corrupted_snapshot_fails_at_validation_with_nothing_registered(airflow: Airflow) -> None:
+    good = Snapshot.open(airflow.settings.snapshots_dir / "shop")
+    items = good.read("items").to_pandas()
+    items.loc[:5, "price"] = -1.0
+    bad = airflow.root / "bad"
+    with write_snapshot(bad, source="test", producer={}) as w:
+        for name in ("users", "events", "queries", "judgments"):
+            w.write_table(name, good.read(name))
+        w.write_table(
+            "items",
+            pa.Table.from_pandas(items, schema=good.read("items").schema, preserve_index=False),
+        )
+    versions = airflow.versions()
+    run_id = airflow.trigger(bad)
+    done = airflow.wait(run_id, _done)
+    assert done["run"]["state"] == "failed"
+    assert done["states"]["validate_snapshot"] == "failed"
+    assert done["states"]["register_challenger"] in ("upstream_failed", None)
+    assert airflow.versions() == versions
+    assert airflow.champion() == 1 and len(airflow.ledger()) == 1
+    status = json.loads((bad / "validation" / "status.json").read_text())
+    assert status["status"] == "quarantined"
+    shutil.rmtree(bad)
+
+
+def test_rollback_dag_repoints_and_records(airflow: Airflow) -> None:
+    run_id = airflow.trigger(airflow.settings.snapshots_dir / "shop")
+    airflow.wait(run_id, _awaiting)
+    answer = {"chosen_options": ["Approve"], "params_input": {"comment": ""}}
+    assert (
+        airflow.call("PATCH", airflow.review_path(run_id), user="reviewer", json=answer).status_code
+        == 200
+    )
+    assert airflow.wait(run_id, _done)["run"]["state"] == "success"
+    promoted = airflow.champion()
+    assert promoted == 3  # version 2 was rejected
+    r = airflow.call(
+        "POST", "/api/v2/dags/shopml_rollback/dagRuns",
+        json={"logical_date": None, "conf": {"version": 1, "reason": "drill", "requested_by": "engineer"}},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    done = airflow.wait(r.json()["dag_run_id"], _done, dag="shopml_rollback")
+    assert done["run"]["state"] == "success", done["states"]
+    assert airflow.champion() == 1
+    bucket = airflow.settings.home / "bucket" / MODEL_NAME
+    assert json.loads((bucket / "current.json").read_text())["version"] == 1
+    actions = [(e["action"], e["version"], e.get("reason")) for e in airflow.ledger()]
+    assert actions == [("promote", 1, None), ("promote", 3, None), ("rollback", 1, "drill")]
