@@ -11,6 +11,7 @@ generated once into ``$AIRFLOW_HOME/passwords.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -185,9 +186,7 @@ def stop(settings: Settings) -> list[str]:
                 break
             time.sleep(0.2)
         else:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     path.unlink(missing_ok=True)
     return stopped
