@@ -5,9 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # The stamp changes whenever the lock or the project metadata does, forcing a reinstall.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
-DEMO_SNAPSHOT ?= .shopml/snapshots/demo
 
-.PHONY: setup demo test lint typecheck unit format lock bench clean
+.PHONY: setup demo up down test lint typecheck unit format lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; ShopML needs Python 3.11 (set PYTHON=...)"; exit 2; }
@@ -20,19 +19,14 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install the locked dependencies
 
-demo: setup  ## generate the default shop, validate it, build and serve features, train, evaluate, recommend
-	$(BIN)/shopml data generate --out $(DEMO_SNAPSHOT) --overwrite
-	$(BIN)/shopml data describe $(DEMO_SNAPSHOT)
-	$(BIN)/shopml validate $(DEMO_SNAPSHOT)
-	$(BIN)/shopml features build $(DEMO_SNAPSHOT)
-	$(BIN)/shopml features materialize
-	$(BIN)/shopml features get user u0001
-	$(BIN)/shopml train --snapshot $(DEMO_SNAPSHOT)
-	@# exit 1 = evaluated but not blessed: the verdict is the point of the demo, not a failure
-	$(BIN)/shopml evaluate --model models:/shopml-recommender@challenger --snapshot $(DEMO_SNAPSHOT) \
-	  --out .shopml/demo-evaluation || test $$? -eq 1
-	$(BIN)/shopml recommend --model models:/shopml-recommender@challenger \
-	  --users docs/examples/users.csv --k 5 --explain --out .shopml/demo-recommendations.csv
+demo: setup  ## the main job: Airflow retrains, a reviewer approves, the model is promoted (see README)
+	$(BIN)/python -m pipelines.demo demo
+
+up: setup  ## start the embedded stack (Airflow on SQLite, LocalExecutor) and leave it running
+	$(BIN)/python -m pipelines.demo up
+
+down: setup  ## stop the stack `make up` started
+	$(BIN)/python -m pipelines.demo down
 
 test: lint typecheck unit  ## everything CI runs
 

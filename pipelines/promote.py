@@ -39,6 +39,11 @@ from pipelines.errors import ShopMLError
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
+# Every key a ledger line may carry (docs/operations.md describes each).
+LEDGER_FIELDS = (
+    "action", "model", "version", "previous_version", "approved_by", "comment", "reason",
+    "time", "verdict_sha256", "report_sha256", "snapshot_id", "dag_run",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,13 @@ def record_approval(name: str, version: int, approval: Approval, settings: Setti
 def _pointer(bucket: Bucket, name: str) -> dict[str, Any] | None:
     raw = bucket.get(f"{name}/current.json")
     return None if raw is None else dict(json.loads(raw))
+
+
+def served_version(settings: Settings, name: str) -> int | None:
+    """The version ``current.json`` points to (None before the first promotion)."""
+    bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
+    current = _pointer(bucket, name)
+    return None if current is None else int(current["version"])
 
 
 def ledger(settings: Settings, name: str) -> list[dict[str, Any]]:

@@ -155,3 +155,24 @@ def test_evaluation_page_defines_every_metric_and_gate_option() -> None:
     assert parsed["evaluate"] == asdict(EvalConfig())
     defaults = EvaluateConfig()
     assert [Check(**c) for c in parsed["gate"]["checks"]] == defaults.gate.checks
+
+
+def test_operations_page_names_every_command_and_ledger_field() -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.promote import LEDGER_FIELDS
+
+    page = (REPO / "docs" / "operations.md").read_text()
+    for field in LEDGER_FIELDS:
+        assert f"`{field}`" in page, field
+    for command in (
+        ["dags", "trigger"], ["review", "list"], ["review", "approve"], ["review", "reject"],
+        ["rollback"], ["promotions", "log"], ["promote"],
+    ):  # fmt: skip
+        assert "shopml " + " ".join(command) in page, command
+        assert CliRunner().invoke(app, [*command, "--help"]).exit_code == 0, command
+    for target in ("make demo", "make up", "make down"):
+        assert target in page
+    makefile = (REPO / "Makefile").read_text()
+    assert "\nup: setup" in makefile and "\ndown: setup" in makefile

@@ -18,7 +18,7 @@ from pipelines.errors import ShopMLError
 from pipelines.evaluate import EvaluateConfig, evaluate
 from pipelines.gate import Check, GateConfig
 from pipelines.generator import generate_shop
-from pipelines.promote import Approval, ledger, promote, record_approval, rollback
+from pipelines.promote import LEDGER_FIELDS, Approval, ledger, promote, record_approval, rollback
 from pipelines.registry import MODEL_NAME
 from pipelines.settings import Settings, load_settings
 from pipelines.train import train
@@ -171,6 +171,7 @@ def test_promote_local_then_idempotent_interrupted_and_rollback(
     assert json.loads(bucket.get(f"{MODEL_NAME}/current.json"))["version"] == models.v2
     assert _champion(settings) == models.v2
     assert [e["version"] for e in ledger(settings, MODEL_NAME)] == [models.v1, models.v2]
+    assert all(set(e) <= set(LEDGER_FIELDS) for e in ledger(settings, MODEL_NAME))
 
     # rollback re-points serving and the alias, and is recorded
     back = rollback(

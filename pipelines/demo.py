@@ -1,0 +1,218 @@
+"""``make demo``: the whole platform on one machine, narrated.
+
+Starts the embedded stack (Airflow on SQLite with the LocalExecutor, MLflow on SQLite, a
+local serving bucket), generates a shop, triggers ``shopml_retrain`` through Airflow's REST
+API, approves as the demo reviewer, waits for the promotion, retrains on a newer snapshot
+to show champion vs challenger, then prints the ledger, recommendations from the served
+model for a returning and a new shopper, and where to open the UIs. ``make up`` starts
+the same stack and leaves it running (``python -m pipelines.demo up``; ``down`` stops it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from pipelines.errors import ShopMLError
+from pipelines.settings import Settings, load_settings
+
+console = Console()
+REVIEWER = "reviewer"
+# The review is answered after the task has fully paused: an answer within a second of
+# the pause can race Airflow 3.3's executor (see docs/operations.md).
+SETTLE_SECONDS = 8
+
+
+def say(text: str) -> None:
+    console.print(f"[bold cyan]demo[/] {text}", soft_wrap=True)
+
+
+class Api:
+    def __init__(self, url: str, passwords: dict[str, str]) -> None:
+        self.url, self.passwords = url, passwords
+        self.tokens: dict[str, str] = {}
+
+    def call(self, method: str, path: str, user: str, **kw: Any) -> Any:
+        if user not in self.tokens:
+            self.tokens[user] = httpx.post(
+                f"{self.url}/auth/token",
+                json={"username": user, "password": self.passwords[user]},
+                timeout=30,
+            ).json()["access_token"]
+        r = httpx.request(
+            method,
+            f"{self.url}{path}",
+            headers={"Authorization": f"Bearer {self.tokens[user]}"},
+            timeout=60,
+            **kw,
+        )
+        if r.status_code >= 400:
+            raise ShopMLError(
+                f"Airflow answered {r.status_code} to {method} {path}: {r.text[:300]}"
+            )
+        return r.json()
+
+
+def _wait(
+    api: Api, run_id: str, seen: set[str], *, review: bool, timeout: float = 900
+) -> dict[str, Any]:
+    """Poll the run, printing each task as it finishes; stop at the review or the end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tis = api.call(
+            "GET", f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances", "engineer"
+        )
+        states = {t["task_id"]: t["state"] for t in tis["task_instances"]}
+        for task, state in states.items():
+            if state in ("success", "failed", "skipped", "upstream_failed") and task not in seen:
+                seen.add(task)
+                say(f"  {task}: {state}")
+        run = api.call("GET", f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}", "engineer")
+        if review and states.get("await_review") == "awaiting_input":
+            time.sleep(SETTLE_SECONDS)
+            return {"run": run, "states": states}
+        if run["state"] in ("success", "failed"):
+            return {"run": run, "states": states}
+        time.sleep(3)
+    raise ShopMLError(f"shopml_retrain run {run_id} did not finish within {timeout:.0f} s")
+
+
+def _retrain(api: Api, snapshot: Path, label: str) -> dict[str, Any]:
+    say(f"triggering shopml_retrain on {snapshot.name} ({label}) as 'engineer': "
+        f"POST /api/v2/dags/shopml_retrain/dagRuns with conf {{'snapshot': '{snapshot}'}}")  # fmt: skip
+    run = api.call(
+        "POST", "/api/v2/dags/shopml_retrain/dagRuns", "engineer",
+        json={"logical_date": None, "conf": {"snapshot": str(snapshot), "config": ""}},
+    )  # fmt: skip
+    run_id = run["dag_run_id"]
+    seen: set[str] = set()
+    result = _wait(api, run_id, seen, review=True)
+    if result["states"].get("await_review") != "awaiting_input":
+        say(
+            f"run {run_id} ended without a review ({result['run']['state']}): the gate did not bless the challenger"
+        )
+        return {"run_id": run_id, "promoted": False}
+    details = api.call("GET", "/api/v2/dags/shopml_retrain/dagRuns/~/hitlDetails", REVIEWER)
+    (detail,) = [d for d in details["hitl_details"] if d["task_instance"]["dag_run_id"] == run_id]
+    say(f"approval request for '{REVIEWER}': {detail['subject']}")
+    console.print(detail["body"], soft_wrap=True)
+    path = f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances/await_review/-1/hitlDetails"
+    say(f"approving as '{REVIEWER}' (the configured demo reviewer; only assigned reviewers may answer): "
+        f"PATCH {path} with chosen_options ['Approve']")  # fmt: skip
+    api.call(
+        "PATCH", path, REVIEWER,
+        json={"chosen_options": ["Approve"], "params_input": {"comment": f"demo: {label}"}},
+    )  # fmt: skip
+    done = _wait(api, run_id, seen, review=False)
+    say(f"run {run_id}: {done['run']['state']}")
+    return {"run_id": run_id, "promoted": done["states"].get("promote_model") == "success"}
+
+
+def _recommendations(settings: Settings) -> None:
+    from pipelines.bucket import LocalBucket, open_bucket
+    from pipelines.promote import served_version
+    from pipelines.recommender import Recommender
+    from pipelines.registry import MODEL_NAME
+
+    version = served_version(settings, MODEL_NAME)
+    bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
+    if version is None or not isinstance(bucket, LocalBucket):
+        return
+    rec = Recommender.load(bucket.root / MODEL_NAME / "versions" / str(version) / "bundle")
+    returning = str(rec.ctx.user_ids[int(rec.ctx.history.user_events.argmax())])
+    out = rec.recommend(
+        [returning, "new-visitor"],
+        5,
+        explain_top=True,
+        age=[float("nan"), 34.0],
+        gender=[None, "F"],
+    )
+    say(f"recommendations from the served version {version} (read from the bucket):")
+    for row in out.itertuples():
+        kind = "returning" if row.user_id == returning else "new visitor, 34, F"
+        console.print(
+            f"  {row.user_id} ({kind}) #{row.rank} {row.item_id}: {row.reasons}", soft_wrap=True
+        )
+
+
+def run_demo(port: int) -> None:
+    from pipelines.generator import GeneratorConfig, generate_shop
+    from pipelines.promote import ledger
+    from pipelines.registry import MODEL_NAME
+    from pipelines.stack import start, stop
+
+    started = time.monotonic()
+    settings = load_settings()
+    stop(settings)  # a stack left over from an interrupted demo
+    first = settings.snapshots_dir / "demo-1"
+    second = settings.snapshots_dir / "demo-2"
+    base = GeneratorConfig()
+    say(
+        f"generating the default shop ({base.users:,} shoppers, {base.items:,} items, {base.events:,} events, {base.days} days) into {first}"
+    )
+    generate_shop(base, out=first, overwrite=True)
+    newer = replace(base, start=base.start + timedelta(days=14))
+    say(f"and a newer snapshot, two weeks later, into {second} (for the second retrain)")
+    generate_shop(newer, out=second, overwrite=True)
+    say(
+        f"starting Airflow (scheduler, API server, DAG processor, triggerer; SQLite, LocalExecutor) on port {port}; daily schedule off for the demo"
+    )
+    stack = start(settings, port=port, reviewers=REVIEWER, schedules=False)
+    try:
+        api = Api(stack.url, stack.passwords)
+        _retrain(api, first, "first model")
+        _retrain(api, second, "newer snapshot, challenger vs champion")
+        say("the promotion ledger (shopml promotions log):")
+        for line in ledger(settings, MODEL_NAME):
+            console.print(f"  {json.dumps(line)}", soft_wrap=True)
+        _recommendations(settings)
+    finally:
+        stop(settings)
+    say(f"done in {time.monotonic() - started:.0f} s. To click through: `make up`, then open {stack.url} "
+        f"(users and passwords in {settings.airflow_home / 'passwords.json'}); MLflow UI: "
+        f"`.venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}` then http://127.0.0.1:5000")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.stack import start, stop
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.demo", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("action", choices=["demo", "up", "down"], nargs="?", default="demo")
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("SHOPML_AIRFLOW_PORT", "8080"))
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        if args.action == "demo":
+            run_demo(args.port)
+        elif args.action == "up":
+            settings = load_settings()
+            stop(settings)
+            reviewers = os.environ.get("SHOPML_REVIEWERS", REVIEWER)
+            stack = start(settings, port=args.port, reviewers=reviewers)
+            say(f"Airflow is up at {stack.url} (logins: {', '.join(stack.passwords)}; passwords in "
+                f"{stack.airflow_home / 'passwords.json'}); `make down` stops it")  # fmt: skip
+        else:
+            say(f"stopped: {', '.join(stop(load_settings())) or 'nothing was running'}")
+    except ShopMLError as exc:
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
