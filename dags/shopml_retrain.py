@@ -56,8 +56,15 @@ def shopml_retrain() -> None:
         from pipelines.retrain import validate_step
 
         params = context["params"]
+        # a run triggered by a `shopml-snapshot` event takes the snapshot it names
+        announced = [
+            e.extra.get("snapshot")
+            for events in (context.get("triggering_asset_events") or {}).values()
+            for e in events
+            if e.extra.get("snapshot")
+        ]
         return validate_step(
-            snapshot=params.get("snapshot") or None,
+            snapshot=params.get("snapshot") or (announced[-1] if announced else None),
             config=params.get("config") or None,
             dag_run_id=context["run_id"],
         )

@@ -19,6 +19,7 @@ from pipelines.errors import ShopMLError
 RETRAIN_DAG = "shopml_retrain"
 ROLLBACK_DAG = "shopml_rollback"
 REVIEW_TASK = "await_review"
+SNAPSHOT_ASSET = "shopml-snapshot"
 
 
 @dataclass
@@ -70,6 +71,23 @@ class AirflowClient:
         return dict(
             self._call(
                 "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf}
+            )
+        )
+
+    def announce_snapshot(self, snapshot: str) -> dict[str, Any]:
+        """Record an event of the ``shopml-snapshot`` asset (the retrain DAG's trigger)
+        with the snapshot's path in its extra; returns the event."""
+        found = self._call("GET", "/api/v2/assets", params={"name_pattern": SNAPSHOT_ASSET})
+        ids = [a["id"] for a in found.get("assets", []) if a.get("name") == SNAPSHOT_ASSET]
+        if not ids:
+            raise ShopMLError(
+                f"Airflow knows no asset {SNAPSHOT_ASSET!r}: is the shopml_retrain DAG loaded?"
+            )
+        return dict(
+            self._call(
+                "POST",
+                "/api/v2/assets/events",
+                json={"asset_id": ids[0], "extra": {"snapshot": snapshot}},
             )
         )
 

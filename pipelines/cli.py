@@ -843,6 +843,23 @@ def rollback_cmd(
     )
 
 
+@dags_app.command("announce")
+@reports_errors
+def dags_announce_cmd(
+    snapshot: Annotated[Path, typer.Argument(help="The snapshot that landed.")],
+    user: UserOption,
+) -> None:
+    """Tell Airflow a new snapshot landed (a `shopml-snapshot` asset event): it starts a retrain."""
+    from pipelines.snapshot import Snapshot
+
+    snap = Snapshot.open(snapshot)
+    event = _airflow(user).announce_snapshot(str(snap.path))
+    out_console.print(
+        f"announced snapshot {snap.id[:12]} ({snap.path}) as asset event {event.get('id', '')}: "
+        "shopml_retrain will run on it"
+    )
+
+
 @dags_app.command("trigger")
 @reports_errors
 def dags_trigger_cmd(

@@ -141,3 +141,33 @@ def test_promotions_log_reads_the_ledger(tmp_path: Path, monkeypatch: pytest.Mon
 def test_promote_refuses_an_unknown_version(tmp_path: Path) -> None:
     res = runner.invoke(app, ["promote", "--version", "7"])
     assert res.exit_code == 2 and "has no version 7" in res.output
+
+
+def test_announce_a_snapshot_posts_an_asset_event(
+    airflow: FakeAirflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.generator import GeneratorConfig, generate_shop
+
+    generate_shop(
+        GeneratorConfig(users=100, items=100, events=1000, days=10, judged_queries=2),
+        out=tmp_path / "s",
+    )
+
+    def request(
+        method: str, url: str, headers: Any = None, json: Any = None, params: Any = None, **_: Any
+    ) -> httpx.Response:
+        airflow.calls.append((method, url, json if json is not None else params))
+        if url.endswith("/api/v2/assets"):
+            return httpx.Response(
+                200, json={"assets": [{"id": 7, "name": "shopml-snapshot"}], "total_entries": 1}
+            )
+        return httpx.Response(200, json={"id": 99, **json})
+
+    monkeypatch.setattr(httpx, "request", request)
+    res = runner.invoke(app, ["dags", "announce", str(tmp_path / "s"), "--user", "eng"])
+    assert res.exit_code == 0, res.output
+    assert "asset event 99" in " ".join(res.output.split())
+    assert airflow.calls[-1][2] == {
+        "asset_id": 7,
+        "extra": {"snapshot": str((tmp_path / "s").resolve())},
+    }

@@ -167,7 +167,7 @@ def test_operations_page_names_every_command_and_ledger_field() -> None:
     for field in LEDGER_FIELDS:
         assert f"`{field}`" in page, field
     for command in (
-        ["dags", "trigger"], ["review", "list"], ["review", "approve"], ["review", "reject"],
+        ["dags", "trigger"], ["dags", "announce"], ["review", "list"], ["review", "approve"], ["review", "reject"],
         ["rollback"], ["promotions", "log"], ["promote"],
     ):  # fmt: skip
         assert "shopml " + " ".join(command) in page, command

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 
+from pipelines.airflow_api import AirflowClient
 from pipelines.generator import generate_shop
 from pipelines.registry import MODEL_NAME
 from pipelines.settings import Settings, load_settings
@@ -197,10 +198,26 @@ def test_approved_run_promotes_and_only_the_assigned_reviewer_may_answer(airflow
     assert "shopml.eval.blessed" in run.data.tags
 
 
-def test_rejected_run_leaves_everything_unchanged(airflow: Airflow) -> None:
+def test_an_announced_snapshot_starts_a_run_and_a_rejection_changes_nothing(
+    airflow: Airflow,
+) -> None:
     before_current = (airflow.settings.home / "bucket" / MODEL_NAME / "current.json").read_bytes()
-    run_id = airflow.trigger(airflow.settings.snapshots_dir / "shop")
+    client = AirflowClient(airflow.stack.url, "engineer", airflow.stack.passwords["engineer"])
+    client.announce_snapshot(str(airflow.settings.snapshots_dir / "shop"))
+    deadline = time.monotonic() + 120
+    runs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not runs:
+        listed = airflow.call("GET", "/api/v2/dags/shopml_retrain/dagRuns").json()["dag_runs"]
+        runs = [r for r in listed if r["run_type"] == "asset_triggered"]
+        time.sleep(2)
+    assert runs, "the asset event started no run"
+    run_id = runs[0]["dag_run_id"]
     airflow.wait(run_id, _awaiting)
+    # the run trained on the announced snapshot (the DAG params were left empty)
+    version = airflow.versions()
+    mlflow.set_tracking_uri(airflow.settings.mlflow_tracking_uri)
+    tags = MlflowClient().get_model_version(MODEL_NAME, str(version)).tags
+    assert tags["snapshot_id"] == Snapshot.open(airflow.settings.snapshots_dir / "shop").id
     r = airflow.call(
         "PATCH", airflow.review_path(run_id), user="reviewer",
         json={"chosen_options": ["Reject"], "params_input": {"comment": "not now"}},
