@@ -19,7 +19,6 @@ import os
 from datetime import timedelta
 from typing import Any
 
-import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
@@ -39,7 +38,9 @@ ASSIGNED = [
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=SNAPSHOT_ASSET
     ),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # No start_date: the first scheduled run waits for the next 03:00 instead of catching
+    # up the latest missed one the moment the DAG appears (CronTriggerTimetable's
+    # run_immediately=False); snapshots and manual triggers run at once.
     catchup=False,
     max_active_runs=1,
     default_args={"owner": "shopml", "retries": 2, "retry_delay": timedelta(minutes=1)},
@@ -56,16 +57,17 @@ def shopml_retrain() -> None:
         from pipelines.retrain import validate_step
 
         params = context["params"]
-        # a run triggered by a `shopml-snapshot` event takes the snapshot it names
+        # a run triggered by a `shopml-snapshot` event takes the snapshot (and config) it names
         announced = [
-            e.extra.get("snapshot")
+            e.extra
             for events in (context.get("triggering_asset_events") or {}).values()
             for e in events
             if e.extra.get("snapshot")
         ]
+        extra = announced[-1] if announced else {}
         return validate_step(
-            snapshot=params.get("snapshot") or (announced[-1] if announced else None),
-            config=params.get("config") or None,
+            snapshot=params.get("snapshot") or extra.get("snapshot") or None,
+            config=params.get("config") or extra.get("config") or None,
             dag_run_id=context["run_id"],
         )
 

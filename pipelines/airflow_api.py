@@ -74,9 +74,9 @@ class AirflowClient:
             )
         )
 
-    def announce_snapshot(self, snapshot: str) -> dict[str, Any]:
+    def announce_snapshot(self, snapshot: str, config: str | None = None) -> dict[str, Any]:
         """Record an event of the ``shopml-snapshot`` asset (the retrain DAG's trigger)
-        with the snapshot's path in its extra; returns the event."""
+        with the snapshot's path (and a pipeline config file) in its extra; returns it."""
         found = self._call("GET", "/api/v2/assets", params={"name_pattern": SNAPSHOT_ASSET})
         ids = [a["id"] for a in found.get("assets", []) if a.get("name") == SNAPSHOT_ASSET]
         if not ids:
@@ -87,7 +87,10 @@ class AirflowClient:
             self._call(
                 "POST",
                 "/api/v2/assets/events",
-                json={"asset_id": ids[0], "extra": {"snapshot": snapshot}},
+                json={
+                    "asset_id": ids[0],
+                    "extra": {"snapshot": snapshot, **({"config": config} if config else {})},
+                },
             )
         )
 

@@ -848,12 +848,13 @@ def rollback_cmd(
 def dags_announce_cmd(
     snapshot: Annotated[Path, typer.Argument(help="The snapshot that landed.")],
     user: UserOption,
+    config: Annotated[str, typer.Option(help="Pipeline TOML file for the run.")] = "",
 ) -> None:
     """Tell Airflow a new snapshot landed (a `shopml-snapshot` asset event): it starts a retrain."""
     from pipelines.snapshot import Snapshot
 
     snap = Snapshot.open(snapshot)
-    event = _airflow(user).announce_snapshot(str(snap.path))
+    event = _airflow(user).announce_snapshot(str(snap.path), config or None)
     out_console.print(
         f"announced snapshot {snap.id[:12]} ({snap.path}) as asset event {event.get('id', '')}: "
         "shopml_retrain will run on it"

@@ -166,9 +166,9 @@ def run_demo(port: int) -> None:
     say(f"and a newer snapshot, two weeks later, into {second} (for the second retrain)")
     generate_shop(newer, out=second, overwrite=True)
     say(
-        f"starting Airflow (scheduler, API server, DAG processor, triggerer; SQLite, LocalExecutor) on port {port}; daily schedule off for the demo"
+        f"starting Airflow (scheduler, API server, DAG processor, triggerer; SQLite, LocalExecutor) on port {port}"
     )
-    stack = start(settings, port=port, reviewers=REVIEWER, schedules=False)
+    stack = start(settings, port=port, reviewers=REVIEWER)
     try:
         api = Api(stack.url, stack.passwords)
         _retrain(api, first, "first model")

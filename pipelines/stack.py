@@ -44,11 +44,8 @@ def users(reviewers: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def environment(
-    settings: Settings, port: int, reviewers: str = "reviewer", schedules: bool = True
-) -> dict[str, str]:
-    """The environment every Airflow component and task gets. ``schedules=False`` keeps the
-    daily schedule from starting runs (the demo and the tests trigger their own)."""
+def environment(settings: Settings, port: int, reviewers: str = "reviewer") -> dict[str, str]:
+    """The environment every Airflow component and task gets."""
     home = settings.airflow_home
     logins = users(reviewers)
     return {
@@ -70,7 +67,6 @@ def environment(
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in logins),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(schedules),
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "SHOPML_HOME": str(settings.home),
@@ -100,14 +96,13 @@ def start(
     *,
     port: int = 8080,
     reviewers: str = "reviewer",
-    schedules: bool = True,
     timeout: float = 180,
 ) -> Stack:
     """Migrate the database, start the four components, wait until the API is healthy
     and both DAGs are parsed."""
     home = settings.airflow_home
     (home / "logs").mkdir(parents=True, exist_ok=True)
-    env = environment(settings, port, reviewers, schedules)
+    env = environment(settings, port, reviewers)
     passwords = _passwords(home, users(reviewers))
     migrate = subprocess.run(
         [_airflow_bin(), "db", "migrate"], env=env, capture_output=True, text=True, check=False

@@ -150,7 +150,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Any:
     settings = load_settings({"SHOPML_HOME": str(root / "home")})
     generate_shop(SHOP, out=settings.snapshots_dir / "shop")
     (root / "light.toml").write_text(LIGHT_TOML)
-    stack = start(settings, port=_free_port(), reviewers="reviewer", schedules=False, timeout=240)
+    stack = start(settings, port=_free_port(), reviewers="reviewer", timeout=240)
     try:
         yield Airflow(stack, settings, root)
     finally:
@@ -203,7 +203,9 @@ def test_an_announced_snapshot_starts_a_run_and_a_rejection_changes_nothing(
 ) -> None:
     before_current = (airflow.settings.home / "bucket" / MODEL_NAME / "current.json").read_bytes()
     client = AirflowClient(airflow.stack.url, "engineer", airflow.stack.passwords["engineer"])
-    client.announce_snapshot(str(airflow.settings.snapshots_dir / "shop"))
+    client.announce_snapshot(
+        str(airflow.settings.snapshots_dir / "shop"), str(airflow.root / "light.toml")
+    )
     deadline = time.monotonic() + 120
     runs: list[dict[str, Any]] = []
     while time.monotonic() < deadline and not runs:
