@@ -88,7 +88,7 @@ def _wait(
     raise ShopMLError(f"shopml_retrain run {run_id} did not finish within {timeout:.0f} s")
 
 
-def _retrain(api: Api, snapshot: Path, label: str) -> dict[str, Any]:
+def _retrain(api: Api, settings: Settings, snapshot: Path, label: str) -> dict[str, Any]:
     say(f"triggering shopml_retrain on {snapshot.name} ({label}) as 'engineer': "
         f"POST /api/v2/dags/shopml_retrain/dagRuns with conf {{'snapshot': '{snapshot}'}}")  # fmt: skip
     run = api.call(
@@ -99,9 +99,16 @@ def _retrain(api: Api, snapshot: Path, label: str) -> dict[str, Any]:
     seen: set[str] = set()
     result = _wait(api, run_id, seen, review=True)
     if result["states"].get("await_review") != "awaiting_input":
+        from pipelines.retrain import work_dir
+
         say(
-            f"run {run_id} ended without a review ({result['run']['state']}): the gate did not bless the challenger"
+            f"run {run_id} ended without a review ({result['run']['state']}): the gate did not "
+            "bless the challenger, so the champion stays. The verdict's reasons:"
         )
+        verdict = work_dir(settings, run_id) / "evaluation" / "verdict.json"
+        if verdict.is_file():
+            for reason in json.loads(verdict.read_text())["reasons"]:
+                console.print(f"  {reason}", soft_wrap=True)
         return {"run_id": run_id, "promoted": False}
     details = api.call("GET", "/api/v2/dags/shopml_retrain/dagRuns/~/hitlDetails", REVIEWER)
     (detail,) = [d for d in details["hitl_details"] if d["task_instance"]["dag_run_id"] == run_id]
@@ -171,8 +178,8 @@ def run_demo(port: int) -> None:
     stack = start(settings, port=port, reviewers=REVIEWER)
     try:
         api = Api(stack.url, stack.passwords)
-        _retrain(api, first, "first model")
-        _retrain(api, second, "newer snapshot, challenger vs champion")
+        _retrain(api, settings, first, "first model")
+        _retrain(api, settings, second, "newer snapshot, challenger vs champion")
         say("the promotion ledger (shopml promotions log):")
         for line in ledger(settings, MODEL_NAME):
             console.print(f"  {json.dumps(line)}", soft_wrap=True)
