@@ -37,3 +37,13 @@ class ContractError(ShopMLError):
 
 class SnapshotError(ShopMLError):
     """A snapshot folder is missing, incomplete, altered or already exists."""
+
+
+def require_all(
+    checks: list[tuple[bool, str]], *, context: str = "", error: type[ShopMLError] = ConfigError
+) -> None:
+    """Raise ``error`` for the first ``(ok, message)`` that is not ok, its message prefixed
+    with ``context`` (the configs' ``__post_init__`` checks)."""
+    for ok, message in checks:
+        if not ok:
+            raise error(f"{context}: {message}" if context else message)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.contract import DEFAULT_GRADES, EVENT_TYPES
-from pipelines.errors import ConfigError, ShopMLError
+from pipelines.errors import ShopMLError, require_all
 from pipelines.snapshot import Snapshot, sha256_file
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,7 @@ class EvalConfig:
             (self.bootstrap >= 100, "bootstrap must be >= 100 draws"),
             (0.5 <= self.confidence < 1, "confidence must be in [0.5, 1)"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"evaluate config: {message}")
+        require_all(checks, context="evaluate config")
 
     @property
     def max_k(self) -> int:

@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipelines.contract import EVENT_TYPES
-from pipelines.errors import ConfigError
+from pipelines.errors import require_all
 from pipelines.features.timeline import DAY, Timeline
 
 DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "search_click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
@@ -89,9 +89,7 @@ class CandidateConfig:
             (all(n >= 0 for n in self.per_source.values()), "per_source counts must be >= 0"),
             (sum(self.per_source.values()) >= 1, "per_source must ask for at least one candidate"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"candidate config: {message}")
+        require_all(checks, context="candidate config")
 
     def weight_of_type(self) -> np.ndarray:
         """Event weight by event-type code (the order of ``contract.EVENT_TYPES``)."""

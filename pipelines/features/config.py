@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ConfigError
+from pipelines.errors import require_all
 from pipelines.settings import config_section
 
 EVENT_WEIGHTS = {"view": 1.0, "search_click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
@@ -57,9 +57,7 @@ class FeatureConfig:
                 "text_model must be auto, tfidf or sentence",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"feature config: {message}")
+        require_all(checks, context="feature config")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> FeatureConfig:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.contract import TS, schema
-from pipelines.errors import ShopMLError
+from pipelines.errors import ShopMLError, require_all
 from pipelines.generator import vocab
 from pipelines.generator.ids import format_ids
 
@@ -65,9 +65,7 @@ class GeneratorConfig:
                 "--start must lie between 1975 and 2200",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ShopMLError(message)
+        require_all(checks, error=ShopMLError)
 
     @property
     def t0(self) -> int:
