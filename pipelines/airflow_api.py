@@ -97,6 +97,14 @@ class AirflowClient:
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"))
 
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """Each task of the run and its state (None: not started)."""
+        body = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return {t["task_id"]: t["state"] for t in body["task_instances"]}
+
+    def dag_ids(self) -> set[str]:
+        return {d["dag_id"] for d in self._call("GET", "/api/v2/dags")["dags"]}
+
     def pending_reviews(self) -> list[dict[str, Any]]:
         """Open approval requests of the retrain DAG, oldest first."""
         body = self._call(
@@ -106,9 +114,13 @@ class AirflowClient:
         )
         return [d for d in body["hitl_details"] if not d.get("response_received")]
 
+    @staticmethod
+    def review_path(run_id: str) -> str:
+        return f"/api/v2/dags/{RETRAIN_DAG}/dagRuns/{run_id}/taskInstances/{REVIEW_TASK}/-1/hitlDetails"
+
     def answer(self, run_id: str, approve: bool, comment: str) -> dict[str, Any]:
         """Approve or reject the review of ``run_id`` as this user."""
-        path = f"/api/v2/dags/{RETRAIN_DAG}/dagRuns/{run_id}/taskInstances/{REVIEW_TASK}/-1/hitlDetails"
+        path = self.review_path(run_id)
         return dict(
             self._call(
                 "PATCH",

@@ -21,9 +21,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.console import Console
 
+from pipelines.airflow_api import RETRAIN_DAG, AirflowClient
 from pipelines.errors import ShopMLError
 from pipelines.settings import Settings, load_settings
 
@@ -38,47 +38,18 @@ def say(text: str) -> None:
     console.print(f"[bold cyan]demo[/] {text}", soft_wrap=True)
 
 
-class Api:
-    def __init__(self, url: str, passwords: dict[str, str]) -> None:
-        self.url, self.passwords = url, passwords
-        self.tokens: dict[str, str] = {}
-
-    def call(self, method: str, path: str, user: str, **kw: Any) -> Any:
-        if user not in self.tokens:
-            self.tokens[user] = httpx.post(
-                f"{self.url}/auth/token",
-                json={"username": user, "password": self.passwords[user]},
-                timeout=30,
-            ).json()["access_token"]
-        r = httpx.request(
-            method,
-            f"{self.url}{path}",
-            headers={"Authorization": f"Bearer {self.tokens[user]}"},
-            timeout=60,
-            **kw,
-        )
-        if r.status_code >= 400:
-            raise ShopMLError(
-                f"Airflow answered {r.status_code} to {method} {path}: {r.text[:300]}"
-            )
-        return r.json()
-
-
 def _wait(
-    api: Api, run_id: str, seen: set[str], *, review: bool, timeout: float = 900
+    api: AirflowClient, run_id: str, seen: set[str], *, review: bool, timeout: float = 900
 ) -> dict[str, Any]:
     """Poll the run, printing each task as it finishes; stop at the review or the end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tis = api.call(
-            "GET", f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances", "engineer"
-        )
-        states = {t["task_id"]: t["state"] for t in tis["task_instances"]}
+        states = api.task_states(RETRAIN_DAG, run_id)
         for task, state in states.items():
             if state in ("success", "failed", "skipped", "upstream_failed") and task not in seen:
                 seen.add(task)
                 say(f"  {task}: {state}")
-        run = api.call("GET", f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}", "engineer")
+        run = api.dag_run(RETRAIN_DAG, run_id)
         if review and states.get("await_review") == "awaiting_input":
             time.sleep(SETTLE_SECONDS)
             return {"run": run, "states": states}
@@ -88,16 +59,18 @@ def _wait(
     raise ShopMLError(f"shopml_retrain run {run_id} did not finish within {timeout:.0f} s")
 
 
-def _retrain(api: Api, settings: Settings, snapshot: Path, label: str) -> dict[str, Any]:
+def _retrain(
+    engineer: AirflowClient,
+    reviewer: AirflowClient,
+    settings: Settings,
+    snapshot: Path,
+    label: str,
+) -> dict[str, Any]:
     say(f"triggering shopml_retrain on {snapshot.name} ({label}) as 'engineer': "
         f"POST /api/v2/dags/shopml_retrain/dagRuns with conf {{'snapshot': '{snapshot}'}}")  # fmt: skip
-    run = api.call(
-        "POST", "/api/v2/dags/shopml_retrain/dagRuns", "engineer",
-        json={"logical_date": None, "conf": {"snapshot": str(snapshot), "config": ""}},
-    )  # fmt: skip
-    run_id = run["dag_run_id"]
+    run_id = engineer.trigger(RETRAIN_DAG, {"snapshot": str(snapshot), "config": ""})["dag_run_id"]
     seen: set[str] = set()
-    result = _wait(api, run_id, seen, review=True)
+    result = _wait(engineer, run_id, seen, review=True)
     if result["states"].get("await_review") != "awaiting_input":
         from pipelines.retrain import work_dir
 
@@ -110,18 +83,15 @@ def _retrain(api: Api, settings: Settings, snapshot: Path, label: str) -> dict[s
             for reason in json.loads(verdict.read_text())["reasons"]:
                 console.print(f"  {reason}", soft_wrap=True)
         return {"run_id": run_id, "promoted": False}
-    details = api.call("GET", "/api/v2/dags/shopml_retrain/dagRuns/~/hitlDetails", REVIEWER)
-    (detail,) = [d for d in details["hitl_details"] if d["task_instance"]["dag_run_id"] == run_id]
+    (detail,) = [
+        d for d in reviewer.pending_reviews() if d["task_instance"]["dag_run_id"] == run_id
+    ]
     say(f"approval request for '{REVIEWER}': {detail['subject']}")
     console.print(detail["body"], soft_wrap=True)
-    path = f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances/await_review/-1/hitlDetails"
     say(f"approving as '{REVIEWER}' (the configured demo reviewer; only assigned reviewers may answer): "
-        f"PATCH {path} with chosen_options ['Approve']")  # fmt: skip
-    api.call(
-        "PATCH", path, REVIEWER,
-        json={"chosen_options": ["Approve"], "params_input": {"comment": f"demo: {label}"}},
-    )  # fmt: skip
-    done = _wait(api, run_id, seen, review=False)
+        f"PATCH {reviewer.review_path(run_id)} with chosen_options ['Approve']")  # fmt: skip
+    reviewer.answer(run_id, True, f"demo: {label}")
+    done = _wait(engineer, run_id, seen, review=False)
     say(f"run {run_id}: {done['run']['state']}")
     return {"run_id": run_id, "promoted": done["states"].get("promote_model") == "success"}
 
@@ -177,9 +147,10 @@ def run_demo(port: int) -> None:
     )
     stack = start(settings, port=port, reviewers=REVIEWER)
     try:
-        api = Api(stack.url, stack.passwords)
-        _retrain(api, settings, first, "first model")
-        _retrain(api, settings, second, "newer snapshot, challenger vs champion")
+        engineer = AirflowClient(stack.url, "engineer", stack.passwords["engineer"])
+        reviewer = AirflowClient(stack.url, REVIEWER, stack.passwords[REVIEWER])
+        _retrain(engineer, reviewer, settings, first, "first model")
+        _retrain(engineer, reviewer, settings, second, "newer snapshot, challenger vs champion")
         say("the promotion ledger (shopml promotions log):")
         for line in ledger(settings, MODEL_NAME):
             console.print(f"  {json.dumps(line)}", soft_wrap=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from pipelines.airflow_api import AirflowClient
 from pipelines.errors import ShopMLError
 from pipelines.settings import Settings
 
@@ -133,25 +134,15 @@ def start(
 def _wait_ready(stack: Stack, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
+    admin = AirflowClient(stack.url, "admin", stack.passwords["admin"], timeout=5)
     while time.monotonic() < deadline:
         try:
-            r = httpx.get(f"{stack.url}/api/v2/monitor/health", timeout=5)
-            if r.status_code == 200:
-                token = httpx.post(
-                    f"{stack.url}/auth/token",
-                    json={"username": "admin", "password": stack.passwords["admin"]},
-                    timeout=5,
-                ).json()["access_token"]
-                dags = httpx.get(
-                    f"{stack.url}/api/v2/dags",
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=5,
-                ).json()
-                ids = {d["dag_id"] for d in dags.get("dags", [])}
+            if httpx.get(f"{stack.url}/api/v2/monitor/health", timeout=5).status_code == 200:
+                ids = admin.dag_ids()
                 if {"shopml_retrain", "shopml_rollback"} <= ids:
                     return
                 last = f"DAGs parsed so far: {sorted(ids)}"
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
+        except (httpx.HTTPError, ShopMLError) as exc:
             last = str(exc)
         time.sleep(2)
     raise ShopMLError(
