@@ -36,7 +36,7 @@ from pipelines.metrics import ranking_metrics
 from pipelines.ranking import _shared_top
 from pipelines.recommender import FeatureSource
 from pipelines.snapshot import Snapshot
-from pipelines.train_ranker import Fold, Labels, RankerConfig, train_two_stage
+from pipelines.train_ranker import Fold, Labels, RankerConfig, candidate_stage, ranker_stage
 
 log = logging.getLogger(__name__)
 K = 10
@@ -171,10 +171,11 @@ def movielens(
     now = float(tl.ts.max()) + 1.0
     fold_list = [Fold(train_mask & (fold_of != f), now, fold_of == f) for f in range(folds)]
     t0 = time.perf_counter()
-    result = train_two_stage(
+    stage = candidate_stage(
         tl, folds=fold_list, final=(train_mask, now), cand_cfg=cand_cfg, ranker_cfg=ranker_cfg,
         source=FeatureSource(),
     )  # fmt: skip
+    result = ranker_stage(stage, ranker_cfg)
     train_seconds = time.perf_counter() - t0
     rec = result.recommender
     test = Labels.from_events(tl, ~train_mask, BINARY)

@@ -157,8 +157,6 @@ def fit_generators(
     now: float,
     cfg: CandidateConfig,
     source: FeatureSource,
-    *,
-    on_fitted: Any = None,
 ) -> tuple[Context, StoreFeatures | None, dict[str, Generator]]:
     """Fit every generator on the ``selected`` events as of ``now``."""
     started = time.perf_counter()
@@ -181,8 +179,6 @@ def fit_generators(
         gen.fit(ctx)
         gens[name] = gen
         log.info("fitted %s in %.1f s", name, gen.fit_seconds)
-        if on_fitted is not None:
-            on_fitted(gen)
     return ctx, store, gens
 
 

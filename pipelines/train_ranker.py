@@ -29,7 +29,7 @@ import pandas as pd
 
 from pipelines.candidates import CandidateConfig
 from pipelines.contract import DEFAULT_GRADES, EVENT_TYPES
-from pipelines.errors import ConfigError, ShopMLError
+from pipelines.errors import ShopMLError, require_all
 from pipelines.features.timeline import Timeline
 from pipelines.metrics import ranking_metrics
 from pipelines.ranking import CATEGORICAL
@@ -73,9 +73,7 @@ class RankerConfig:
             (self.eval_at >= 1, "eval_at must be >= 1"),
             (self.batch_users >= 1, "batch_users must be >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"ranker config: {message}")
+        require_all(checks, context="ranker config")
 
 
 @dataclass
@@ -350,7 +348,6 @@ def candidate_stage(
     cand_cfg: CandidateConfig,
     ranker_cfg: RankerConfig,
     source: FeatureSource,
-    on_generator: Callable[[Any], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> CandidateStage:
     """Fit generators on each fold's history and turn their candidates, labelled by the
@@ -404,9 +401,7 @@ def candidate_stage(
             probe = (rec_a, labels, valid_users)
     rec_p, labels_p, valid_p = probe
     t0 = time.perf_counter()
-    ctx_b, store_b, gens_b = fit_generators(
-        tl, final[0], final[1], cand_cfg, source, on_fitted=on_generator
-    )
+    ctx_b, store_b, gens_b = fit_generators(tl, final[0], final[1], cand_cfg, source)
     seconds["generators_final"] = time.perf_counter() - t0
     return CandidateStage(
         train=_concat(trains),
@@ -451,22 +446,3 @@ def ranker_stage(stage: CandidateStage, ranker_cfg: RankerConfig) -> TrainResult
         }
     ).sort_values("gain", ascending=False, ignore_index=True)
     return TrainResult(stage.served, metrics, generator_metrics, curves, importance, seconds)
-
-
-def train_two_stage(
-    tl: Timeline,
-    *,
-    folds: list[Fold],
-    final: tuple[np.ndarray | slice, float],
-    cand_cfg: CandidateConfig,
-    ranker_cfg: RankerConfig,
-    source: FeatureSource,
-    on_generator: Callable[[Any], None] | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> TrainResult:
-    """:func:`candidate_stage` then :func:`ranker_stage`, in one process."""
-    stage = candidate_stage(
-        tl, folds=folds, final=final, cand_cfg=cand_cfg, ranker_cfg=ranker_cfg, source=source,
-        on_generator=on_generator, progress=progress,
-    )  # fmt: skip
-    return ranker_stage(stage, ranker_cfg)
