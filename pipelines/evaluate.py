@@ -28,7 +28,7 @@ from pipelines.bootstrap import Interval
 from pipelines.errors import ConfigError, ShopMLError
 from pipelines.evalset import EvalConfig, EvalSet, freeze_eval_set
 from pipelines.gate import GateConfig, Judgement, judge
-from pipelines.scoring import ALL, ModelScores, intervals, popularity_lists, score_lists
+from pipelines.scoring import ALL, Comparison, ModelScores, popularity_lists, score_lists
 from pipelines.settings import Settings, config_section
 from pipelines.snapshot import Snapshot
 
@@ -67,13 +67,23 @@ class Evaluation:
     blessed: bool
     judgement: Judgement
     eval_set: EvalSet
-    challenger: ModelScores
-    champion: ModelScores | None
-    popularity: ModelScores
+    comparison: Comparison
     out_dir: Path
     verdict: dict[str, Any]
     run_id: str | None
     seconds: float
+
+    @property
+    def challenger(self) -> ModelScores:
+        return self.comparison.challenger
+
+    @property
+    def champion(self) -> ModelScores | None:
+        return self.comparison.champion
+
+    @property
+    def popularity(self) -> ModelScores:
+        return self.comparison.popularity
 
 
 def _model_lists(rec: Any, es: EvalSet, k: int, label: str) -> pd.DataFrame:
@@ -169,14 +179,13 @@ def evaluate(
             notes.append(f"the model is the champion itself (version {ref.version})")
         champion = score_model(champ_ref, es, ecfg, settings, "champion")
     popularity = score_lists(popularity_lists(es, ecfg.max_k), es, ecfg, label="popularity")
-    own = intervals(challenger, ecfg, slices=(ALL,))
-    diff = intervals(challenger, ecfg, champion) if champion is not None else {}
+    cmp = Comparison.of(challenger, champion, popularity, ecfg)
     judgement = judge(
         cfg.gate,
         challenger.values,
         popularity=popularity.values,
         champion=None if champion is None else champion.values,
-        differences=diff,
+        differences=cmp.diff,
         slice_users={name: len(t) for name, t in challenger.slices.items()},
         min_slice_users=ecfg.min_slice_users,
         confidence=ecfg.confidence,
@@ -184,12 +193,9 @@ def evaluate(
     judgement.notes.extend(notes)
     folder = Path(out_dir) if out_dir else _default_out(settings, ref, es)
     folder.mkdir(parents=True, exist_ok=True)
-    champ_own = intervals(champion, ecfg, slices=(ALL,)) if champion is not None else {}
-    doc = _metrics_doc(es, challenger, champion, popularity, own, champ_own, diff)
+    doc = _metrics_doc(es, cmp)
     (folder / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json) + "\n")
-    files = report.write(
-        folder, es, ecfg, judgement, challenger, champion, popularity, own, champ_own, diff
-    )
+    files = report.write(folder, es, ecfg, judgement, cmp)
     verdict = _verdict(es, cfg, judgement, ref, champ_ref, challenger, files)
     (folder / "verdict.json").write_text(json.dumps(verdict, indent=2, default=_json) + "\n")
     run_id = None
@@ -199,9 +205,7 @@ def evaluate(
         blessed=judgement.blessed,
         judgement=judgement,
         eval_set=es,
-        challenger=challenger,
-        champion=champion,
-        popularity=popularity,
+        comparison=cmp,
         out_dir=folder,
         verdict=verdict,
         run_id=run_id,
@@ -243,15 +247,7 @@ def _ivs(ivs: dict[tuple[str, str], Interval]) -> dict[str, dict[str, dict[str, 
     return out
 
 
-def _metrics_doc(
-    es: EvalSet,
-    challenger: ModelScores,
-    champion: ModelScores | None,
-    popularity: ModelScores,
-    own: dict[tuple[str, str], Interval],
-    champ_own: dict[tuple[str, str], Interval],
-    diff: dict[tuple[str, str], Interval],
-) -> dict[str, Any]:
+def _metrics_doc(es: EvalSet, cmp: Comparison) -> dict[str, Any]:
     def model(s: ModelScores, ivs: dict[tuple[str, str], Interval]) -> dict[str, Any]:
         return {
             "uri": s.uri,
@@ -266,10 +262,10 @@ def _metrics_doc(
 
     return {
         "eval_set": es.describe(),
-        "challenger": model(challenger, own),
-        "champion": None if champion is None else model(champion, champ_own),
-        "popularity": model(popularity, {}),
-        "difference_intervals": _ivs(diff),
+        "challenger": model(cmp.challenger, cmp.own),
+        "champion": None if cmp.champion is None else model(cmp.champion, cmp.champ_own),
+        "popularity": model(cmp.popularity, {}),
+        "difference_intervals": _ivs(cmp.diff),
     }
 
 

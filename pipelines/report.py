@@ -25,9 +25,8 @@ from pipelines.snapshot import sha256_file
 
 if TYPE_CHECKING:
     from pipelines.evalset import EvalConfig, EvalSet
-    from pipelines.evaluate import ModelScores
+    from pipelines.scoring import Comparison, Intervals, ModelScores
 
-Intervals = dict[tuple[str, str], Interval]
 COLORS = {"challenger": "#1f6feb", "champion": "#8250df", "popularity": "#9a9a9a"}
 MARK = {True: "✅", False: "❌", None: "⏭"}
 
@@ -154,15 +153,9 @@ def _outcome_rows(outcomes: list[Outcome]) -> str:
     return "\n".join(rows)
 
 
-def _headline_rows(
-    names: list[str],
-    challenger: ModelScores,
-    champion: ModelScores | None,
-    popularity: ModelScores,
-    own: Intervals,
-    champ_own: Intervals,
-    diff: Intervals,
-) -> str:
+def _headline_rows(names: list[str], cmp: Comparison) -> str:
+    challenger, champion, popularity = cmp.challenger, cmp.champion, cmp.popularity
+    own, champ_own, diff = cmp.own, cmp.champ_own, cmp.diff
     rows = []
     for n in names:
         c = challenger.values["all"].get(n)
@@ -178,9 +171,8 @@ def _headline_rows(
     return "\n".join(rows)
 
 
-def _slice_rows(
-    challenger: ModelScores, champion: ModelScores | None, popularity: ModelScores, k: int
-) -> str:
+def _slice_rows(cmp: Comparison, k: int) -> str:
+    challenger, champion, popularity = cmp.challenger, cmp.champion, cmp.popularity
     rows = []
     for name, table in challenger.slices.items():
         cells = [f"<td>{html.escape(name)}</td><td>{len(table):,}</td>"]
@@ -206,23 +198,14 @@ code{background:#f6f8fa;padding:.1rem .3rem;border-radius:4px}
 """
 
 
-def render_html(
-    es: EvalSet,
-    cfg: EvalConfig,
-    judgement: Judgement,
-    challenger: ModelScores,
-    champion: ModelScores | None,
-    popularity: ModelScores,
-    own: Intervals,
-    champ_own: Intervals,
-    diff: Intervals,
-) -> str:
+def render_html(es: EvalSet, cfg: EvalConfig, judgement: Judgement, cmp: Comparison) -> str:
     k = cfg.headline_k
-    models = [s for s in (challenger, champion, popularity) if s is not None]
+    challenger, champion, popularity = cmp.challenger, cmp.champion, cmp.popularity
+    models = cmp.models
     reference = champion if champion is not None else popularity
     accuracy = [f"{m}@{k}" for m in METRICS]
     beyond = [f"coverage@{k}", f"novelty@{k}", f"ild@{k}"]
-    bars = metric_bars(models, {"challenger": own, "champion": champ_own}, k)
+    bars = metric_bars(models, {"challenger": cmp.own, "champion": cmp.champ_own}, k)
     deltas = slice_deltas(challenger, reference, f"ndcg@{k}")
     dists = distributions(models, f"ndcg@{k}")
     verdict = "BLESSED" if judgement.blessed else "NOT BLESSED"
@@ -253,14 +236,14 @@ def render_html(
 </table>
 <h2>Headline metrics at k={k}</h2>
 <table><tr><th>metric</th><th>challenger [CI]</th><th>champion [CI]</th><th>difference [CI]</th><th>popularity</th></tr>
-{_headline_rows(accuracy + beyond, challenger, champion, popularity, own, champ_own, diff)}
+{_headline_rows(accuracy + beyond, cmp)}
 </table>
 <img alt="headline metrics with confidence intervals" src="data:image/png;base64,{bars}">
 <h2>Slices</h2>
 <p>nDCG, recall and hit rate at k={k} per slice (in brackets: challenger − champion).
 Item slices judge only the truth items of that slice; user slices all of a user's truth.</p>
 <table><tr><th>slice</th><th>users</th><th>ndcg challenger</th><th>ndcg popularity</th><th>recall challenger</th><th>recall popularity</th><th>hit rate challenger</th><th>hit rate popularity</th></tr>
-{_slice_rows(challenger, champion, popularity, k)}
+{_slice_rows(cmp, k)}
 </table>
 <img alt="per-slice deltas" src="data:image/png;base64,{deltas}">
 <h2>Distributions</h2>
@@ -271,16 +254,10 @@ Item slices judge only the truth items of that slice; user slices all of a user'
 
 
 def render_summary(
-    es: EvalSet,
-    cfg: EvalConfig,
-    judgement: Judgement,
-    challenger: ModelScores,
-    champion: ModelScores | None,
-    own: Intervals,
-    diff: Intervals,
-    report_path: Path,
+    es: EvalSet, cfg: EvalConfig, judgement: Judgement, cmp: Comparison, report_path: Path
 ) -> str:
     k = cfg.headline_k
+    challenger, champion, own, diff = cmp.challenger, cmp.champion, cmp.own, cmp.diff
     verdict = "✅ BLESSED" if judgement.blessed else "❌ NOT BLESSED"
     champ = "none yet" if champion is None else f"`{champion.uri}`"
     lines = [
@@ -319,26 +296,17 @@ def render_summary(
 
 
 def write(
-    folder: Path,
-    es: EvalSet,
-    cfg: EvalConfig,
-    judgement: Judgement,
-    challenger: ModelScores,
-    champion: ModelScores | None,
-    popularity: ModelScores,
-    own: Intervals,
-    champ_own: Intervals,
-    diff: Intervals,
+    folder: Path, es: EvalSet, cfg: EvalConfig, judgement: Judgement, cmp: Comparison
 ) -> dict[str, str]:
     """Write report.html and summary.md into ``folder``; return their sha256."""
     report = folder / "report.html"
     summary = folder / "summary.md"
     report.write_text(
-        render_html(es, cfg, judgement, challenger, champion, popularity, own, champ_own, diff),
+        render_html(es, cfg, judgement, cmp),
         encoding="utf-8",
     )
     summary.write_text(
-        render_summary(es, cfg, judgement, challenger, champion, own, diff, report.resolve()),
+        render_summary(es, cfg, judgement, cmp, report.resolve()),
         encoding="utf-8",
     )
     return {"report.html": sha256_file(report), "summary.md": sha256_file(summary)}

@@ -200,3 +200,41 @@ def intervals(
         ):
             out[(name, col)] = iv
     return out
+
+
+Intervals = dict[tuple[str, str], Interval]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The models scored on one evaluation set, with their bootstrap intervals: of the
+    challenger and the champion on the overall slice, and of their paired difference on
+    every slice (empty without a champion)."""
+
+    challenger: ModelScores
+    champion: ModelScores | None
+    popularity: ModelScores
+    own: Intervals
+    champ_own: Intervals
+    diff: Intervals
+
+    @classmethod
+    def of(
+        cls,
+        challenger: ModelScores,
+        champion: ModelScores | None,
+        popularity: ModelScores,
+        cfg: EvalConfig,
+    ) -> Comparison:
+        return cls(
+            challenger=challenger,
+            champion=champion,
+            popularity=popularity,
+            own=intervals(challenger, cfg, slices=(ALL,)),
+            champ_own={} if champion is None else intervals(champion, cfg, slices=(ALL,)),
+            diff={} if champion is None else intervals(challenger, cfg, champion),
+        )
+
+    @property
+    def models(self) -> list[ModelScores]:
+        return [s for s in (self.challenger, self.champion, self.popularity) if s is not None]
