@@ -20,13 +20,13 @@ $(STAMP): requirements.lock pyproject.toml
 setup: $(STAMP)  ## create .venv and install the locked dependencies
 
 demo: setup  ## the main job: Airflow retrains, a reviewer approves, the model is promoted (see README)
-	$(BIN)/python -m pipelines.demo demo
+	$(BIN)/python -m pipelines.orchestration.demo demo
 
 up: setup  ## start the embedded stack (Airflow on SQLite, LocalExecutor) and leave it running
-	$(BIN)/python -m pipelines.demo up
+	$(BIN)/python -m pipelines.orchestration.demo up
 
 down: setup  ## stop the stack `make up` started
-	$(BIN)/python -m pipelines.demo down
+	$(BIN)/python -m pipelines.orchestration.demo down
 
 test: lint typecheck unit  ## everything CI runs
 

@@ -22,17 +22,17 @@ import logging, time
 logging.basicConfig(level=logging.WARNING)
 from dataclasses import replace
 from pathlib import Path
-from pipelines.evalset import EvalConfig
+from pipelines.evaluation.evalset import EvalConfig
 from pipelines.settings import load_settings
-from pipelines.train import TrainConfig, train
+from pipelines.recommender.plan import TrainConfig, train
 root = Path({root!r})
 if {movielens!r}:
-    from pipelines.importers.movielens import import_movielens_100k
+    from pipelines.data.importers.movielens import import_movielens_100k
     import_movielens_100k(Path({movielens!r}), out=root / "shop")
     base = TrainConfig()
     cfg = replace(base, ranker=replace(base.ranker, label_days=30.0), evaluate=EvalConfig(holdout_days=28))
 else:
-    from pipelines.generator import GeneratorConfig, generate_shop
+    from pipelines.data.generator import GeneratorConfig, generate_shop
     generate_shop(GeneratorConfig(users={users}, items={items}, events={events}, seed=7), out=root / "shop")
     cfg = TrainConfig()
 t = time.perf_counter()
@@ -43,9 +43,9 @@ EVALUATE = """
 import logging, time
 logging.basicConfig(level=logging.WARNING)
 from pathlib import Path
-from pipelines.evalset import EvalConfig, freeze_eval_set
-from pipelines.evaluate import EvaluateConfig, evaluate
-from pipelines.registry import load_recommender
+from pipelines.evaluation.evalset import EvalConfig, freeze_eval_set
+from pipelines.evaluation.evaluate import EvaluateConfig, evaluate
+from pipelines.registry.models import load_recommender
 from pipelines.settings import load_settings
 root = Path({root!r})
 settings = load_settings({{"SHOPML_HOME": str(root / "home")}})

@@ -30,27 +30,27 @@ TARGETS = {
 }
 
 GENERATE = """
-from pipelines.generator import GeneratorConfig, generate_shop
+from pipelines.data.generator import GeneratorConfig, generate_shop
 r = generate_shop(GeneratorConfig(users={users}, items={items}, events={events}, seed=42), out={out!r})
 result = {{"seconds": r.seconds, "rows": r.rows}}
 """
 READ_FLOOR = """
 import time
-from pipelines.snapshot import Snapshot
-from pipelines.validate import _frames
+from pipelines.data.snapshot import Snapshot
+from pipelines.validation.validate import _frames
 t = time.perf_counter(); frames = _frames(Snapshot.open({snap!r}))
 result = {{"seconds": time.perf_counter() - t, "rows": {{k: len(v) for k, v in frames.items()}}}}
 """
 VALIDATE = """
 import time
-from pipelines.validate import validate_snapshot
+from pipelines.validation.validate import validate_snapshot
 t = time.perf_counter(); r = validate_snapshot(snapshot_uri={snap!r})
 result = {{"seconds": time.perf_counter() - t, "accepted": r.accepted, "checks": len(r.checks)}}
 """
 GROUP_FLOOR = """
 import time, numpy as np
-from pipelines.features.timeline import load_timeline
-from pipelines.snapshot import Snapshot
+from pipelines.data.timeline import load_timeline
+from pipelines.data.snapshot import Snapshot
 t = time.perf_counter(); tl = load_timeline(Snapshot.open({snap!r}))
 counts = np.bincount(tl.user * 4 + tl.etype, minlength=tl.n_users * 4)
 result = {{"seconds": time.perf_counter() - t}}

@@ -29,7 +29,7 @@ TARGETS = {1_000_000: {"seconds": 60.0}, 10_000_000: {"seconds": 600.0, "peak_rs
 
 
 def _child_generate(events: int, out: str) -> None:
-    from pipelines.generator import GeneratorConfig, generate_shop
+    from pipelines.data.generator import GeneratorConfig, generate_shop
 
     users, items = SHAPES.get(events, (max(events // 20, 1000), max(events // 100, 200)))
     started = time.perf_counter()
@@ -57,8 +57,8 @@ def _child_floor(events: int, out: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.contract import EVENT_TYPES, TS, schema
-    from pipelines.generator.ids import format_ids
+    from pipelines.data.contract import EVENT_TYPES, TS, schema
+    from pipelines.data.generator.ids import format_ids
 
     rng = np.random.default_rng(0)
     started = time.perf_counter()

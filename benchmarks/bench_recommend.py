@@ -32,7 +32,7 @@ TARGETS = {
 MOVIELENS = """
 import logging
 logging.basicConfig(level=logging.WARNING)
-from pipelines.benchmark import movielens
+from pipelines.evaluation.benchmark import movielens
 result = movielens({data!r})
 """
 SYNTHETIC = """
@@ -40,7 +40,7 @@ import logging
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 for name in ("great_expectations", "feast", "alembic", "mlflow", "pipelines.features.build"):
     logging.getLogger(name).setLevel(logging.WARNING)
-from pipelines.benchmark import synthetic
+from pipelines.evaluation.benchmark import synthetic
 result = synthetic({events}, recommend_users=100_000)
 """
 

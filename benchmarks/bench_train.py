@@ -21,11 +21,11 @@ import logging, time
 logging.basicConfig(level=logging.WARNING)
 from datetime import UTC, datetime
 from pathlib import Path
-from pipelines.features.timeline import DAY
-from pipelines.generator import GeneratorConfig, generate_shop
+from pipelines.data.timeline import DAY
+from pipelines.data.generator import GeneratorConfig, generate_shop
 from pipelines.settings import load_settings
-from pipelines.snapshot import Snapshot
-from pipelines.train import train
+from pipelines.data.snapshot import Snapshot
+from pipelines.recommender.plan import train
 root = Path({root!r})
 if not (root / "shop").exists():
     generate_shop(GeneratorConfig(users={users}, items={items}, events={events}, seed=7), out=root / "shop")
@@ -41,7 +41,7 @@ RECOMMEND = """
 import logging, time
 import numpy as np
 logging.basicConfig(level=logging.WARNING)
-from pipelines.registry import load_recommender
+from pipelines.registry.models import load_recommender
 from pipelines.settings import load_settings
 rec = load_recommender("models:/shopml-recommender/{version}", load_settings({{"SHOPML_HOME": {home!r}}}))
 users = rec.ctx.user_ids[np.random.default_rng(7).permutation(len(rec.ctx.user_ids))[:100_000]]

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.benchmark import machine  # one description of the machine for every result
+from pipelines.evaluation.benchmark import (
+    machine,  # one description of the machine for every result
+)
 
 RESULTS = Path(__file__).parent / "results"
 

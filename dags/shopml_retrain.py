@@ -54,7 +54,7 @@ ASSIGNED = [
 def shopml_retrain() -> None:
     @task
     def validate_snapshot(**context: Any) -> dict[str, Any]:
-        from pipelines.retrain import validate_step
+        from pipelines.orchestration.steps import validate_step
 
         params = context["params"]
         # a run triggered by a `shopml-snapshot` event takes the snapshot (and config) it names
@@ -73,37 +73,37 @@ def shopml_retrain() -> None:
 
     @task
     def build_features(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.retrain import features_step
+        from pipelines.orchestration.steps import features_step
 
         return features_step(info)
 
     @task
     def materialize_features(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.retrain import materialize_step
+        from pipelines.orchestration.steps import materialize_step
 
         return materialize_step(info)
 
     @task
     def train_candidates(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.retrain import candidates_step
+        from pipelines.orchestration.steps import candidates_step
 
         return candidates_step(info)
 
     @task
     def train_ranker(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.retrain import ranker_step
+        from pipelines.orchestration.steps import ranker_step
 
         return ranker_step(info)
 
     @task(retries=0)  # registering twice would make two versions
     def register_challenger(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.retrain import register_step
+        from pipelines.orchestration.steps import register_step
 
         return register_step(info)
 
     @task
     def evaluate_challenger(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.retrain import evaluate_step
+        from pipelines.orchestration.steps import evaluate_step
 
         return evaluate_step(info)
 
@@ -128,14 +128,14 @@ def shopml_retrain() -> None:
 
     @task
     def promote_model(info: dict[str, Any], **context: Any) -> dict[str, Any]:
-        from pipelines.retrain import promote_step
+        from pipelines.orchestration.steps import promote_step
 
         review = context["ti"].xcom_pull(task_ids="await_review")
         return promote_step(info, review, context["run_id"])
 
     @task
     def notify(result: dict[str, Any]) -> str:
-        from pipelines.retrain import notify_step
+        from pipelines.orchestration.steps import notify_step
 
         return notify_step(result)
 

@@ -34,7 +34,7 @@ from airflow.sdk import Param, dag, task
 def shopml_rollback() -> None:
     @task
     def rollback_model(**context: Any) -> dict[str, Any]:
-        from pipelines.retrain import rollback_step
+        from pipelines.orchestration.steps import rollback_step
 
         params = context["params"]
         return rollback_step(

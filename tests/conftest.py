@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.generator import GeneratorConfig, World, build_world, generate_shop
+from pipelines.data.generator import GeneratorConfig, World, build_world, generate_shop
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHOPML_SHARED_DATA", REPO.parent / "shared" / "data"))

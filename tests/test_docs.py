@@ -8,8 +8,8 @@ from datetime import datetime
 import typer.main
 
 from pipelines.cli import app
-from pipelines.contract import TABLES
-from pipelines.generator.vocab import leaf_table_markdown
+from pipelines.data.contract import TABLES
+from pipelines.data.generator.vocab import leaf_table_markdown
 from pipelines.settings import load_settings
 from tests.conftest import REPO
 
@@ -61,7 +61,7 @@ def test_production_settings_example_is_valid() -> None:
 def test_validation_page_lists_every_check() -> None:
     from datetime import UTC
 
-    from pipelines.contract import schema
+    from pipelines.data.contract import schema
     from pipelines.validation import suites
     from pipelines.validation.config import ValidationConfig
 
@@ -102,8 +102,8 @@ def test_recommendation_page_documents_every_feature_option_and_reason() -> None
     from dataclasses import asdict
 
     from pipelines.candidates import SOURCES
-    from pipelines.ranking import _REASONS, feature_names
-    from pipelines.train import TrainConfig
+    from pipelines.recommender.plan import TrainConfig
+    from pipelines.recommender.rows import _REASONS, feature_names
 
     page = (REPO / "docs" / "recommendation.md").read_text()
     for name in feature_names(list(SOURCES), with_store=True):
@@ -136,10 +136,10 @@ def test_evaluation_page_defines_every_metric_and_gate_option() -> None:
     import tomllib
     from dataclasses import asdict, fields
 
-    from pipelines.evalset import EvalConfig
-    from pipelines.evaluate import EvaluateConfig
-    from pipelines.gate import Check
-    from pipelines.metrics import BEYOND_ACCURACY, METRICS
+    from pipelines.evaluation.evalset import EvalConfig
+    from pipelines.evaluation.evaluate import EvaluateConfig
+    from pipelines.evaluation.gate import Check
+    from pipelines.evaluation.metrics import BEYOND_ACCURACY, METRICS
 
     page = (REPO / "docs" / "evaluation.md").read_text()
     for metric in (*METRICS, *BEYOND_ACCURACY):
@@ -161,7 +161,7 @@ def test_operations_page_names_every_command_and_ledger_field() -> None:
     from typer.testing import CliRunner
 
     from pipelines.cli import app
-    from pipelines.promote import LEDGER_FIELDS
+    from pipelines.promotion.promote import LEDGER_FIELDS
 
     page = (REPO / "docs" / "operations.md").read_text()
     for field in LEDGER_FIELDS:

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pipelines.contract import EVENT_TYPES
+from pipelines.data.contract import EVENT_TYPES
+from pipelines.data.timeline import DAY, Timeline
 from pipelines.errors import require_all
-from pipelines.features.timeline import DAY, Timeline
 
 DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "search_click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 # How many candidates each source contributes before the union (300 in total by default).

@@ -21,16 +21,16 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipelines.data.snapshot import Snapshot
+from pipelines.data.timeline import DAY, category_medians, feature_times, load_timeline
 from pipelines.errors import ShopMLError
 from pipelines.features.config import FeatureConfig
 from pipelines.features.item_content import content_table
 from pipelines.features.item_stats import stats_table
 from pipelines.features.segments import assign_segments, describe, fit_segments
-from pipelines.features.timeline import DAY, category_medians, feature_times, load_timeline
 from pipelines.features.user_profile import advance, new_state, profile_table
-from pipelines.folders import swap_in
-from pipelines.snapshot import Snapshot
-from pipelines.validate import require_accepted
+from pipelines.io import swap_in
+from pipelines.validation.validate import require_accepted
 
 log = logging.getLogger(__name__)
 TABLES = ("user_profile", "item_stats", "item_content")

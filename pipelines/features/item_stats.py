@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipelines.contract import TS
+from pipelines.data.contract import TS
+from pipelines.data.timeline import CART, DAY, PURCHASE, SEARCH_CLICK, VIEW, Timeline
 from pipelines.features.config import WINDOWS_DAYS, FeatureConfig
-from pipelines.features.timeline import CART, DAY, PURCHASE, SEARCH_CLICK, VIEW, Timeline
 from pipelines.features.user_profile import TYPE_NAMES
 
 

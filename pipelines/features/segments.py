@@ -19,8 +19,8 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
+from pipelines.data.timeline import DAY, Timeline
 from pipelines.features.config import WINDOWS_DAYS, FeatureConfig
-from pipelines.features.timeline import DAY, Timeline
 from pipelines.features.user_profile import TYPE_NAMES, UserState, activity_counts
 
 MAX_CATEGORY_DIMS = 50

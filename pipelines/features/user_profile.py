@@ -15,9 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from pipelines.contract import EVENT_TYPES, TS
+from pipelines.data.contract import EVENT_TYPES, TS
+from pipelines.data.timeline import DAY, PURCHASE, Timeline
 from pipelines.features.config import WINDOWS_DAYS, FeatureConfig
-from pipelines.features.timeline import DAY, PURCHASE, Timeline
 
 TYPE_NAMES = EVENT_TYPES  # view, add_to_cart, purchase, search_click
 

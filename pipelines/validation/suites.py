@@ -14,7 +14,7 @@ from typing import Any
 
 import great_expectations.expectations as gxe
 
-from pipelines.contract import EMBEDDING, EVENT_TYPES, TABLES, schema
+from pipelines.data.contract import EMBEDDING, EVENT_TYPES, TABLES, schema
 from pipelines.validation.config import ValidationConfig
 
 
@@ -26,7 +26,7 @@ class Check:
     batch: str  # a table name, or a derived batch such as "events.refs"
     expectation: Any
     why: str
-    kind: str  # how the failure is summarised (see pipelines.validate)
+    kind: str  # how the failure is summarised (see pipelines.validation.validate)
     column: str | None = None
 
 

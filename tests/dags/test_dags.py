@@ -20,7 +20,7 @@ started = time.perf_counter()
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 heavy = sorted(m for m in ("mlflow", "lightgbm", "implicit", "feast", "great_expectations",
-                           "pipelines.train", "pipelines.evaluate", "pipelines.promote") if m in sys.modules)
+                           "pipelines.recommender.plan", "pipelines.evaluation.evaluate", "pipelines.promotion.promote") if m in sys.modules)
 dags = {}
 for dag_id, dag in bag.dags.items():
     dags[dag_id] = {

@@ -17,14 +17,13 @@ import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 
-from pipelines.airflow_api import AirflowClient
-from pipelines.generator import generate_shop
-from pipelines.registry import MODEL_NAME
+from pipelines.data.generator import generate_shop
+from pipelines.data.snapshot import Snapshot, write_snapshot
+from pipelines.orchestration.airflow_api import AirflowClient
+from pipelines.orchestration.stack import Stack, start, stop
+from pipelines.registry.models import MODEL_NAME
 from pipelines.settings import Settings, load_settings
-from pipelines.snapshot import Snapshot, write_snapshot
-from pipelines.stack import Stack, start, stop
-
-from ..pipelines.shops import SHOP
+from tests.shops import SHOP
 
 pytestmark = pytest.mark.e2e
 SETTLE_SECONDS = 8

@@ -1,0 +1,367 @@
+"""``shopml data import csv --mapping MAPPING.yaml``: any shop's files into a snapshot.
+
+A mapping declares, per contract table, the source file and how each contract
+column is made from it (docs/data-import.md has the full reference and a worked
+example on the Amazon India product listings)::
+
+    source: my-shop
+    tables:
+      events:
+        path: clicks.csv          # relative to the mapping file (or base_dir)
+        encoding: utf-8
+        columns:
+          event_id: {generate: row, prefix: "e"}
+          user_id: customer
+          item_id: sku
+          event_type: {from: action, values: {pv: view, cart: add_to_cart, buy: purchase}}
+          ts: {from: time, format: "%d/%m/%Y %H:%M", timezone: Europe/Berlin}
+          session_id: visit
+
+A column is either a source column name (rename only) or a spec with ``from``,
+``default`` (constant, or the fill for empty values), ``values`` (value map),
+``strip`` (characters to remove), ``replace`` (substring map), ``format`` /
+``unit`` / ``timezone`` (timestamps), ``split`` (list columns), or
+``generate: row`` (the 1-based source row number, with an optional ``prefix``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipelines.data.contract import TABLES, ParseOptions, conform
+from pipelines.data.importers import ImportResult, log_table
+from pipelines.data.importers.readers import read_text_table
+from pipelines.data.snapshot import Snapshot, write_snapshot
+from pipelines.errors import ConfigError, ContractError
+
+IMPORTER_VERSION = "1"
+_TABLE_KEYS = {
+    "path",
+    "format",
+    "encoding",
+    "delimiter",
+    "null_values",
+    "drop_duplicates",
+    "drop_if_empty",
+    "columns",
+}
+_UNITS = ("s", "ms", "us", "ns")
+_AMBIGUOUS = ("refuse", "earlier", "later")
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_COLUMN_KEYS = {
+    "from",
+    "default",
+    "values",
+    "strip",
+    "replace",
+    "format",
+    "unit",
+    "timezone",
+    "ambiguous",
+    "split",
+    "generate",
+    "prefix",
+}
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    target: str
+    source: str | None = None
+    default: Any = None
+    values: dict[str, str] | None = None
+    strip: str | None = None
+    replace: dict[str, str] | None = None
+    generate: str | None = None
+    prefix: str = ""
+    parse: ParseOptions = field(default_factory=ParseOptions)
+
+
+@dataclass(frozen=True)
+class TableMap:
+    table: str
+    path: Path
+    fmt: str | None
+    encoding: str
+    delimiter: str
+    null_values: tuple[str, ...]
+    drop_duplicates: bool
+    drop_if_empty: tuple[str, ...]
+    columns: tuple[ColumnMap, ...]
+
+
+@dataclass(frozen=True)
+class Mapping:
+    file: Path
+    source: str
+    tables: dict[str, TableMap] = field(default_factory=dict)
+
+
+def _fail(mapping: Path, where: str, message: str) -> ConfigError:
+    return ConfigError(f"{mapping.name}: {where}: {message}")
+
+
+def _column(mapping: Path, table: str, target: str, spec: Any) -> ColumnMap:
+    where = f"tables.{table}.columns.{target}"
+    if target not in TABLES[table].names:
+        raise _fail(
+            mapping,
+            where,
+            f"not a column of '{table}'; the contract's columns are {list(TABLES[table].names)}",
+        )
+    if isinstance(spec, str):
+        return ColumnMap(target=target, source=spec)
+    if not isinstance(spec, dict):
+        raise _fail(
+            mapping, where, "give a source column name or a mapping with `from`, `default`, ..."
+        )
+    unknown = sorted(set(spec) - _COLUMN_KEYS)
+    if unknown:
+        raise _fail(mapping, where, f"unknown key(s) {unknown}; known: {sorted(_COLUMN_KEYS)}")
+    if "from" not in spec and "default" not in spec and "generate" not in spec:
+        raise _fail(mapping, where, "needs `from`, `default` or `generate`")
+    if spec.get("generate") not in (None, "row"):
+        raise _fail(mapping, where, "`generate` supports only `row`")
+    for key in ("values", "replace"):
+        if key in spec and not isinstance(spec[key], dict):
+            raise _fail(mapping, where, f"`{key}` must map source text to replacement text")
+    for key in ("from", "format", "timezone", "split", "strip", "prefix"):
+        if key in spec and not isinstance(spec[key], str):
+            raise _fail(mapping, where, f"`{key}` must be text, got {spec[key]!r}")
+    if spec.get("unit") not in (None, *_UNITS):
+        raise _fail(
+            mapping, where, f"`unit` must be one of {', '.join(_UNITS)}, got {spec['unit']!r}"
+        )
+    if spec.get("ambiguous", "refuse") not in _AMBIGUOUS:
+        raise _fail(mapping, where, f"`ambiguous` must be one of {', '.join(_AMBIGUOUS)}")
+    if "timezone" in spec:
+        _check_timezone(mapping, where, spec["timezone"])
+    return ColumnMap(
+        target=target,
+        source=spec.get("from"),
+        default=spec.get("default"),
+        values={str(k): str(v) for k, v in spec["values"].items()} if "values" in spec else None,
+        strip=spec.get("strip"),
+        replace={str(k): str(v) for k, v in spec["replace"].items()} if "replace" in spec else None,
+        generate=spec.get("generate"),
+        prefix=str(spec.get("prefix", "")),
+        parse=ParseOptions(
+            format=spec.get("format"),
+            unit=spec.get("unit"),
+            timezone=spec.get("timezone", "UTC"),
+            split=spec.get("split"),
+            ambiguous=spec.get("ambiguous", "refuse"),
+        ),
+    )
+
+
+def _check_timezone(mapping: Path, where: str, zone: str) -> None:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise _fail(
+            mapping, where, f"unknown timezone {zone!r} (use an IANA name like Europe/Berlin)"
+        ) from exc
+
+
+def _table_option(mapping: Path, table: str, spec: dict[str, Any], key: str, default: str) -> str:
+    value = spec.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise _fail(mapping, f"tables.{table}.{key}", f"must be non-empty text, got {value!r}")
+    return value
+
+
+def _drop_if_empty(mapping: Path, table: str, spec: dict[str, Any]) -> tuple[str, ...]:
+    cols = spec.get("drop_if_empty", [])
+    if not isinstance(cols, list) or any(c not in spec["columns"] for c in cols):
+        raise _fail(
+            mapping,
+            f"tables.{table}.drop_if_empty",
+            f"must list mapped contract columns of '{table}', e.g. [user_id]",
+        )
+    return tuple(str(c) for c in cols)
+
+
+def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Mapping:
+    """Read and check a mapping file; paths in it are relative to ``base_dir`` or the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"mapping file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path.name}: a mapping file must be UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("tables"), dict):
+        raise _fail(
+            path,
+            "top level",
+            "needs a `tables:` section (and optionally `source:` and `base_dir:`)",
+        )
+    unknown = sorted(set(raw) - {"source", "base_dir", "tables"})
+    if unknown:
+        raise _fail(path, "top level", f"unknown key(s) {unknown}")
+    root = Path(base_dir) if base_dir else path.parent / str(raw.get("base_dir", "."))
+    tables: dict[str, TableMap] = {}
+    for table, spec in raw["tables"].items():
+        if table not in TABLES:
+            raise _fail(path, f"tables.{table}", f"not a contract table; use {list(TABLES)}")
+        if (
+            not isinstance(spec, dict)
+            or "path" not in spec
+            or not isinstance(spec.get("columns"), dict)
+        ):
+            raise _fail(path, f"tables.{table}", "needs `path` and `columns`")
+        bad = sorted(set(spec) - _TABLE_KEYS)
+        if bad:
+            raise _fail(
+                path, f"tables.{table}", f"unknown key(s) {bad}; known: {sorted(_TABLE_KEYS)}"
+            )
+        nulls = spec.get("null_values", [""])
+        if not isinstance(nulls, list) or not all(isinstance(v, str) for v in nulls):
+            raise _fail(
+                path,
+                f"tables.{table}.null_values",
+                f'must be a list of texts, e.g. ["", "NA"]; got {nulls!r}',
+            )
+        fmt = spec.get("format")
+        if fmt not in (None, "csv", "parquet"):
+            raise _fail(path, f"tables.{table}.format", f"must be csv or parquet, got {fmt!r}")
+        tables[table] = TableMap(
+            table=table,
+            path=(root / _table_option(path, table, spec, "path", "")).resolve(),
+            fmt=fmt,
+            encoding=_table_option(path, table, spec, "encoding", "utf-8"),
+            delimiter=_table_option(path, table, spec, "delimiter", ","),
+            null_values=tuple(nulls),
+            drop_duplicates=bool(spec.get("drop_duplicates", False)),
+            drop_if_empty=_drop_if_empty(path, table, spec),
+            columns=tuple(_column(path, table, t, s) for t, s in spec["columns"].items()),
+        )
+    missing = [t for t, s in TABLES.items() if s.required and not s.allow_empty and t not in tables]
+    if missing:
+        raise _fail(
+            path, "tables", f"missing table(s) {missing}; a snapshot needs users, items and events"
+        )
+    source = raw.get("source", path.stem)
+    if not isinstance(source, str) or not _SOURCE_NAME.match(source):
+        raise _fail(
+            path, "source", f"{source!r} must be a short name of letters, digits, '.', '_' or '-'"
+        )
+    return Mapping(file=path, source=source, tables=tables)
+
+
+def _as_key(value: Any) -> str:
+    """The text a `values:` key is matched against (1.0 read from a file matches key 1)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _map_column(df: pd.DataFrame, col: ColumnMap, file: str) -> pd.Series:
+    if col.generate == "row":
+        return col.prefix + pd.Series(np.arange(1, len(df) + 1), index=df.index).astype(str)
+    if col.source is None:
+        return pd.Series([col.default] * len(df), index=df.index, dtype=object)
+    if col.source not in df.columns:
+        raise ContractError(
+            file,
+            f"source column not found (mapped to '{col.target}'); the file has {list(df.columns)}",
+            column=col.source,
+        )
+    s = df[col.source]
+    if col.strip or col.replace:
+        text = s.astype(object).where(s.notna())
+        present = text.notna()
+        t = text[present].astype(str)
+        for old, new in (col.replace or {}).items():
+            t = t.str.replace(old, new, regex=False)
+        if col.strip:
+            t = t.str.replace("[" + re.escape(col.strip) + "]", "", regex=True).str.strip()
+        s = text.copy()
+        s[present] = t
+        s = s.where(s != "")  # empty after cleaning = missing
+    if col.values is not None:
+        values = col.values
+        s = s.map(lambda v: values.get(_as_key(v), v))
+    if col.prefix:
+        s = s.map(
+            lambda v: (
+                None if v is None or (isinstance(v, float) and np.isnan(v)) else f"{col.prefix}{v}"
+            )
+        )
+    if col.default is not None:
+        s = s.where(s.notna(), col.default)
+    return s
+
+
+def import_mapped(
+    mapping_file: str | Path,
+    *,
+    out: str | Path,
+    base_dir: str | Path | None = None,
+    overwrite: bool = False,
+) -> ImportResult:
+    """Import the files a mapping names into a snapshot at ``out`` (atomically)."""
+    mapping = load_mapping(mapping_file, base_dir=base_dir)
+    tables = {}
+    notes: list[str] = []
+    for name, tm in mapping.tables.items():
+        file = tm.path.name
+        started = time.perf_counter()
+        df = read_text_table(
+            tm.path,
+            fmt=tm.fmt,
+            encoding=tm.encoding,
+            delimiter=tm.delimiter,
+            null_values=tm.null_values,
+            name=file,
+        )
+        mapped = pd.DataFrame(
+            {c.target: _map_column(df, c, file) for c in tm.columns}, index=df.index
+        )
+        rows = np.arange(1, len(df) + 1)
+        if tm.drop_if_empty:
+            keep = mapped[list(tm.drop_if_empty)].notna().all(axis=1).to_numpy()
+            if (~keep).any():
+                notes.append(
+                    f"{name}: {int((~keep).sum()):,} rows of {file} with no {' / '.join(tm.drop_if_empty)} were dropped"
+                )
+            mapped, rows = mapped[keep], rows[keep]
+        if tm.drop_duplicates:
+            key = [k for k in TABLES[name].key if k in mapped.columns]
+            keep = ~mapped.duplicated(subset=key, keep="first").to_numpy()
+            if (~keep).any():
+                notes.append(
+                    f"{name}: {int((~keep).sum()):,} rows of {file} repeat an earlier {'/'.join(key)} and were dropped"
+                )
+            mapped, rows = mapped[keep], rows[keep]
+        tables[name] = table = conform(
+            name, mapped, file=file, parse={c.target: c.parse for c in tm.columns}, row_numbers=rows
+        )
+        log_table(name, file, table.num_rows, time.perf_counter() - started)
+    producer = {
+        "name": "shopml.importers.mapping",
+        "version": IMPORTER_VERSION,
+        "mapping_file": str(mapping.file.resolve()),
+        "files": {n: str(tm.path) for n, tm in mapping.tables.items()},
+    }
+    with write_snapshot(
+        out, source=f"csv:{mapping.source}", producer=producer, overwrite=overwrite, notes=notes
+    ) as w:
+        for name, table in tables.items():
+            w.write_table(name, table)
+    snap = Snapshot.open(out)
+    return ImportResult(snap.path, snap.id, dict(snap.manifest["row_counts"]), tuple(notes))

@@ -1,0 +1,331 @@
+"""Recommendation quality benchmarks: ``shopml benchmark movielens`` and ``... synthetic``.
+
+MovieLens-100K follows Microsoft Recommenders' protocol: a per-user stratified 75/25
+split exactly as their ``python_stratified_split`` (each user's ratings shuffled with
+``random_state=42``, the first ``round(0.75 n)`` for training), every rating a relevant
+item (binary), k = 10, items seen in training removed. The ranker learns inside the
+training 75 % only, from K folds: each user's training ratings are dealt into K parts;
+fold f fits the generators on the other parts and labels candidates with part f.
+
+The synthetic benchmark generates a shop, holds out its last ``holdout_days``, runs the
+whole ``shopml train`` up to that point (validation, features, generators, ranker,
+MLflow registration) and scores the next days' interactions: the re-ranked pipeline vs
+each single generator for returning users, and vs global popularity for cold-start users
+(no events before the split, demographics known).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.candidates import CandidateConfig
+from pipelines.candidates.base import Context
+from pipelines.data.snapshot import Snapshot
+from pipelines.data.timeline import DAY, load_timeline
+from pipelines.evaluation.metrics import ranking_metrics
+from pipelines.recommender.bundle import FeatureSource
+from pipelines.recommender.rows import _shared_top
+from pipelines.recommender.train import Fold, Labels, RankerConfig, candidate_stage, ranker_stage
+
+log = logging.getLogger(__name__)
+K = 10
+BINARY = {"purchase": 1, "add_to_cart": 1, "view": 1, "search_click": 1}
+
+# Parameters for MovieLens-100K (a small, dense catalog where every rating counts the
+# same): fewer ALS factors with stronger regularisation, BPR stopped early, no time
+# decay (the protocol's split is random in time). Chosen on the training folds.
+MOVIELENS_CANDIDATES = CandidateConfig(
+    event_weights=dict.fromkeys(("view", "add_to_cart", "purchase", "search_click"), 1.0),
+    half_life_days=100_000.0,
+    als_factors=16,
+    als_regularization=1.0,
+    als_alpha=2.0,  # confidence 1 + 2 = 3 per rating
+    bpr_factors=200,
+    bpr_learning_rate=0.01,
+    bpr_regularization=0.001,
+    bpr_iterations=50,
+    ease_lambda=400.0,
+)
+MOVIELENS_RANKER = RankerConfig(
+    grades=BINARY, num_leaves=15, min_data_in_leaf=200, validation_share=0.2, negatives_per_user=300
+)  # every candidate kept: 943 users are few enough
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory, CPU model and Python of this machine, for benchmark results."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_gb, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+    }
+
+
+def stratified_split(users: np.ndarray, ratio: float, seed: int) -> np.ndarray:
+    """Microsoft Recommenders' ``python_stratified_split`` on rows in file order: a mask
+    of the rows that go to the first part."""
+    frame = pd.DataFrame({"user": users, "row": np.arange(len(users))})
+    first = []
+    for _, group in frame.groupby("user", sort=True):
+        shuffled = group.sample(frac=1, random_state=seed)
+        first.append(shuffled["row"].to_numpy()[: round(ratio * len(group))])
+    mask = np.zeros(len(users), dtype=bool)
+    mask[np.concatenate(first)] = True
+    return mask
+
+
+def deal_folds(users: np.ndarray, rows: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Deal each user's ``rows`` into ``k`` folds at random (fold per row, -1 elsewhere)."""
+    rng = np.random.default_rng(seed)
+    fold = np.full(len(users), -1, dtype=np.int64)
+    frame = pd.DataFrame({"user": users[rows], "row": rows})
+    for _, group in frame.groupby("user", sort=True):
+        shuffled = rng.permutation(group["row"].to_numpy())
+        fold[shuffled] = np.arange(len(shuffled)) % k
+    return fold
+
+
+def generator_lists(
+    ctx: Context, gens: dict[str, Any], users: np.ndarray, k: int
+) -> dict[str, pd.DataFrame]:
+    """Each generator's own top-k (unseen, existing items) for the user codes ``users``."""
+    out: dict[str, list[pd.DataFrame]] = {name: [] for name in gens}
+    for lo in range(0, len(users), 1000):
+        codes = users[lo : lo + 1000]
+        batch = ctx.batch(ctx.user_ids[codes])
+        for name, gen in gens.items():
+            idx, _ = gen.top(batch, k)
+            b, r = np.nonzero(idx >= 0)
+            out[name].append(
+                pd.DataFrame(
+                    {
+                        "user_id": ctx.user_ids[codes[b]],
+                        "rank": r + 1,
+                        "item_id": ctx.item_ids[idx[b, r]],
+                    }
+                )
+            )
+    return {name: pd.concat(parts, ignore_index=True) for name, parts in out.items()}
+
+
+def global_popularity(ctx: Context, users: np.ndarray, k: int) -> pd.DataFrame:
+    """The k most popular unseen existing items for each user (no personalisation)."""
+    pop = ctx.history.popularity.astype(np.float32)[None, :]
+    batch = ctx.batch(ctx.user_ids[users])
+    # one ranked list shared by everyone (a dense users x items copy is 4 GB at 20k x 50k)
+    group = np.zeros(len(users), dtype=np.int64)
+    idx = _shared_top(group, pop, k, batch.rows, ctx.history.item_exists)
+    b, r = np.nonzero(idx >= 0)
+    return pd.DataFrame(
+        {"user_id": ctx.user_ids[users[b]], "rank": r + 1, "item_id": ctx.item_ids[idx[b, r]]}
+    )
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {m: round(v, 4) for m, v in metrics.items()}
+
+
+def movielens(
+    data_dir: str | Path,
+    *,
+    folds: int = 5,
+    cand_cfg: CandidateConfig = MOVIELENS_CANDIDATES,
+    ranker_cfg: RankerConfig = MOVIELENS_RANKER,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The MovieLens-100K benchmark (module docstring); returns the results document."""
+    from pipelines.data.importers.movielens import import_movielens_100k
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="shopml-ml100k-", dir=work_dir) as tmp:
+        snap_dir = Path(tmp) / "snapshot"
+        import_movielens_100k(data_dir, out=snap_dir)
+        tl = load_timeline(Snapshot.open(snap_dir))
+    n = len(tl.ts)
+    file_to_sorted = np.empty(n, dtype=np.int64)
+    file_to_sorted[tl.order] = np.arange(n)
+    users_file = tl.user[file_to_sorted]  # user code per events.parquet row (file order)
+    train_file = stratified_split(users_file, 0.75, seed=42)
+    fold_file = deal_folds(users_file, np.flatnonzero(train_file), folds, seed=ranker_cfg.seed)
+    train_mask, fold_of = train_file[tl.order], fold_file[tl.order]
+    now = float(tl.ts.max()) + 1.0
+    fold_list = [Fold(train_mask & (fold_of != f), now, fold_of == f) for f in range(folds)]
+    t0 = time.perf_counter()
+    stage = candidate_stage(
+        tl, folds=fold_list, final=(train_mask, now), cand_cfg=cand_cfg, ranker_cfg=ranker_cfg,
+        source=FeatureSource(),
+    )  # fmt: skip
+    result = ranker_stage(stage, ranker_cfg)
+    train_seconds = time.perf_counter() - t0
+    rec = result.recommender
+    test = Labels.from_events(tl, ~train_mask, BINARY)
+    users = test.users()
+    truth = test.truth(rec.ctx.user_ids, rec.ctx.item_ids, users)
+    scores: dict[str, dict[str, float]] = {}
+    scores["global popularity"] = _rounded(
+        ranking_metrics(global_popularity(rec.ctx, users, K), truth, K)
+    )
+    for name, lists in generator_lists(rec.ctx, rec.generators, users, K).items():
+        scores[name] = _rounded(ranking_metrics(lists, truth, K))
+    reranked = rec.recommend(rec.ctx.user_ids[users], K)
+    scores["re-ranked pipeline"] = _rounded(ranking_metrics(reranked, truth, K))
+    best_single = max((v["ndcg"], n) for n, v in scores.items() if n != "re-ranked pipeline")
+    return {
+        "benchmark": "movielens-100k",
+        "protocol": "Microsoft Recommenders python_stratified_split(ratio=0.75, seed=42), k=10, "
+        "seen items removed, every test rating relevant",
+        "k": K,
+        "train_events": int(train_mask.sum()),
+        "test_events": int((~train_mask).sum()),
+        "test_users": len(users),
+        "folds": folds,
+        "metrics": scores,
+        "best_single": {"name": best_single[1], "ndcg": best_single[0]},
+        "pipeline_vs_best_single": round(
+            scores["re-ranked pipeline"]["ndcg"] / best_single[0] - 1, 4
+        ),
+        "target_ndcg": 0.50,
+        "train_seconds": round(train_seconds, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+        "ranker": {k: round(v, 4) for k, v in result.metrics.items()},
+    }
+
+
+def synthetic(
+    events: int,
+    *,
+    users: int | None = None,
+    items: int | None = None,
+    holdout_days: float = 14.0,
+    seed: int = 7,
+    recommend_users: int = 100_000,
+    work_dir: Path | None = None,
+    keep: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """The synthetic-shop benchmark (module docstring); returns the results document."""
+    from pipelines.data.generator import GeneratorConfig, generate_shop
+    from pipelines.recommender.plan import TrainConfig, train
+    from pipelines.settings import load_settings
+
+    started = time.perf_counter()
+    tmp_root = Path(tempfile.mkdtemp(prefix="shopml-bench-rec-", dir=work_dir))
+    home = tmp_root / "home"
+    settings = load_settings({"SHOPML_HOME": str(home)})
+    users = users or max(2_000, events // 20)
+    items = items or max(500, min(50_000, events // 200))
+    gcfg = GeneratorConfig(users=users, items=items, events=events, seed=seed)
+    t0 = time.perf_counter()
+    gen = generate_shop(gcfg, out=tmp_root / "snapshot")
+    generate_seconds = time.perf_counter() - t0
+    snap = Snapshot.open(gen.path)
+    last = datetime.fromisoformat(snap.manifest["event_time"]["max"].replace("Z", "+00:00"))
+    end_day = datetime(last.year, last.month, last.day, tzinfo=UTC).timestamp() + DAY
+    until = datetime.fromtimestamp(end_day - holdout_days * DAY, tz=UTC)
+
+    outcome = train(gen.path, settings=settings, cfg=TrainConfig(), until=until, progress=progress)
+    rec = outcome.result.recommender
+    tl = load_timeline(snap)
+    split = tl.before(until.timestamp())
+    held = Labels.from_events(tl, slice(split, len(tl.ts)), BINARY)
+    graded = Labels.from_events(tl, slice(split, len(tl.ts)), RankerConfig().grades)
+    test_users = held.users()
+    history_events = np.bincount(tl.user[:split], minlength=tl.n_users)
+    returning = test_users[history_events[test_users] > 0]
+    cold = test_users[history_events[test_users] == 0]
+    sample = np.random.default_rng(seed)
+    returning = np.sort(sample.permutation(returning)[:20_000])
+    cold = np.sort(sample.permutation(cold)[:20_000])
+    results: dict[str, Any] = {}
+    for label, group in (("returning users", returning), ("cold-start users", cold)):
+        lists = {"global popularity": global_popularity(rec.ctx, group, K)}
+        if label == "returning users":
+            lists.update(generator_lists(rec.ctx, rec.generators, group, K))
+        lists["re-ranked pipeline"] = rec.recommend(rec.ctx.user_ids[group], K)
+        binary_truth = held.truth(rec.ctx.user_ids, rec.ctx.item_ids, group)
+        graded_truth = graded.truth(rec.ctx.user_ids, rec.ctx.item_ids, group, graded=True)
+        results[label] = {
+            "users": len(group),
+            "metrics": {n: _rounded(ranking_metrics(r, binary_truth, K)) for n, r in lists.items()},
+            "metrics_graded": {
+                n: _rounded(ranking_metrics(r, graded_truth, K)) for n, r in lists.items()
+            },
+        }
+    ret = results["returning users"]["metrics"]
+    best = max((v["ndcg"], n) for n, v in ret.items() if n != "re-ranked pipeline")
+    cold_scores = results["cold-start users"]["metrics"]
+    graded_ret = results["returning users"]["metrics_graded"]
+    best_graded = max((v["ndcg"], n) for n, v in graded_ret.items() if n != "re-ranked pipeline")
+
+    # ``recommend_users`` requests for users drawn at random (with repeats when the shop
+    # has fewer users), known and cold-start alike.
+    n_rec = recommend_users
+    draw = np.random.default_rng(seed)
+    picks = (
+        draw.permutation(tl.n_users)[:n_rec]
+        if n_rec <= tl.n_users
+        else draw.integers(0, tl.n_users, size=n_rec)
+    )
+    batch_users = rec.ctx.user_ids[picks]
+    t0 = time.perf_counter()
+    rec.recommend(list(batch_users), K)
+    recommend_seconds = time.perf_counter() - t0
+    doc = {
+        "benchmark": "synthetic",
+        "events": events,
+        "users": users,
+        "items": items,
+        "seed": seed,
+        "holdout_days": holdout_days,
+        "train_until": until.isoformat(),
+        "k": K,
+        "generate_seconds": round(generate_seconds, 1),
+        "train_seconds": round(outcome.seconds, 1),
+        "train_steps_seconds": {k: round(v, 1) for k, v in outcome.result.seconds.items()},
+        "model_version": outcome.version,
+        "results": results,
+        "best_single": {"name": best[1], "ndcg": best[0]},
+        "pipeline_vs_best_single": round(
+            ret["re-ranked pipeline"]["ndcg"] / max(best[0], 1e-12) - 1, 4
+        ),
+        "best_single_graded": {"name": best_graded[1], "ndcg": best_graded[0]},
+        "pipeline_vs_best_single_graded": round(
+            graded_ret["re-ranked pipeline"]["ndcg"] / max(best_graded[0], 1e-12) - 1, 4
+        ),
+        "cold_start_vs_global_popularity": round(
+            cold_scores["re-ranked pipeline"]["ndcg"]
+            / max(cold_scores["global popularity"]["ndcg"], 1e-12)
+            - 1,
+            4,
+        ),
+        "recommend_users": n_rec,
+        "recommend_seconds": round(recommend_seconds, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if not keep:
+        import shutil
+
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    else:
+        doc["work_dir"] = str(tmp_root)
+    return doc

@@ -1,0 +1,295 @@
+"""``shopml evaluate``: score a challenger (and the champion) on a snapshot's frozen
+evaluation set, judge the gate, write the verdict and the reviewer's report, log them.
+
+Every model is scored on the same rows (:mod:`pipelines.evaluation.evalset`) with the metrics of
+:mod:`pipelines.evaluation.metrics`, overall and per slice (new vs returning users, each user
+segment, cold items, the top categories); a popularity baseline is scored on the same
+rows. Headline metrics get percentile bootstrap intervals, and the challenger - champion
+difference a paired one. :mod:`pipelines.evaluation.gate` turns them into a verdict with one reason
+per check; :mod:`pipelines.evaluation.report` writes ``report.html`` and ``summary.md``. With a
+registered challenger, all of it goes to the challenger's MLflow run and model version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.data.snapshot import Snapshot
+from pipelines.errors import ConfigError, ShopMLError
+from pipelines.evaluation.bootstrap import Interval
+from pipelines.evaluation.evalset import EvalConfig, EvalSet, freeze_eval_set
+from pipelines.evaluation.gate import GateConfig, Judgement, judge
+from pipelines.evaluation.scoring import ALL, Comparison, ModelScores, popularity_lists, score_lists
+from pipelines.settings import Settings, config_section
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def __post_init__(self) -> None:
+        for check in self.gate.checks:
+            if check.k not in self.evaluate.k:
+                raise ConfigError(
+                    f"gate check {check.metric}: k={check.k} is not among [evaluate] k "
+                    f"{self.evaluate.k}"
+                )
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> EvaluateConfig:
+        """Tables ``[evaluate]`` and ``[gate]`` of a pipeline config file."""
+        from pipelines.settings import check_tables
+
+        check_tables(path)
+        return cls(
+            evaluate=config_section(EvalConfig, path, "evaluate"),
+            gate=config_section(GateConfig, path, "gate"),
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What ``evaluate`` produced (paths, verdict and where it was logged)."""
+
+    blessed: bool
+    judgement: Judgement
+    eval_set: EvalSet
+    comparison: Comparison
+    out_dir: Path
+    verdict: dict[str, Any]
+    run_id: str | None
+    seconds: float
+
+    @property
+    def challenger(self) -> ModelScores:
+        return self.comparison.challenger
+
+    @property
+    def champion(self) -> ModelScores | None:
+        return self.comparison.champion
+
+    @property
+    def popularity(self) -> ModelScores:
+        return self.comparison.popularity
+
+
+def _model_lists(rec: Any, es: EvalSet, k: int, label: str) -> pd.DataFrame:
+    from pipelines.progress import progress_reporter
+
+    users = es.users
+    n = len(users)
+    with progress_reporter(f"scoring the {label}", "users") as update:
+        return rec.recommend(
+            users["user_id"].tolist(),
+            k,
+            age=users["age"].tolist(),
+            gender=users["gender"].tolist(),
+            region=users["region"].tolist(),
+            progress=lambda done: update(done, n),
+        )
+
+
+def _check_unseen(rec: Any, es: EvalSet, label: str, uri: str) -> str:
+    """The model's training time; refuse a model that learned from the window's events."""
+    until = datetime.fromtimestamp(float(rec.ctx.history.now), tz=UTC)
+    if until > es.start:
+        raise ShopMLError(
+            f"the {label} {uri} was trained on events until {until:%Y-%m-%d %H:%M} UTC, after "
+            f"the evaluation window starts ({es.start:%Y-%m-%d %H:%M} UTC): it has seen the "
+            f"held-out interactions. Train with --train-until {es.start:%Y-%m-%d} (the default "
+            "holds out [evaluate] holdout_days), or evaluate on a later snapshot"
+        )
+    return until.isoformat()
+
+
+def score_model(
+    ref: Any, es: EvalSet, cfg: EvalConfig, settings: Settings, label: str
+) -> ModelScores:
+    """Load the model behind ``ref``, refuse it if it saw the window, score its lists."""
+    from pipelines.registry.models import load_recommender
+
+    rec = load_recommender(ref.uri, settings)
+    until = _check_unseen(rec, es, label, ref.uri)
+    started = time.perf_counter()
+    lists = _model_lists(rec, es, cfg.max_k, label)
+    scores = score_lists(
+        lists,
+        es,
+        cfg,
+        label=label,
+        uri=ref.uri,
+        version=ref.version,
+        train_until=until,
+        scores=lists["score"].to_numpy(dtype=float),
+    )
+    scores.seconds = time.perf_counter() - started
+    return scores
+
+
+def evaluate(
+    *,
+    model_uri: str,
+    snapshot_uri: str | Path,
+    settings: Settings,
+    cfg: EvaluateConfig | None = None,
+    champion_uri: str | None = None,
+    use_champion: bool = True,
+    out_dir: str | Path | None = None,
+    log_to_mlflow: bool = True,
+) -> Evaluation:
+    """Score ``model_uri`` (and the champion: ``champion_uri``, else the registry's
+    ``champion`` alias when there is one) on the frozen set of ``snapshot_uri``, judge the
+    gate and write ``verdict.json``, ``report.html``, ``summary.md``, ``metrics.json``."""
+    from pipelines.evaluation import report
+    from pipelines.registry.models import ModelRef, log_evaluation, resolve
+    from pipelines.validation.validate import ensure_validated
+
+    started = time.perf_counter()
+    cfg = cfg or EvaluateConfig()
+    ecfg = cfg.evaluate
+    ensure_validated(Snapshot.open(snapshot_uri))  # never score on a quarantined snapshot
+    es = freeze_eval_set(snapshot_uri, ecfg)
+    ref = resolve(model_uri, settings)
+    challenger = score_model(ref, es, ecfg, settings, "challenger")
+    notes: list[str] = []
+    champ_ref: ModelRef | None = None
+    if use_champion:
+        champ_ref = (
+            resolve(champion_uri, settings) if champion_uri else _registry_champion(ref, settings)
+        )
+    champion = None
+    if champ_ref is not None:
+        if champ_ref.version is not None and (champ_ref.name, champ_ref.version) == (
+            ref.name,
+            ref.version,
+        ):
+            notes.append(f"the model is the champion itself (version {ref.version})")
+        champion = score_model(champ_ref, es, ecfg, settings, "champion")
+    popularity = score_lists(popularity_lists(es, ecfg.max_k), es, ecfg, label="popularity")
+    cmp = Comparison.of(challenger, champion, popularity, ecfg)
+    judgement = judge(
+        cfg.gate,
+        challenger.values,
+        popularity=popularity.values,
+        champion=None if champion is None else champion.values,
+        differences=cmp.diff,
+        slice_users={name: len(t) for name, t in challenger.slices.items()},
+        min_slice_users=ecfg.min_slice_users,
+        confidence=ecfg.confidence,
+    )
+    judgement.notes.extend(notes)
+    folder = Path(out_dir) if out_dir else _default_out(settings, ref, es)
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = _metrics_doc(es, cmp)
+    (folder / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json) + "\n")
+    files = report.write(folder, es, ecfg, judgement, cmp)
+    verdict = _verdict(es, cfg, judgement, ref, champ_ref, challenger, files)
+    (folder / "verdict.json").write_text(json.dumps(verdict, indent=2, default=_json) + "\n")
+    run_id = None
+    if log_to_mlflow and ref.version is not None:
+        run_id = log_evaluation(ref, folder, verdict, challenger.values[ALL])
+    return Evaluation(
+        blessed=judgement.blessed,
+        judgement=judgement,
+        eval_set=es,
+        comparison=cmp,
+        out_dir=folder,
+        verdict=verdict,
+        run_id=run_id,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _registry_champion(ref: Any, settings: Settings) -> Any:
+    from pipelines.registry.models import CHAMPION, MODEL_NAME, alias_version
+
+    name = ref.name or MODEL_NAME
+    return alias_version(name, CHAMPION, settings)
+
+
+def _default_out(settings: Settings, ref: Any, es: EvalSet) -> Path:
+    who = f"{ref.name}-v{ref.version}" if ref.version is not None else Path(ref.uri).name
+    return settings.home / "evaluations" / f"{who}-{es.hash[:12]}"
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, float | np.floating) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.integer | np.floating):
+        return value.item()
+    return str(value)
+
+
+def _clean(values: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    return {
+        s: {m: (v if math.isfinite(v) else None) for m, v in row.items()}
+        for s, row in values.items()
+    }
+
+
+def _ivs(ivs: dict[tuple[str, str], Interval]) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (s, m), iv in ivs.items():
+        out.setdefault(s, {})[m] = iv.as_dict()
+    return out
+
+
+def _metrics_doc(es: EvalSet, cmp: Comparison) -> dict[str, Any]:
+    def model(s: ModelScores, ivs: dict[tuple[str, str], Interval]) -> dict[str, Any]:
+        return {
+            "uri": s.uri,
+            "version": s.version,
+            "train_until": s.train_until,
+            "eval_set_hash": s.eval_set_hash,
+            "values": _clean(s.values),
+            "intervals": _ivs(ivs),
+            "slice_users": {name: len(t) for name, t in s.slices.items()},
+            "seconds": round(s.seconds, 2),
+        }
+
+    return {
+        "eval_set": es.describe(),
+        "challenger": model(cmp.challenger, cmp.own),
+        "champion": None if cmp.champion is None else model(cmp.champion, cmp.champ_own),
+        "popularity": model(cmp.popularity, {}),
+        "difference_intervals": _ivs(cmp.diff),
+    }
+
+
+def _verdict(
+    es: EvalSet,
+    cfg: EvaluateConfig,
+    judgement: Judgement,
+    ref: Any,
+    champ_ref: Any,
+    challenger: ModelScores,
+    files: dict[str, str],
+) -> dict[str, Any]:
+    return {
+        "blessed": judgement.blessed,
+        "model": {"uri": ref.uri, "name": ref.name, "version": ref.version},
+        "champion": None
+        if champ_ref is None
+        else {"uri": champ_ref.uri, "name": champ_ref.name, "version": champ_ref.version},
+        "eval_set": es.describe(),
+        "checks": [asdict(o) for o in judgement.outcomes],
+        "reasons": [o.reason for o in judgement.outcomes],
+        "notes": judgement.notes,
+        "gate": cfg.gate.as_dict(),
+        "files": files,
+        "train_until": challenger.train_until,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,178 @@
+"""The embedded Airflow stack: scheduler, API server, DAG processor and triggerer on SQLite
+with the LocalExecutor, under ``$SHOPML_HOME/airflow``, for ``make up``, ``make demo`` and
+the end-to-end tests.
+
+Each component runs in its own process group (the API server outlives a killed parent
+otherwise) and logs to ``$AIRFLOW_HOME/logs/<component>.log``; ``stack.json`` records the
+process groups and the port so ``stop`` can end them all. Users of the simple auth
+manager: ``admin``, ``engineer`` and the reviewers (``SHOPML_REVIEWERS``), with passwords
+generated once into ``$AIRFLOW_HOME/passwords.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from pipelines.errors import ShopMLError
+from pipelines.orchestration.airflow_api import AirflowClient
+from pipelines.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+
+
+@dataclass(frozen=True)
+class Stack:
+    url: str
+    airflow_home: Path
+    passwords: dict[str, str]
+    pgids: dict[str, int]
+
+
+def users(reviewers: str) -> list[str]:
+    names = ["admin", "engineer", *[r.strip() for r in reviewers.split(",") if r.strip()]]
+    return list(dict.fromkeys(names))
+
+
+def environment(settings: Settings, port: int, reviewers: str = "reviewer") -> dict[str, str]:
+    """The environment every Airflow component and task gets."""
+    home = settings.airflow_home
+    logins = users(reviewers)
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        # the task-log server of the scheduler; its default 8793 would clash between stacks
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 1),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 2),
+        "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in logins),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "SHOPML_HOME": str(settings.home),
+        "SHOPML_REVIEWERS": reviewers,
+        "SHOPML_AIRFLOW_API_URL": f"http://localhost:{port}",
+        # macOS: LocalExecutor workers fork; keep Objective-C runtime quiet
+        "OBJC_DISABLE_INITIALIZE_FORK_SAFETY": "YES",
+    }
+
+
+def _passwords(home: Path, logins: list[str]) -> dict[str, str]:
+    path = home / "passwords.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    for login in logins:
+        known.setdefault(login, secrets.token_urlsafe(12))
+    path.write_text(json.dumps(known) + "\n")
+    path.chmod(0o600)
+    return dict(known)
+
+
+def _airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def start(
+    settings: Settings,
+    *,
+    port: int = 8080,
+    reviewers: str = "reviewer",
+    timeout: float = 180,
+) -> Stack:
+    """Migrate the database, start the four components, wait until the API is healthy
+    and both DAGs are parsed."""
+    home = settings.airflow_home
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    env = environment(settings, port, reviewers)
+    passwords = _passwords(home, users(reviewers))
+    migrate = subprocess.run(
+        [_airflow_bin(), "db", "migrate"], env=env, capture_output=True, text=True, check=False
+    )
+    if migrate.returncode != 0:
+        raise ShopMLError(f"airflow db migrate failed: {migrate.stderr.strip()[-800:]}")
+    pgids: dict[str, int] = {}
+    for component in COMPONENTS:
+        args = [_airflow_bin(), component] + (
+            ["--port", str(port)] if component == "api-server" else []
+        )
+        log = (home / "logs" / f"{component}.log").open("ab")
+        proc = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+        )
+        pgids[component] = proc.pid
+    url = f"http://localhost:{port}"
+    (home / "stack.json").write_text(json.dumps({"url": url, "pgids": pgids}) + "\n")
+    stack = Stack(url, home, passwords, pgids)
+    try:
+        _wait_ready(stack, timeout)
+    except BaseException:
+        stop(settings)
+        raise
+    return stack
+
+
+def _wait_ready(stack: Stack, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    admin = AirflowClient(stack.url, "admin", stack.passwords["admin"], timeout=5)
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{stack.url}/api/v2/monitor/health", timeout=5).status_code == 200:
+                ids = admin.dag_ids()
+                if {"shopml_retrain", "shopml_rollback"} <= ids:
+                    return
+                last = f"DAGs parsed so far: {sorted(ids)}"
+        except (httpx.HTTPError, ShopMLError) as exc:
+            last = str(exc)
+        time.sleep(2)
+    raise ShopMLError(
+        f"Airflow did not come up within {timeout:.0f} s ({last}); see {stack.airflow_home / 'logs'}"
+    )
+
+
+def stop(settings: Settings) -> list[str]:
+    """End every process group of ``stack.json``; returns the components stopped."""
+    path = settings.airflow_home / "stack.json"
+    if not path.is_file():
+        return []
+    pgids: dict[str, int] = json.loads(path.read_text())["pgids"]
+    stopped = []
+    for component, pgid in pgids.items():
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            stopped.append(component)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 20
+    for pgid in pgids.values():
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return stopped

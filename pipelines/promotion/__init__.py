@@ -1,0 +1,4 @@
+"""Promotion: the serving bucket, its layout (which serving reads too), the ledger, rollback.
+
+May import: everything below it (``data`` to ``evaluation``).
+"""

@@ -1,0 +1,345 @@
+"""Candidates to ranker rows: the union of every source's list, the features, the labels.
+
+For a batch of users every generator scores the whole catalog once; each contributes its
+top ``per_source[name]`` unseen, existing items; the union (deduplicated) is the user's
+candidate list. Every candidate then gets every source's score (not only the sources
+that listed it) and each source's rank (missing when it did not list it), plus user,
+item and user x item features. All of them are computed from the history the generators
+were fitted on and from feature-store rows at the history's time, so a row for time t
+sees nothing from t onwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pipelines.candidates import Generator, UserBatch
+from pipelines.candidates.base import Context, top_n
+from pipelines.data.timeline import DAY
+
+# Feature-store columns the ranker reads when a feature build is available.
+STORE_USER_FEATURES = (
+    "days_since_signup",
+    "events_total",
+    "recency_days",
+    "median_purchase_price",
+    "price_sensitivity",
+    *(f"{t}_{w}d" for w in (1, 7, 30) for t in ("view", "add_to_cart", "purchase")),
+)
+STORE_ITEM_FEATURES = (
+    *(f"{t}_{w}d" for w in (1, 7, 30) for t in ("view", "add_to_cart", "purchase")),
+    "cart_rate",
+    "purchase_rate",
+    "view_to_purchase_rate",
+)
+CATEGORICAL = ("item_category", "item_top_category", "user_gender", "user_segment")
+
+
+@dataclass
+class ItemSide:
+    """Catalog attributes by item code, shared by training and serving."""
+
+    category: np.ndarray  # code into categories
+    top_category: np.ndarray  # code into top_categories
+    brand: np.ndarray  # code into brands, -1 none
+    price: np.ndarray
+    created: np.ndarray  # epoch seconds
+    categories: np.ndarray
+    top_categories: np.ndarray
+    brands: np.ndarray
+
+
+@dataclass
+class StoreFeatures:
+    """Feature-store values as of the history's time, as arrays by user / item code."""
+
+    users: np.ndarray  # (n_users, len(STORE_USER_FEATURES)) float32, NaN missing
+    items: np.ndarray  # (n_items, len(STORE_ITEM_FEATURES))
+
+
+@dataclass
+class Candidates:
+    """Candidate rows of one batch: row r is (batch position ``pos[r]``, item ``item[r]``),
+    grouped by user in batch order."""
+
+    pos: np.ndarray
+    item: np.ndarray
+    scores: np.ndarray  # (rows, sources) every source's score
+    ranks: np.ndarray  # (rows, sources) 1-based rank in the source's list, NaN if absent
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+
+def union(
+    generators: dict[str, Generator],
+    batch: UserBatch,
+    per_source: dict[str, int],
+    allowed: np.ndarray,
+    exclude_seen: bool = True,
+) -> Candidates:
+    """Each source's top list, deduplicated per user, with every source's score and rank."""
+    n_items = len(allowed)
+    said = {name: gen.answers(batch) for name, gen in generators.items()}
+    shared = {name: gen.shared(batch) for name, gen in generators.items()}
+    full = {name: gen.scores(batch) for name, gen in generators.items() if shared[name] is None}
+    banned = batch.rows if exclude_seen else None
+    keys, rank_keys, rank_vals = [], [], []
+    for s, name in enumerate(generators):
+        n = per_source.get(name, 0)
+        if n <= 0:
+            continue
+        group_scores = shared[name]
+        if group_scores is None:
+            idx, _ = top_n(full[name], n, banned, allowed)
+        else:
+            idx = _shared_top(*group_scores, n, banned, allowed)
+        idx[~said[name]] = -1
+        pos = np.repeat(np.arange(len(batch)), idx.shape[1]).reshape(idx.shape)
+        ok = idx >= 0
+        k = pos[ok].astype(np.int64) * n_items + idx[ok]
+        keys.append(k)
+        rank_keys.append(k * len(generators) + s)
+        rank_vals.append(np.broadcast_to(np.arange(1, idx.shape[1] + 1), idx.shape)[ok])
+    if not keys:
+        empty = np.empty(0, dtype=np.int64)
+        shape = (0, len(generators))
+        return Candidates(empty, empty, np.empty(shape, np.float32), np.empty(shape, np.float32))
+    uniq = np.unique(np.concatenate(keys))
+    pos, item = uniq // n_items, uniq % n_items
+
+    def gathered(name: str) -> np.ndarray:
+        group_scores = shared[name]
+        if group_scores is None:
+            return full[name][pos, item]
+        group, rows = group_scores
+        return rows[group[pos], item]
+
+    scores = np.column_stack(
+        [np.where(said[name][pos], gathered(name), np.nan) for name in generators]
+    ).astype(np.float32)
+    ranks = np.full((len(uniq), len(generators)), np.nan, dtype=np.float32)
+    rk = np.concatenate(rank_keys)
+    row = np.searchsorted(uniq, rk // len(generators))
+    ranks[row, rk % len(generators)] = np.concatenate(rank_vals)
+    return Candidates(pos=pos, item=item, scores=scores, ranks=ranks)
+
+
+def _shared_top(
+    group: np.ndarray,
+    rows: np.ndarray,
+    n: int,
+    banned: sp.csr_matrix | None,
+    allowed: np.ndarray,
+) -> np.ndarray:
+    """Per user, the ``n`` best unbanned items of their group's score row: each group's
+    list is ranked once, long enough to survive the most items any member has seen."""
+    n_users = len(group)
+    seen = np.diff(banned.indptr) if banned is not None else np.zeros(n_users, dtype=np.int64)
+    extra = int(seen.max(initial=0))
+    idx, _ = top_n(rows, n + extra, None, allowed)
+    cand = idx[group]  # (users, n + extra), -1 padded
+    if banned is not None and banned.nnz:
+        user_of = np.repeat(np.arange(n_users), seen).astype(np.int64)
+        seen_keys = np.sort(user_of * len(allowed) + banned.indices)
+        keys = np.arange(n_users)[:, None].astype(np.int64) * len(allowed) + cand
+        at = np.clip(np.searchsorted(seen_keys, keys), 0, len(seen_keys) - 1)
+        cand = np.where(seen_keys[at] == keys, -1, cand)
+    ok = cand >= 0
+    keep = ok & (np.cumsum(ok, axis=1) <= n)
+    # compact each row: kept items first, in order
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
+    out = np.take_along_axis(np.where(keep, cand, -1), order, axis=1)
+    return out
+
+
+def _affinity(rows: sp.csr_matrix, codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """Share of each user's confidence on each code (category/brand), (users, n_codes)."""
+    valid = codes >= 0
+    onehot = sp.csr_matrix(
+        (np.ones(int(valid.sum()), dtype=np.float32), (np.flatnonzero(valid), codes[valid])),
+        shape=(len(codes), max(n_codes, 1)),
+    )
+    counts = np.asarray((rows @ onehot).toarray(), dtype=np.float32)
+    total = np.asarray(rows.sum(axis=1)).ravel()[:, None]
+    return np.where(total > 0, counts / np.maximum(total, 1e-12), 0.0).astype(np.float32)
+
+
+def _relative_to_best(scores: np.ndarray, pos: np.ndarray, n_users: int) -> np.ndarray:
+    """Each score divided by the user's best score from that source: generators' raw
+    scales grow with the size of the history, which differs between training and serving."""
+    if not len(pos):
+        return np.full(scores.shape, np.nan, dtype=np.float32)
+    starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])  # rows are grouped by user
+    magnitude = np.where(np.isfinite(scores), np.abs(scores), -np.inf)
+    best = np.maximum.reduceat(magnitude, starts, axis=0)
+    best_per_row = np.repeat(best, np.diff(np.r_[starts, len(pos)]), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (scores / np.maximum(best_per_row, 1e-12)).astype(np.float32)
+
+
+def _within_user_z(scores: np.ndarray, pos: np.ndarray, n_users: int) -> np.ndarray:
+    """Each score standardised over the user's own candidates (scales differ by user)."""
+    out = np.full(scores.shape, np.nan, dtype=np.float32)
+    for s in range(scores.shape[1]):
+        v = scores[:, s].astype(np.float64)
+        ok = np.isfinite(v)
+        n = np.bincount(pos[ok], minlength=n_users)
+        mean = np.bincount(pos[ok], weights=v[ok], minlength=n_users) / np.maximum(n, 1)
+        sq = np.bincount(pos[ok], weights=v[ok] ** 2, minlength=n_users) / np.maximum(n, 1)
+        std = np.sqrt(np.maximum(sq - mean**2, 0.0))
+        out[ok, s] = ((v[ok] - mean[pos[ok]]) / np.maximum(std[pos[ok]], 1e-9)).astype(np.float32)
+    return out
+
+
+def feature_names(sources: list[str], with_store: bool) -> list[str]:
+    names = [f"{s}_score" for s in sources] + [f"{s}_rank" for s in sources]
+    names += [f"{s}_zscore" for s in sources]
+    names += [
+        "n_sources",
+        "user_events",
+        "user_items",
+        "user_days_since_last",
+        "user_age",
+        "user_gender",
+        "user_segment",
+        "item_popularity",
+        "item_trending",
+        "item_age_days",
+        "item_log_price",
+        "item_category",
+        "item_top_category",
+        "category_affinity",
+        "top_category_affinity",
+        "brand_affinity",
+        "price_vs_user",
+        "time_gap_days",
+    ]
+    if with_store:
+        names += [f"store_user_{n}" for n in STORE_USER_FEATURES]
+        names += [f"store_item_{n}" for n in STORE_ITEM_FEATURES]
+    return names
+
+
+def features(
+    cands: Candidates,
+    batch: UserBatch,
+    ctx: Context,
+    items: ItemSide,
+    genders: np.ndarray,
+    store: StoreFeatures | None,
+) -> np.ndarray:
+    """The ranker's feature matrix for ``cands`` (columns as ``feature_names``)."""
+    h = ctx.history
+    pos, item = cands.pos, cands.item
+    codes = batch.codes[pos]
+    known = codes >= 0
+    safe = np.where(known, codes, 0)
+    rows = batch.rows
+    n_rows = np.diff(rows.indptr)
+    # a folded-in user's events are the items they were given (training never sees 0 events
+    # with items)
+    in_history = batch.known[pos]
+    user_events = np.where(in_history, h.user_events[safe], n_rows[pos]).astype(np.float32)
+    since = np.where(known, (h.now - h.user_last[safe]) / DAY, np.nan)
+    gender = pd.Index(genders).get_indexer(pd.Index(np.asarray(batch.gender, dtype=object)))
+    log_price = np.log(np.maximum(items.price, 1e-6)).astype(np.float32)
+    weight_sum = np.asarray(rows.sum(axis=1)).ravel()
+    user_log_price = np.where(
+        weight_sum > 0, (rows @ log_price) / np.maximum(weight_sum, 1e-12), np.nan
+    )
+    cat_aff = _affinity(rows, items.category, len(items.categories))
+    top_aff = _affinity(rows, items.top_category, len(items.top_categories))
+    brand_aff = _affinity(rows, items.brand, len(items.brands))
+    brand_of = items.brand[item]
+    cols = [
+        _relative_to_best(cands.scores, pos, len(batch)),
+        cands.ranks,
+        _within_user_z(cands.scores, pos, len(batch)),
+        np.isfinite(cands.ranks).sum(axis=1, keepdims=True),
+        user_events[:, None],
+        n_rows[pos][:, None],
+        since[:, None],
+        np.asarray(batch.age, dtype=float)[pos][:, None],
+        np.where(gender < 0, np.nan, gender)[pos][:, None],
+        np.where(batch.segment < 0, np.nan, batch.segment)[pos][:, None],
+        (h.popularity / max(float((h.user_events > 0).sum()), 1.0))[item][:, None],
+        (h.trending / max(float(h.trending.sum()), 1e-12))[item][:, None],
+        ((h.now - items.created[item]) / DAY)[:, None],
+        log_price[item][:, None],
+        items.category[item][:, None],
+        items.top_category[item][:, None],
+        cat_aff[pos, items.category[item]][:, None],
+        top_aff[pos, items.top_category[item]][:, None],
+        np.where(brand_of >= 0, brand_aff[pos, np.maximum(brand_of, 0)], np.nan)[:, None],
+        (log_price[item] - user_log_price[pos])[:, None],
+        ((h.item_mean_ts[item] - np.where(known, h.user_mean_ts[safe], np.nan)) / DAY)[:, None],
+    ]
+    if store is not None:
+        user_store = np.where(known[:, None], store.users[safe], np.nan)
+        cols += [user_store, store.items[item]]
+    return np.hstack([np.asarray(c, dtype=np.float32) for c in cols])
+
+
+# --- Readable reasons for a recommendation, from the features that pushed it up.
+_REASONS = {
+    "als": "shoppers with similar taste engaged with it",
+    "bpr": "shoppers with similar taste engaged with it",
+    "itemitem": "often engaged with together with items you engaged with",
+    "content": "similar to items you recently looked at",
+    "popularity": "popular with shoppers like you",
+    "trending": "trending this week",
+    "n_sources": "several recommenders agree on it",
+    "item_popularity": "a best-seller",
+    "item_trending": "trending this week",
+    "item_age_days": "new in the catalog",
+    "brand_affinity": "from a brand you like ({brand})",
+    "category_affinity": "matches your interest in {category}",
+    "top_category_affinity": "matches your interest in {top_category}",
+    "price_vs_user": "in your usual price range",
+    "time_gap_days": "popular when you were shopping",
+    "item_log_price": "priced for you",
+    "item_category": "in {category}",
+    "item_top_category": "in {top_category}",
+}
+
+
+def reason_for(feature: str, item: int, items: ItemSide) -> str | None:
+    """Words for one feature's push on ``item``; None for user-only features (they
+    move every candidate of a user alike, so they explain nothing about the choice)."""
+    if feature.startswith("store_item_"):
+        name = feature.removeprefix("store_item_")
+        if name.endswith("rate"):
+            return "often bought once viewed"
+        return "popular right now"
+    base = (
+        feature.rsplit("_", 1)[0] if feature.endswith(("_score", "_rank", "_zscore")) else feature
+    )
+    template = _REASONS.get(base)
+    if template is None:
+        return None
+    brand = items.brand[item]
+    return template.format(
+        category=items.categories[items.category[item]],
+        top_category=items.top_categories[items.top_category[item]],
+        brand=items.brands[brand] if brand >= 0 else "",
+    )
+
+
+def explain(
+    contributions: np.ndarray, names: list[str], item: int, items: ItemSide, top: int = 3
+) -> list[str]:
+    """The ``top`` distinct reasons with the largest positive contributions."""
+    order = np.argsort(-contributions[: len(names)])
+    out: list[str] = []
+    for j in order:
+        if contributions[j] <= 0 or len(out) >= top:
+            break
+        text = reason_for(names[j], item, items)
+        if text and text not in out:
+            out.append(text)
+    return out or ["popular overall"]
