@@ -24,19 +24,20 @@ from dataclasses import replace
 from pathlib import Path
 from pipelines.evaluation.evalset import EvalConfig
 from pipelines.settings import load_settings
-from pipelines.recommender.plan import TrainConfig, train
+from pipelines.recommender.config import TrainConfig
+from pipelines.registry.challenger import train_challenger
 root = Path({root!r})
 if {movielens!r}:
     from pipelines.data.importers.movielens import import_movielens_100k
     import_movielens_100k(Path({movielens!r}), out=root / "shop")
     base = TrainConfig()
-    cfg = replace(base, ranker=replace(base.ranker, label_days=30.0), evaluate=EvalConfig(holdout_days=28))
+    cfg = replace(base, ranker=replace(base.ranker, label_days=30.0), holdout_days=28)
 else:
     from pipelines.data.generator import GeneratorConfig, generate_shop
     generate_shop(GeneratorConfig(users={users}, items={items}, events={events}, seed=7), out=root / "shop")
     cfg = TrainConfig()
 t = time.perf_counter()
-o = train(root / "shop", settings=load_settings({{"SHOPML_HOME": str(root / "home")}}), cfg=cfg)
+o = train_challenger(root / "shop", settings=load_settings({{"SHOPML_HOME": str(root / "home")}}), cfg=cfg)
 result = {{"train_seconds": time.perf_counter() - t, "version": o.version}}
 """
 EVALUATE = """
@@ -45,6 +46,7 @@ logging.basicConfig(level=logging.WARNING)
 from pathlib import Path
 from pipelines.evaluation.evalset import EvalConfig, freeze_eval_set
 from pipelines.evaluation.evaluate import EvaluateConfig, evaluate
+from pipelines.recommender.predict import RecommendRequest
 from pipelines.registry.models import load_recommender
 from pipelines.settings import load_settings
 root = Path({root!r})
@@ -56,8 +58,8 @@ es = freeze_eval_set(root / "shop", ecfg)
 freeze = time.perf_counter() - t
 rec = load_recommender(uri, settings)
 t = time.perf_counter()
-rec.recommend(es.users["user_id"].tolist(), ecfg.max_k, age=es.users["age"].tolist(),
-              gender=es.users["gender"].tolist(), region=es.users["region"].tolist())
+rec.recommend(RecommendRequest(es.users["user_id"].tolist(), ecfg.max_k, age=es.users["age"].tolist(),
+              gender=es.users["gender"].tolist(), region=es.users["region"].tolist()))
 bare = time.perf_counter() - t
 del rec
 t = time.perf_counter()

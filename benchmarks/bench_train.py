@@ -25,7 +25,7 @@ from pipelines.data.timeline import DAY
 from pipelines.data.generator import GeneratorConfig, generate_shop
 from pipelines.settings import load_settings
 from pipelines.data.snapshot import Snapshot
-from pipelines.recommender.plan import train
+from pipelines.registry.challenger import train_challenger
 root = Path({root!r})
 if not (root / "shop").exists():
     generate_shop(GeneratorConfig(users={users}, items={items}, events={events}, seed=7), out=root / "shop")
@@ -34,19 +34,20 @@ last = datetime.fromisoformat(snap.manifest["event_time"]["max"].replace("Z", "+
 end = datetime(last.year, last.month, last.day, tzinfo=UTC).timestamp() + DAY
 until = datetime.fromtimestamp(end - 14 * DAY, tz=UTC)
 t = time.perf_counter()
-o = train(root / "shop", settings=load_settings({{"SHOPML_HOME": str(root / "home")}}), until=until)
+o = train_challenger(root / "shop", settings=load_settings({{"SHOPML_HOME": str(root / "home")}}), until=until)
 result = {{"train_seconds": time.perf_counter() - t, "steps": o.result.seconds, "version": o.version}}
 """
 RECOMMEND = """
 import logging, time
 import numpy as np
 logging.basicConfig(level=logging.WARNING)
+from pipelines.recommender.predict import RecommendRequest
 from pipelines.registry.models import load_recommender
 from pipelines.settings import load_settings
 rec = load_recommender("models:/shopml-recommender/{version}", load_settings({{"SHOPML_HOME": {home!r}}}))
 users = rec.ctx.user_ids[np.random.default_rng(7).permutation(len(rec.ctx.user_ids))[:100_000]]
 t = time.perf_counter()
-out = rec.recommend(list(users), 10)
+out = rec.recommend(RecommendRequest(list(users), 10))
 result = {{"recommend_seconds": time.perf_counter() - t, "users": len(users), "rows": len(out)}}
 """
 

@@ -69,43 +69,43 @@ def shopml_retrain() -> None:
             snapshot=params.get("snapshot") or extra.get("snapshot") or None,
             config=params.get("config") or extra.get("config") or None,
             dag_run_id=context["run_id"],
-        )
+        ).to_xcom()
 
     @task
     def build_features(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.orchestration.steps import features_step
+        from pipelines.orchestration.steps import RunPayload, features_step
 
-        return features_step(info)
+        return features_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task
     def materialize_features(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.orchestration.steps import materialize_step
+        from pipelines.orchestration.steps import RunPayload, materialize_step
 
-        return materialize_step(info)
+        return materialize_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task
     def train_candidates(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.orchestration.steps import candidates_step
+        from pipelines.orchestration.steps import RunPayload, candidates_step
 
-        return candidates_step(info)
+        return candidates_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task
     def train_ranker(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.orchestration.steps import ranker_step
+        from pipelines.orchestration.steps import RunPayload, ranker_step
 
-        return ranker_step(info)
+        return ranker_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task(retries=0)  # registering twice would make two versions
     def register_challenger(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.orchestration.steps import register_step
+        from pipelines.orchestration.steps import RunPayload, register_step
 
-        return register_step(info)
+        return register_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task
     def evaluate_challenger(info: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.orchestration.steps import evaluate_step
+        from pipelines.orchestration.steps import RunPayload, evaluate_step
 
-        return evaluate_step(info)
+        return evaluate_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task.short_circuit
     def gate(info: dict[str, Any]) -> bool:
@@ -128,16 +128,16 @@ def shopml_retrain() -> None:
 
     @task
     def promote_model(info: dict[str, Any], **context: Any) -> dict[str, Any]:
-        from pipelines.orchestration.steps import promote_step
+        from pipelines.orchestration.steps import RunPayload, promote_step
 
         review = context["ti"].xcom_pull(task_ids="await_review")
-        return promote_step(info, review, context["run_id"])
+        return promote_step(RunPayload.from_xcom(info), review, context["run_id"]).to_xcom()
 
     @task
     def notify(result: dict[str, Any]) -> str:
-        from pipelines.orchestration.steps import notify_step
+        from pipelines.orchestration.steps import PromotionResult, notify_step
 
-        return notify_step(result)
+        return notify_step(PromotionResult.from_xcom(result))
 
     evaluated = evaluate_challenger(
         register_challenger(

@@ -1,10 +1,138 @@
-"""Replacing a folder as a whole: readers see the old folder or the new one, never a mix."""
+"""The plumbing every stage shares: atomic writes, JSON files, hashing, staging folders.
+
+- :func:`atomic_path`, :func:`write_bytes` / :func:`write_text` / :func:`write_json`: a
+  file appears whole or not at all (written to a temporary name beside it, renamed into
+  place);
+- :func:`staging_folder` + :func:`swap_in` / :func:`publish`: a folder is built under a
+  hidden temporary name and put in place in one rename; readers see the old folder or the
+  new one, never a mix, and a failed build leaves nothing behind;
+- :func:`jsonable`: numpy scalars, timestamps and non-finite floats made JSON-ready;
+- :func:`sha256_file`, :func:`sha256_bytes`, :func:`sha256_json`: the digests manifests
+  record.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
 import shutil
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def temporary_name(path: Path, kind: str = "tmp") -> Path:
+    """A hidden, unique name beside ``path`` (``.name.tmp-1a2b3c4d``)."""
+    return path.parent / f".{path.name}.{kind}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path to write ``path``'s new content to (by any writer: pandas,
+    pyarrow, ...); renamed over ``path`` when the block ends, removed when it raises."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(target)
+    try:
+        yield tmp
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably (temporary file, fsync, rename)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def dumps(payload: Any, *, sort_keys: bool = False, indent: int | None = 2) -> str:
+    """JSON text of ``payload`` (values made JSON-ready by :func:`jsonable`), one line
+    when ``indent`` is None, else pretty with a final newline."""
+    text = json.dumps(payload, indent=indent, sort_keys=sort_keys, default=jsonable)
+    return text if indent is None else text + "\n"
+
+
+def write_json(path: str | Path, payload: Any, *, sort_keys: bool = False) -> None:
+    """``payload`` as indented JSON at ``path``, atomically."""
+    write_text(path, dumps(payload, sort_keys=sort_keys))
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready stand-in for a value ``json`` cannot write itself: numpy scalars and
+    arrays become numbers and lists, timestamps ISO 8601 text, NaN and infinities None,
+    paths and anything else their text."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int | str | bool) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "isoformat"):  # pandas Timestamp
+        return value.isoformat()
+    return str(value)
+
+
+def finite_or_none(values: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """A table of metric values with NaN and infinities as None (JSON has no NaN)."""
+    return {
+        s: {m: (v if math.isfinite(v) else None) for m, v in row.items()}
+        for s, row in values.items()
+    }
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(payload: Any) -> str:
+    """The digest of ``payload``'s canonical JSON (sorted keys, no spaces after indent)."""
+    return sha256_bytes(json.dumps(payload, sort_keys=True, default=jsonable).encode())
+
+
+@contextmanager
+def staging_folder(target: Path, *, kind: str = "tmp") -> Iterator[Path]:
+    """A fresh hidden folder beside ``target`` to build into; removed when the block
+    raises, or when it ends without the folder having been published."""
+    tmp = temporary_name(target, kind)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def swap_in(new: Path, target: Path) -> None:
@@ -16,7 +144,7 @@ def swap_in(new: Path, target: Path) -> None:
     if not target.exists():
         new.rename(target)
         return
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    old = temporary_name(target, "old")
     target.rename(old)
     try:
         new.rename(target)
@@ -24,3 +152,16 @@ def swap_in(new: Path, target: Path) -> None:
         old.rename(target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def publish(new: Path, target: Path, *, exists: Callable[[], bool]) -> bool:
+    """Rename ``new`` to ``target`` unless another writer published first: returns False
+    (and leaves ``new`` for the caller's clean-up) when ``target`` appeared and
+    ``exists()`` says it is complete; raises the rename's error otherwise."""
+    try:
+        new.rename(target)
+    except OSError:
+        if not exists():
+            raise
+        return False
+    return True

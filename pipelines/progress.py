@@ -53,15 +53,35 @@ def progress_reporter(
         now = time.perf_counter()
         if now - last[0] >= every_s or done >= total:
             last[0] = now
-            rate = done / max(now - started, 1e-9)
-            log.info(
-                "%s: %s / %s %s (%s %s/s)",
-                description,
-                f"{done:,}",
-                f"{total:,}",
-                unit,
-                f"{rate:,.0f}",
-                unit,
-            )
+            _log_rate(description, done, total, unit, now - started)
 
     yield log_update
+
+
+def stage_progress(unit: str = "users", every_s: float = 5.0) -> Callable[[str, int, int], None]:
+    """A ``progress(stage, done, total)`` for work in several stages: a log line per stage
+    every ``every_s`` seconds and at its end, with counts and the stage's rate."""
+    started: dict[str, float] = {}
+    last: dict[str, float] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        start = started.setdefault(stage, now)
+        if now - last.get(stage, 0.0) >= every_s or done >= total:
+            last[stage] = now
+            _log_rate(stage, done, total, unit, now - start)
+
+    return update
+
+
+def _log_rate(description: str, done: int, total: int, unit: str, seconds: float) -> None:
+    rate = done / max(seconds, 1e-9)
+    log.info(
+        "%s: %s / %s %s (%s %s/s)",
+        description,
+        f"{done:,}",
+        f"{total:,}",
+        unit,
+        f"{rate:,.0f}",
+        unit,
+    )

@@ -146,7 +146,9 @@ T = TypeVar("T")
 
 
 # The tables of a pipeline config file (one file may hold all of them).
-PIPELINE_TABLES = ("train", "candidates", "ranker", "features", "evaluate", "gate")
+PIPELINE_TABLES = (
+    "validation", "features", "train", "candidates", "ranker", "evaluate", "gate",
+)  # fmt: skip
 
 
 def check_tables(path: str | Path) -> None:
@@ -162,6 +164,21 @@ def check_tables(path: str | Path) -> None:
     if unknown:
         tables = ", ".join(f"[{t}]" for t in PIPELINE_TABLES)
         raise ConfigError(f"{p}: unknown table(s) {unknown}; use {tables}")
+
+
+def config_value(
+    path: str | Path, section: str, key: str, default: T, types: tuple[type, ...]
+) -> T:
+    """One value of a ``[section]`` table (``default`` when absent), refused unless it is
+    one of ``types``: for a stage that reads a single key of another stage's table."""
+    p = Path(path)
+    try:
+        value = tomllib.loads(p.read_text()).get(section, {}).get(key, default)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read the [{section}] settings: {exc}") from exc
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ConfigError(f"{p}: [{section}] {key} = {value!r} is not a {types[0].__name__}")
+    return value
 
 
 def config_section(cls: type[T], path: str | Path, section: str, **overrides: Any) -> T:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pipelines.candidates import CandidateConfig
 from pipelines.data.generator import GeneratorConfig
 from pipelines.features import FeatureConfig
-from pipelines.recommender.plan import TrainConfig, TrainOptions
-from pipelines.recommender.train import RankerConfig
+from pipelines.recommender.config import RankerConfig, TrainConfig, TrainOptions
 
 SHOP = GeneratorConfig(users=1_500, items=300, events=40_000, seed=11, days=45, judged_queries=20)
 LIGHT = TrainConfig(

@@ -102,8 +102,9 @@ def test_recommendation_page_documents_every_feature_option_and_reason() -> None
     from dataclasses import asdict
 
     from pipelines.candidates import SOURCES
-    from pipelines.recommender.plan import TrainConfig
-    from pipelines.recommender.rows import _REASONS, feature_names
+    from pipelines.recommender.config import TrainConfig
+    from pipelines.recommender.reasons import REASONS
+    from pipelines.recommender.rows import feature_names
 
     page = (REPO / "docs" / "recommendation.md").read_text()
     for name in feature_names(list(SOURCES), with_store=True):
@@ -120,7 +121,7 @@ def test_recommendation_page_documents_every_feature_option_and_reason() -> None
         assert pattern in page
     for source in SOURCES:
         assert f"| `{source}` |" in page, source
-    for reason in set(_REASONS.values()):
+    for reason in set(REASONS.values()):
         assert reason.split(" ({")[0].split("{")[0].strip() in page, reason
     # the config example parses and names every option with its default
     example = page.split("## Configuration")[1].split("```toml")[1].split("```")[0]
@@ -139,7 +140,7 @@ def test_evaluation_page_defines_every_metric_and_gate_option() -> None:
     from pipelines.evaluation.evalset import EvalConfig
     from pipelines.evaluation.evaluate import EvaluateConfig
     from pipelines.evaluation.gate import Check
-    from pipelines.evaluation.metrics import BEYOND_ACCURACY, METRICS
+    from pipelines.ranking.metrics import BEYOND_ACCURACY, METRICS
 
     page = (REPO / "docs" / "evaluation.md").read_text()
     for metric in (*METRICS, *BEYOND_ACCURACY):

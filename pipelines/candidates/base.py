@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pipelines.data.contract import EVENT_TYPES
+from pipelines.data.contract import DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
 from pipelines.data.timeline import DAY, Timeline
 from pipelines.errors import require_all
+from pipelines.io import write_json
 
-DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "search_click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 # How many candidates each source contributes before the union (300 in total by default).
 DEFAULT_PER_SOURCE = {
     "als": 80,
@@ -258,6 +258,34 @@ def top_n(
     return idx.astype(np.int64), best
 
 
+def shared_top(
+    group: np.ndarray,
+    rows: np.ndarray,
+    n: int,
+    banned: sp.csr_matrix | None,
+    allowed: np.ndarray,
+) -> np.ndarray:
+    """Per user, the ``n`` best unbanned items of their group's score row: each group's
+    list is ranked once, long enough to survive the most items any member has seen."""
+    n_users = len(group)
+    seen = np.diff(banned.indptr) if banned is not None else np.zeros(n_users, dtype=np.int64)
+    extra = int(seen.max(initial=0))
+    idx, _ = top_n(rows, n + extra, None, allowed)
+    cand = idx[group]  # (users, n + extra), -1 padded
+    if banned is not None and banned.nnz:
+        user_of = np.repeat(np.arange(n_users), seen).astype(np.int64)
+        seen_keys = np.sort(user_of * len(allowed) + banned.indices)
+        keys = np.arange(n_users)[:, None].astype(np.int64) * len(allowed) + cand
+        at = np.clip(np.searchsorted(seen_keys, keys), 0, len(seen_keys) - 1)
+        cand = np.where(seen_keys[at] == keys, -1, cand)
+    ok = cand >= 0
+    keep = ok & (np.cumsum(ok, axis=1) <= n)
+    # compact each row: kept items first, in order
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
+    out = np.take_along_axis(np.where(keep, cand, -1), order, axis=1)
+    return out
+
+
 class Generator(ABC):
     """A candidate source: fit on a :class:`Context`, score the catalog for a batch of users.
 
@@ -337,7 +365,7 @@ class Generator(ABC):
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         meta = {"name": self.name, "config": asdict(self.cfg), "fit_seconds": self.fit_seconds}
-        (folder / f"{self.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(folder / f"{self.name}.json", meta)
         state = self.state()
         np.savez(
             folder / f"{self.name}.npz", **{k: v for k, v in state.items() if not sp.issparse(v)}
@@ -451,7 +479,7 @@ class Context:
 
 
 def _rows_from_items(
-    recent_items: Sequence[Sequence[str]], item_ids: np.ndarray, has_rows: np.ndarray
+    recent_items: Sequence[Sequence[str] | None], item_ids: np.ndarray, has_rows: np.ndarray
 ) -> sp.csr_matrix:
     """Rows with weight 1 on each listed item, for users without history rows (the
     others keep their history and stay empty here)."""
@@ -466,6 +494,13 @@ def _rows_from_items(
     return sp.csr_matrix(
         (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(has_rows), len(item_ids))
     )
+
+
+def item_rows(
+    items_per_user: Sequence[Sequence[str] | None], item_ids: np.ndarray
+) -> sp.csr_matrix:
+    """One row per user with weight 1 on each listed item id (unknown ids are ignored)."""
+    return _rows_from_items(items_per_user, item_ids, np.zeros(len(items_per_user), dtype=bool))
 
 
 AGE_BANDS = (0.0, 18.0, 25.0, 35.0, 45.0, 55.0, 65.0)

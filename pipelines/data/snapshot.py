@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ import pyarrow.parquet as pq
 from pipelines import __version__
 from pipelines.data.contract import EMBEDDING, TABLES, check_schema, empty_table, schema
 from pipelines.errors import SnapshotError
-from pipelines.io import swap_in
+from pipelines.io import sha256_file, swap_in, temporary_name, write_json
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -39,14 +37,6 @@ _PARQUET_OPTIONS: dict[str, Any] = {
     "write_statistics": True,
     "use_dictionary": True,
 }
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def snapshot_id_of(file_digests: dict[str, str]) -> str:
@@ -204,7 +194,7 @@ def write_snapshot(
     _check_target(target, overwrite)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp = temporary_name(target)
         tmp.mkdir()
     except OSError as exc:
         raise SnapshotError(f"cannot write a snapshot at {target}: {exc.strerror or exc}") from exc
@@ -216,7 +206,7 @@ def write_snapshot(
         manifest = _build_manifest(
             tmp, source=source, producer=producer, notes=notes or [], allow_empty=allow_empty
         )
-        _write_json_durably(tmp / MANIFEST, manifest)
+        write_json(tmp / MANIFEST, manifest)
         _publish(tmp, target, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -272,14 +262,6 @@ def _build_manifest(
         "tables": tables,
         "notes": notes,
     }
-
-
-def _write_json_durably(path: Path, payload: dict[str, Any]) -> None:
-    with path.open("w") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _is_empty_dir(path: Path) -> bool:

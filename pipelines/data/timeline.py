@@ -9,6 +9,7 @@ is then a prefix found by binary search, and "events in the window [t - w, t)" a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from pipelines.data.contract import EVENT_TYPES
 from pipelines.data.snapshot import Snapshot
 from pipelines.errors import ShopMLError
 
-DAY = 86_400.0
+DAY = 86_400  # seconds; every duration in days is converted with this one constant
 VIEW, CART, PURCHASE, SEARCH_CLICK = (
     EVENT_TYPES.index(t) for t in ("view", "add_to_cart", "purchase", "search_click")
 )
@@ -68,6 +69,27 @@ class Timeline:
     def window(self, t: float, days: float) -> slice:
         """Events in ``[t - days, t)``."""
         return slice(self.before(t - days * DAY), self.before(t))
+
+
+def snapshot_end(snap: Snapshot) -> datetime:
+    """The first UTC midnight after the snapshot's last event: the default feature time
+    and the end of the snapshot's evaluation window."""
+    last = datetime.fromisoformat(snap.manifest["event_time"]["max"].replace("Z", "+00:00"))
+    day = datetime(last.year, last.month, last.day, tzinfo=UTC)
+    return datetime.fromtimestamp(day.timestamp() + DAY, tz=UTC)
+
+
+# The evaluation window of a snapshot, in days: `[evaluate] holdout_days` sets both the
+# window the gate scores and where training stops by default.
+DEFAULT_HOLDOUT_DAYS = 7.0
+
+
+def holdout_window(snap: Snapshot, holdout_days: float) -> tuple[datetime, datetime]:
+    """The evaluation window ``[start, end)``: the last ``holdout_days`` before
+    :func:`snapshot_end`. Training stops at ``start`` by default, so the gate scores
+    interactions no model has seen."""
+    end = snapshot_end(snap)
+    return datetime.fromtimestamp(end.timestamp() - holdout_days * DAY, tz=UTC), end
 
 
 def load_timeline(snap: Snapshot) -> Timeline:

@@ -30,13 +30,19 @@ import numpy as np
 import pandas as pd
 
 from pipelines.candidates import CandidateConfig
-from pipelines.candidates.base import Context
+from pipelines.candidates.base import Context, shared_top
+from pipelines.data.generator import GeneratorConfig, generate_shop
+from pipelines.data.importers.movielens import import_movielens_100k
 from pipelines.data.snapshot import Snapshot
 from pipelines.data.timeline import DAY, load_timeline
-from pipelines.evaluation.metrics import ranking_metrics
+from pipelines.ranking.metrics import ranking_metrics
 from pipelines.recommender.bundle import FeatureSource
-from pipelines.recommender.rows import _shared_top
-from pipelines.recommender.train import Fold, Labels, RankerConfig, candidate_stage, ranker_stage
+from pipelines.recommender.config import RankerConfig, TrainConfig
+from pipelines.recommender.labels import Labels
+from pipelines.recommender.predict import RecommendRequest
+from pipelines.recommender.train import Fold, candidate_stage, ranker_stage
+from pipelines.registry.challenger import train_challenger
+from pipelines.settings import load_settings
 
 log = logging.getLogger(__name__)
 K = 10
@@ -134,7 +140,7 @@ def global_popularity(ctx: Context, users: np.ndarray, k: int) -> pd.DataFrame:
     batch = ctx.batch(ctx.user_ids[users])
     # one ranked list shared by everyone (a dense users x items copy is 4 GB at 20k x 50k)
     group = np.zeros(len(users), dtype=np.int64)
-    idx = _shared_top(group, pop, k, batch.rows, ctx.history.item_exists)
+    idx = shared_top(group, pop, k, batch.rows, ctx.history.item_exists)
     b, r = np.nonzero(idx >= 0)
     return pd.DataFrame(
         {"user_id": ctx.user_ids[users[b]], "rank": r + 1, "item_id": ctx.item_ids[idx[b, r]]}
@@ -154,8 +160,6 @@ def movielens(
     work_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The MovieLens-100K benchmark (module docstring); returns the results document."""
-    from pipelines.data.importers.movielens import import_movielens_100k
-
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shopml-ml100k-", dir=work_dir) as tmp:
         snap_dir = Path(tmp) / "snapshot"
@@ -187,7 +191,7 @@ def movielens(
     )
     for name, lists in generator_lists(rec.ctx, rec.generators, users, K).items():
         scores[name] = _rounded(ranking_metrics(lists, truth, K))
-    reranked = rec.recommend(rec.ctx.user_ids[users], K)
+    reranked = rec.recommend(RecommendRequest(rec.ctx.user_ids[users], K))
     scores["re-ranked pipeline"] = _rounded(ranking_metrics(reranked, truth, K))
     best_single = max((v["ndcg"], n) for n, v in scores.items() if n != "re-ranked pipeline")
     return {
@@ -224,10 +228,6 @@ def synthetic(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """The synthetic-shop benchmark (module docstring); returns the results document."""
-    from pipelines.data.generator import GeneratorConfig, generate_shop
-    from pipelines.recommender.plan import TrainConfig, train
-    from pipelines.settings import load_settings
-
     started = time.perf_counter()
     tmp_root = Path(tempfile.mkdtemp(prefix="shopml-bench-rec-", dir=work_dir))
     home = tmp_root / "home"
@@ -243,7 +243,9 @@ def synthetic(
     end_day = datetime(last.year, last.month, last.day, tzinfo=UTC).timestamp() + DAY
     until = datetime.fromtimestamp(end_day - holdout_days * DAY, tz=UTC)
 
-    outcome = train(gen.path, settings=settings, cfg=TrainConfig(), until=until, progress=progress)
+    outcome = train_challenger(
+        gen.path, settings=settings, cfg=TrainConfig(), until=until, progress=progress
+    )
     rec = outcome.result.recommender
     tl = load_timeline(snap)
     split = tl.before(until.timestamp())
@@ -261,7 +263,7 @@ def synthetic(
         lists = {"global popularity": global_popularity(rec.ctx, group, K)}
         if label == "returning users":
             lists.update(generator_lists(rec.ctx, rec.generators, group, K))
-        lists["re-ranked pipeline"] = rec.recommend(rec.ctx.user_ids[group], K)
+        lists["re-ranked pipeline"] = rec.recommend(RecommendRequest(rec.ctx.user_ids[group], K))
         binary_truth = held.truth(rec.ctx.user_ids, rec.ctx.item_ids, group)
         graded_truth = graded.truth(rec.ctx.user_ids, rec.ctx.item_ids, group, graded=True)
         results[label] = {
@@ -288,7 +290,7 @@ def synthetic(
     )
     batch_users = rec.ctx.user_ids[picks]
     t0 = time.perf_counter()
-    rec.recommend(list(batch_users), K)
+    rec.recommend(RecommendRequest(list(batch_users), K))
     recommend_seconds = time.perf_counter() - t0
     doc = {
         "benchmark": "synthetic",

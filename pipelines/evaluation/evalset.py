@@ -18,11 +18,8 @@ window, for the popularity baseline) and ``eval_set.json`` (written last).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +29,18 @@ import numpy as np
 import pandas as pd
 
 from pipelines.data.contract import DEFAULT_GRADES, EVENT_TYPES
-from pipelines.data.snapshot import Snapshot, sha256_file
+from pipelines.data.snapshot import Snapshot
+from pipelines.data.timeline import (
+    DEFAULT_HOLDOUT_DAYS,
+    category_medians,
+    holdout_window,
+    load_timeline,
+)
 from pipelines.errors import ShopMLError, require_all
+from pipelines.features.config import FeatureConfig
+from pipelines.features.segments import assign_segments, fit_segments
+from pipelines.features.user_profile import advance, new_state
+from pipelines.io import publish, sha256_file, sha256_json, staging_folder, write_json
 
 log = logging.getLogger(__name__)
 FOLDER = "evaluation"
@@ -47,7 +54,7 @@ FROZEN = ("holdout_days", "max_users", "grades", "min_grade", "exclude_seen", "s
 class EvalConfig:
     """The ``[evaluate]`` table (docs/evaluation.md lists every option)."""
 
-    holdout_days: float = 7.0
+    holdout_days: float = DEFAULT_HOLDOUT_DAYS
     k: list[int] = field(default_factory=lambda: [5, 10, 20])
     headline_k: int = 10
     max_users: int = 20_000
@@ -115,20 +122,6 @@ class EvalSet:
         }
 
 
-def window(snap: Snapshot, holdout_days: float) -> tuple[datetime, datetime]:
-    """The evaluation window [start, end): end is the midnight after the last event."""
-    from pipelines.features.build import default_as_of
-
-    end = default_as_of(snap)
-    start = datetime.fromtimestamp(end.timestamp() - holdout_days * 86_400, tz=UTC)
-    return start, end
-
-
-def window_start(snap: Snapshot, holdout_days: float) -> datetime:
-    """Where the evaluation window of ``snap`` starts: train on events before it."""
-    return window(snap, holdout_days)[0]
-
-
 def freeze_eval_set(snapshot: str | Path, cfg: EvalConfig) -> EvalSet:
     """The snapshot's evaluation set: read (and verified) when it exists, else built and
     written once. Raises :class:`ShopMLError` when the stored set was changed or was
@@ -159,9 +152,7 @@ def freeze_eval_set(snapshot: str | Path, cfg: EvalConfig) -> EvalSet:
 
 
 def _build(snap: Snapshot, cfg: EvalConfig, folder: Path) -> EvalSet:
-    from pipelines.data.timeline import load_timeline
-
-    start, end = window(snap, cfg.holdout_days)
+    start, end = holdout_window(snap, cfg.holdout_days)
     tl = load_timeline(snap)
     t0, t1 = start.timestamp(), end.timestamp()
     n_before = tl.before(t0)
@@ -239,11 +230,6 @@ def _build(snap: Snapshot, cfg: EvalConfig, folder: Path) -> EvalSet:
 def _segments(tl: Any, t: float) -> np.ndarray:
     """Shopper segments as of ``t``, with the feature store's clustering (docs/features.md),
     fitted on what was known at ``t`` only; -1 for shoppers without history."""
-    from pipelines.data.timeline import category_medians
-    from pipelines.features.config import FeatureConfig
-    from pipelines.features.segments import assign_segments, fit_segments
-    from pipelines.features.user_profile import advance, new_state
-
     fcfg = FeatureConfig()
     state = new_state(tl)
     advance(state, tl, t, fcfg, category_medians(tl, t))
@@ -254,7 +240,7 @@ def _segments(tl: Any, t: float) -> np.ndarray:
 def _digest(manifest: dict[str, Any]) -> str:
     body = {k: manifest[k] for k in ("snapshot_id", "window_start", "window_end", "config")}
     body["files"] = manifest["files"]
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return sha256_json(body)
 
 
 def _write(
@@ -266,9 +252,7 @@ def _write(
     end: datetime,
     history_users: int,
 ) -> EvalSet:
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with staging_folder(folder) as tmp:
         files = {}
         for name in FILES:
             path = tmp / f"{name}.parquet"
@@ -286,15 +270,10 @@ def _write(
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         manifest["hash"] = _digest(manifest)
-        (tmp / "eval_set.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        try:
-            tmp.rename(folder)  # the set appears whole or not at all
-        except OSError:
-            if not (folder / "eval_set.json").is_file():
-                raise
+        write_json(tmp / "eval_set.json", manifest)
+        # the set appears whole or not at all
+        if not publish(tmp, folder, exists=lambda: (folder / "eval_set.json").is_file()):
             log.info("another process froze %s first; using it", folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     es = load_eval_set(folder)
     log.info(
         "froze the evaluation set of %s: %s users, %s truth rows, window %s to %s (hash %s)",

@@ -2,7 +2,7 @@
 evaluation set, judge the gate, write the verdict and the reviewer's report, log them.
 
 Every model is scored on the same rows (:mod:`pipelines.evaluation.evalset`) with the metrics of
-:mod:`pipelines.evaluation.metrics`, overall and per slice (new vs returning users, each user
+:mod:`pipelines.ranking.metrics`, overall and per slice (new vs returning users, each user
 segment, cold items, the top categories); a popularity baseline is scored on the same
 rows. Headline metrics get percentile bootstrap intervals, and the challenger - champion
 difference a paired one. :mod:`pipelines.evaluation.gate` turns them into a verdict with one reason
@@ -12,25 +12,36 @@ registered challenger, all of it goes to the challenger's MLflow run and model v
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipelines.data.snapshot import Snapshot
 from pipelines.errors import ConfigError, ShopMLError
+from pipelines.evaluation import report
 from pipelines.evaluation.bootstrap import Interval
 from pipelines.evaluation.evalset import EvalConfig, EvalSet, freeze_eval_set
 from pipelines.evaluation.gate import GateConfig, Judgement, judge
 from pipelines.evaluation.scoring import ALL, Comparison, ModelScores, popularity_lists, score_lists
-from pipelines.settings import Settings, config_section
+from pipelines.io import finite_or_none, write_json
+from pipelines.progress import progress_reporter
+from pipelines.recommender.predict import RecommendRequest
+from pipelines.registry.models import (
+    CHAMPION,
+    MODEL_NAME,
+    ModelRef,
+    alias_version,
+    load_recommender,
+    log_evaluation,
+    resolve,
+)
+from pipelines.settings import Settings, check_tables, config_section
+from pipelines.validation.validate import ensure_validated
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +62,6 @@ class EvaluateConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> EvaluateConfig:
         """Tables ``[evaluate]`` and ``[gate]`` of a pipeline config file."""
-        from pipelines.settings import check_tables
-
         check_tables(path)
         return cls(
             evaluate=config_section(EvalConfig, path, "evaluate"),
@@ -87,17 +96,17 @@ class Evaluation:
 
 
 def _model_lists(rec: Any, es: EvalSet, k: int, label: str) -> pd.DataFrame:
-    from pipelines.progress import progress_reporter
-
     users = es.users
     n = len(users)
     with progress_reporter(f"scoring the {label}", "users") as update:
         return rec.recommend(
-            users["user_id"].tolist(),
-            k,
-            age=users["age"].tolist(),
-            gender=users["gender"].tolist(),
-            region=users["region"].tolist(),
+            RecommendRequest(
+                users["user_id"].tolist(),
+                k,
+                age=users["age"].tolist(),
+                gender=users["gender"].tolist(),
+                region=users["region"].tolist(),
+            ),
             progress=lambda done: update(done, n),
         )
 
@@ -119,8 +128,6 @@ def score_model(
     ref: Any, es: EvalSet, cfg: EvalConfig, settings: Settings, label: str
 ) -> ModelScores:
     """Load the model behind ``ref``, refuse it if it saw the window, score its lists."""
-    from pipelines.registry.models import load_recommender
-
     rec = load_recommender(ref.uri, settings)
     until = _check_unseen(rec, es, label, ref.uri)
     started = time.perf_counter()
@@ -153,10 +160,6 @@ def evaluate(
     """Score ``model_uri`` (and the champion: ``champion_uri``, else the registry's
     ``champion`` alias when there is one) on the frozen set of ``snapshot_uri``, judge the
     gate and write ``verdict.json``, ``report.html``, ``summary.md``, ``metrics.json``."""
-    from pipelines.evaluation import report
-    from pipelines.registry.models import ModelRef, log_evaluation, resolve
-    from pipelines.validation.validate import ensure_validated
-
     started = time.perf_counter()
     cfg = cfg or EvaluateConfig()
     ecfg = cfg.evaluate
@@ -194,10 +197,10 @@ def evaluate(
     folder = Path(out_dir) if out_dir else _default_out(settings, ref, es)
     folder.mkdir(parents=True, exist_ok=True)
     doc = _metrics_doc(es, cmp)
-    (folder / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json) + "\n")
+    write_json(folder / "metrics.json", doc)
     files = report.write(folder, es, ecfg, judgement, cmp)
     verdict = _verdict(es, cfg, judgement, ref, champ_ref, challenger, files)
-    (folder / "verdict.json").write_text(json.dumps(verdict, indent=2, default=_json) + "\n")
+    write_json(folder / "verdict.json", verdict)
     run_id = None
     if log_to_mlflow and ref.version is not None:
         run_id = log_evaluation(ref, folder, verdict, challenger.values[ALL])
@@ -214,8 +217,6 @@ def evaluate(
 
 
 def _registry_champion(ref: Any, settings: Settings) -> Any:
-    from pipelines.registry.models import CHAMPION, MODEL_NAME, alias_version
-
     name = ref.name or MODEL_NAME
     return alias_version(name, CHAMPION, settings)
 
@@ -223,21 +224,6 @@ def _registry_champion(ref: Any, settings: Settings) -> Any:
 def _default_out(settings: Settings, ref: Any, es: EvalSet) -> Path:
     who = f"{ref.name}-v{ref.version}" if ref.version is not None else Path(ref.uri).name
     return settings.home / "evaluations" / f"{who}-{es.hash[:12]}"
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, float | np.floating) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.integer | np.floating):
-        return value.item()
-    return str(value)
-
-
-def _clean(values: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
-    return {
-        s: {m: (v if math.isfinite(v) else None) for m, v in row.items()}
-        for s, row in values.items()
-    }
 
 
 def _ivs(ivs: dict[tuple[str, str], Interval]) -> dict[str, dict[str, dict[str, float]]]:
@@ -254,7 +240,7 @@ def _metrics_doc(es: EvalSet, cmp: Comparison) -> dict[str, Any]:
             "version": s.version,
             "train_until": s.train_until,
             "eval_set_hash": s.eval_set_hash,
-            "values": _clean(s.values),
+            "values": finite_or_none(s.values),
             "intervals": _ivs(ivs),
             "slice_users": {name: len(t) for name, t in s.slices.items()},
             "seconds": round(s.seconds, 2),

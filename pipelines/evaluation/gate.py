@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pipelines.errors import ConfigError
 from pipelines.evaluation.bootstrap import Interval
-from pipelines.evaluation.metrics import BEYOND_ACCURACY, METRICS
+from pipelines.ranking.metrics import BEYOND_ACCURACY, METRICS
 
 Direction = Literal["higher", "lower"]
 Values = Mapping[str, Mapping[str, float]]  # slice -> metric name ("ndcg@10") -> value

@@ -14,18 +14,16 @@ import io
 import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from pipelines.data.snapshot import sha256_file
 from pipelines.evaluation.bootstrap import Interval
+from pipelines.evaluation.evalset import EvalConfig, EvalSet
 from pipelines.evaluation.gate import Judgement, Outcome
-from pipelines.evaluation.metrics import METRICS
-
-if TYPE_CHECKING:
-    from pipelines.evaluation.evalset import EvalConfig, EvalSet
-    from pipelines.evaluation.scoring import Comparison, Intervals, ModelScores
+from pipelines.evaluation.scoring import Comparison, Intervals, ModelScores
+from pipelines.io import sha256_file, write_text
+from pipelines.ranking.metrics import METRICS
 
 COLORS = {"challenger": "#1f6feb", "champion": "#8250df", "popularity": "#9a9a9a"}
 MARK = {True: "✅", False: "❌", None: "⏭"}
@@ -301,12 +299,6 @@ def write(
     """Write report.html and summary.md into ``folder``; return their sha256."""
     report = folder / "report.html"
     summary = folder / "summary.md"
-    report.write_text(
-        render_html(es, cfg, judgement, cmp),
-        encoding="utf-8",
-    )
-    summary.write_text(
-        render_summary(es, cfg, judgement, cmp, report.resolve()),
-        encoding="utf-8",
-    )
+    write_text(report, render_html(es, cfg, judgement, cmp))
+    write_text(summary, render_summary(es, cfg, judgement, cmp, report.resolve()))
     return {"report.html": sha256_file(report), "summary.md": sha256_file(summary)}

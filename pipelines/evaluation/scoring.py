@@ -18,7 +18,7 @@ import pandas as pd
 from pipelines.errors import ShopMLError
 from pipelines.evaluation.bootstrap import Interval, bootstrap_means
 from pipelines.evaluation.evalset import EvalConfig, EvalSet
-from pipelines.evaluation.metrics import (
+from pipelines.ranking.metrics import (
     METRICS,
     catalog_coverage,
     intra_list_diversity,

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,14 +20,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipelines.data.snapshot import Snapshot
-from pipelines.data.timeline import DAY, category_medians, feature_times, load_timeline
+from pipelines.data.timeline import category_medians, feature_times, load_timeline, snapshot_end
 from pipelines.errors import ShopMLError
 from pipelines.features.config import FeatureConfig
 from pipelines.features.item_content import content_table
 from pipelines.features.item_stats import stats_table
 from pipelines.features.segments import assign_segments, describe, fit_segments
 from pipelines.features.user_profile import advance, new_state, profile_table
-from pipelines.io import swap_in
+from pipelines.io import staging_folder, swap_in, write_json
 from pipelines.validation.validate import require_accepted
 
 log = logging.getLogger(__name__)
@@ -46,13 +44,6 @@ class FeatureBuild:
     text_model: str
     segments: dict[str, Any]
     seconds: float
-
-
-def default_as_of(snap: Snapshot) -> datetime:
-    """The first UTC midnight after the snapshot's last event."""
-    last = datetime.fromisoformat(snap.manifest["event_time"]["max"].replace("Z", "+00:00"))
-    day = datetime(last.year, last.month, last.day, tzinfo=UTC)
-    return datetime.fromtimestamp(day.timestamp() + DAY, tz=UTC)
 
 
 def _utc(ts: float) -> datetime:
@@ -80,15 +71,14 @@ def build_features(
             f"snapshot {snap.path} has no events ({snap.manifest.get('kind', 'interactions')} snapshot); "
             "features are computed from shop events"
         )
-    as_of = as_of or default_as_of(snap)
+    as_of = as_of or snapshot_end(snap)
     tl = load_timeline(snap)
     times = feature_times(tl, as_of.timestamp(), cfg.history_days, cfg.every_days)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".data.tmp-{uuid.uuid4().hex[:8]}"
-    (tmp / "models").mkdir(parents=True)
-    try:
+    with staging_folder(out / "data") as tmp:
+        (tmp / "models").mkdir()
         state = new_state(tl)
         advance(state, tl, times[0], cfg, category_medians(tl, times[0]))
         model = fit_segments(tl, state, times[0], cfg)
@@ -143,11 +133,8 @@ def build_features(
             "built_at": datetime.now(UTC).isoformat(),
             "seconds": round(build.seconds, 2),
         }
-        (tmp / "build.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        write_json(tmp / "build.json", meta)
         swap_in(tmp, out / "data")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return build
 
 

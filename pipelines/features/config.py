@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.data.contract import DEFAULT_EVENT_WEIGHTS
 from pipelines.errors import require_all
 from pipelines.settings import config_section
 
-EVENT_WEIGHTS = {"view": 1.0, "search_click": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 # Activity and popularity windows. Fixed, because the Feast feature views declare one
 # column per window and event type (feature_store/definitions.py).
 WINDOWS_DAYS = (1, 7, 30)
@@ -27,7 +27,7 @@ class FeatureConfig:
     history_days: int = 14
     every_days: float = 1.0
     half_life_days: float = 14.0
-    event_weights: dict[str, float] = field(default_factory=lambda: dict(EVENT_WEIGHTS))
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     top_k_tags: int = 3
     conversion_prior_strength: float = 20.0
     segment_k_min: int = 3
@@ -43,8 +43,8 @@ class FeatureConfig:
             (self.every_days > 0, "every_days must be > 0"),
             (self.half_life_days > 0, "half_life_days must be > 0"),
             (
-                set(self.event_weights) == set(EVENT_WEIGHTS),
-                f"event_weights needs exactly {sorted(EVENT_WEIGHTS)}",
+                set(self.event_weights) == set(DEFAULT_EVENT_WEIGHTS),
+                f"event_weights needs exactly {sorted(DEFAULT_EVENT_WEIGHTS)}",
             ),
             (self.top_k_tags >= 1, "top_k_tags must be >= 1"),
             (

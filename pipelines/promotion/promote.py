@@ -1,15 +1,6 @@
 """Promotion to the serving bucket, the append-only ledger, and rollback.
 
-Layout under the serving bucket URI (``file:///...`` or ``s3://bucket/prefix``)::
-
-    <model>/versions/<version>/bundle/...              the recommender bundle
-    <model>/versions/<version>/feature_service.json    the features the ranker reads
-    <model>/versions/<version>/features/users.parquet  the feature values the bundle serves with
-    <model>/versions/<version>/features/items.parquet
-    <model>/versions/<version>/report/...              verdict.json, report.html, summary.md
-    <model>/versions/<version>/manifest.json           sha256 of every file: written last
-    <model>/current.json                               the served version: written after the manifest
-    <model>/ledger.jsonl                               one JSON line per promotion or rollback
+The bucket's layout (keys, manifest, pointer) is :mod:`pipelines.promotion.layout`.
 
 Order: every file, then the manifest, then ``current.json``, then the MLflow alias
 ``champion``, then the ledger line. A promotion interrupted anywhere before the manifest
@@ -24,8 +15,6 @@ written by the DAG from the reviewer's answer).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import tempfile
@@ -34,8 +23,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from feature_store.definitions import recommender_ranker
 from pipelines.errors import ShopMLError
+from pipelines.io import dumps, sha256_bytes, write_json
+from pipelines.promotion import layout
 from pipelines.promotion.bucket import Bucket, open_bucket
+from pipelines.recommender.bundle import Recommender
+from pipelines.recommender.rows import STORE_ITEM_FEATURES, STORE_USER_FEATURES
+from pipelines.registry.models import CHAMPION, MODEL_NAME, tag_version
+from pipelines.registry.tracking import configure, mlflow_module, quiet_mlflow
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,15 +65,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _client(settings: Settings) -> Any:
-    from pipelines.registry.models import _mlflow, configure
-
     configure(settings)
-    return _mlflow().MlflowClient()
+    return mlflow_module().MlflowClient()
 
 
 def _version(client: Any, name: str, version: int) -> Any:
@@ -87,8 +79,6 @@ def _version(client: Any, name: str, version: int) -> Any:
 
 def record_approval(name: str, version: int, approval: Approval, settings: Settings) -> None:
     """Tag the model version with the reviewer's approval (the DAG does this)."""
-    from pipelines.registry.models import tag_version
-
     _version(_client(settings), name, version)
     tag_version(
         name,
@@ -102,48 +92,24 @@ def record_approval(name: str, version: int, approval: Approval, settings: Setti
     )
 
 
-def _pointer(bucket: Bucket, name: str) -> dict[str, Any] | None:
-    raw = bucket.get(f"{name}/current.json")
-    return None if raw is None else dict(json.loads(raw))
+def _bucket(settings: Settings) -> Bucket:
+    return open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
 
 
 def served_version(settings: Settings, name: str) -> int | None:
     """The version ``current.json`` points to (None before the first promotion)."""
-    bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
-    current = _pointer(bucket, name)
+    current = layout.read_pointer(_bucket(settings), name)
     return None if current is None else int(current["version"])
 
 
 def ledger(settings: Settings, name: str) -> list[dict[str, Any]]:
     """Every line of the model's ledger, oldest first."""
-    bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
-    raw = bucket.get(f"{name}/ledger.jsonl") or b""
-    return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
-
-
-def verify_version(bucket: Bucket, name: str, version: int) -> dict[str, Any] | None:
-    """The version's manifest when it and every file it lists are intact, else None."""
-    raw = bucket.get(f"{name}/versions/{version}/manifest.json")
-    if raw is None:
-        return None
-    manifest = dict(json.loads(raw))
-    for rel, digest in manifest["files"].items():
-        data = bucket.get(f"{name}/versions/{version}/{rel}")
-        if data is None or _sha(data) != digest:
-            return None
-    return manifest
+    return layout.read_ledger(_bucket(settings), name)
 
 
 def _stage(name: str, version: int, mv: Any, settings: Settings, out: Path) -> dict[str, Any]:
     """Gather the files of one version into ``out``; return the manifest's metadata."""
-    import pandas as pd
-
-    from feature_store.definitions import recommender_ranker
-    from pipelines.recommender.bundle import Recommender
-    from pipelines.recommender.rows import STORE_ITEM_FEATURES, STORE_USER_FEATURES
-    from pipelines.registry.models import _mlflow, quiet_mlflow
-
-    mlflow = _mlflow()
+    mlflow = mlflow_module()
     with quiet_mlflow():
         model_dir = Path(
             mlflow.artifacts.download_artifacts(
@@ -157,15 +123,10 @@ def _stage(name: str, version: int, mv: Any, settings: Settings, out: Path) -> d
             )
         )
     bundle = model_dir / "artifacts" / "bundle"
-    (out / "bundle").mkdir()
-    for f in sorted(bundle.rglob("*")):
-        if f.is_file():
-            target = out / "bundle" / f.relative_to(bundle)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(f.read_bytes())
-    (out / "report").mkdir()
-    for file in ("verdict.json", "report.html", "summary.md"):
-        (out / "report" / file).write_bytes((report_dir / file).read_bytes())
+    shutil.copytree(bundle, out / layout.BUNDLE)
+    (out / layout.REPORT).mkdir()
+    for file in layout.REPORT_FILES:
+        shutil.copyfile(report_dir / file, out / layout.REPORT / file)
     service = {
         "name": recommender_ranker.name,
         "features": [
@@ -174,16 +135,16 @@ def _stage(name: str, version: int, mv: Any, settings: Settings, out: Path) -> d
             for field in p.features
         ],
     }
-    (out / "feature_service.json").write_text(json.dumps(service, indent=2) + "\n")
-    rec = Recommender.load(out / "bundle")
-    (out / "features").mkdir()
+    write_json(out / layout.FEATURE_SERVICE, service)
+    rec = Recommender.load(out / layout.BUNDLE)
+    (out / layout.FEATURES).mkdir()
     users = pd.DataFrame({"user_id": rec.ctx.user_ids.astype(str)})
     items = pd.DataFrame({"item_id": rec.ctx.item_ids.astype(str)})
     if rec.store is not None:
         users = users.join(pd.DataFrame(rec.store.users, columns=list(STORE_USER_FEATURES)))
         items = items.join(pd.DataFrame(rec.store.items, columns=list(STORE_ITEM_FEATURES)))
-    users.to_parquet(out / "features" / "users.parquet", index=False)
-    items.to_parquet(out / "features" / "items.parquet", index=False)
+    users.to_parquet(out / layout.FEATURES / "users.parquet", index=False)
+    items.to_parquet(out / layout.FEATURES / "items.parquet", index=False)
     for tmp in ("_model", "_eval"):
         shutil.rmtree(out / tmp, ignore_errors=True)
     return {
@@ -195,30 +156,23 @@ def _stage(name: str, version: int, mv: Any, settings: Settings, out: Path) -> d
 
 
 def _upload(bucket: Bucket, name: str, version: int, staged: Path, meta: dict[str, Any]) -> None:
+    """Every staged file, then the manifest listing them (last: it completes the version)."""
     files: dict[str, str] = {}
     for f in sorted(p for p in staged.rglob("*") if p.is_file()):
-        rel = str(f.relative_to(staged))
+        rel = f.relative_to(staged).as_posix()
         data = f.read_bytes()
-        bucket.put(f"{name}/versions/{version}/{rel}", data)
-        files[rel] = _sha(data)
-    manifest = {"model": name, "version": version, **meta, "files": files, "created_at": _now()}
-    bucket.put(
-        f"{name}/versions/{version}/manifest.json",
-        (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
-    )
+        bucket.put(layout.version_key(name, version, rel), data)
+        files[rel] = sha256_bytes(data)
+    body = layout.manifest_body(name, version, files, meta, _now())
+    bucket.put(layout.version_key(name, version, layout.MANIFEST), body)
 
 
 def _point(
     bucket: Bucket, name: str, version: int, previous: int | None, manifest: dict[str, Any]
 ) -> None:
-    body = {
-        "model": name,
-        "version": version,
-        "previous_version": previous,
-        "manifest_sha256": _sha(json.dumps(manifest, sort_keys=True).encode()),
-        "updated_at": _now(),
-    }
-    bucket.put(f"{name}/current.json", (json.dumps(body, indent=2) + "\n").encode())
+    bucket.put(
+        layout.pointer_key(name), layout.pointer_body(name, version, previous, manifest, _now())
+    )
 
 
 def promote(
@@ -226,8 +180,6 @@ def promote(
 ) -> Outcome:
     """Copy ``version`` to the serving bucket and make it the served model (see the module
     docstring for the order). Refuses a version that is not blessed and approved."""
-    from pipelines.registry.models import CHAMPION, MODEL_NAME
-
     name = name or MODEL_NAME
     client = _client(settings)
     mv = _version(client, name, version)
@@ -243,8 +195,8 @@ def promote(
             f"{name} version {version} has no recorded approval; promotion happens in the "
             "shopml_retrain DAG after a reviewer approves (`shopml review approve`)"
         )
-    bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
-    current = _pointer(bucket, name)
+    bucket = _bucket(settings)
+    current = layout.read_pointer(bucket, name)
     previous = None if current is None else int(current["version"])
     history = ledger(settings, name)
     last = history[-1] if history else None
@@ -260,14 +212,14 @@ def promote(
         client.set_registered_model_alias(name, CHAMPION, str(version))
         log.info("%s version %d is already served; nothing to do", name, version)
         return Outcome("promote", version, previous, False, None)
-    manifest = verify_version(bucket, name, version)
+    manifest = layout.verify_version(bucket, name, version)
     if manifest is None:
         with tempfile.TemporaryDirectory(prefix="shopml-promote-") as tmp:
             staged = Path(tmp) / "v"
             staged.mkdir()
             meta = _stage(name, version, mv, settings, staged)
             _upload(bucket, name, version, staged, meta)
-        manifest = verify_version(bucket, name, version)
+        manifest = layout.verify_version(bucket, name, version)
         if manifest is None:
             raise ShopMLError(f"{bucket.url(f'{name}/versions/{version}')}: upload did not verify")
     if previous != version:
@@ -288,7 +240,7 @@ def promote(
         "snapshot_id": manifest.get("snapshot_id", ""),
         "dag_run": dag_run or tags.get("review.dag_run", ""),
     }
-    bucket.append_line(f"{name}/ledger.jsonl", json.dumps(entry, sort_keys=True))
+    bucket.append_line(layout.ledger_key(name), dumps(entry, sort_keys=True, indent=None))
     return Outcome("promote", version, previous, True, entry)
 
 
@@ -302,20 +254,18 @@ def rollback(
     dag_run: str | None = None,
 ) -> Outcome:
     """Serve an earlier promoted ``to_version`` again: pointer, alias, ledger line."""
-    from pipelines.registry.models import CHAMPION, MODEL_NAME
-
     name = name or MODEL_NAME
     if not reason.strip():
         raise ShopMLError("a rollback needs a reason")
-    bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
-    manifest = verify_version(bucket, name, to_version)
+    bucket = _bucket(settings)
+    manifest = layout.verify_version(bucket, name, to_version)
     if manifest is None:
         promoted = sorted({e["version"] for e in ledger(settings, name)})
         raise ShopMLError(
             f"{name} version {to_version} is not a complete promoted version in "
             f"{bucket.uri} (promoted: {promoted or 'none'}); only those can be served again"
         )
-    current = _pointer(bucket, name)
+    current = layout.read_pointer(bucket, name)
     previous = None if current is None else int(current["version"])
     if previous == to_version:
         raise ShopMLError(f"{name} version {to_version} is already the served version")
@@ -336,5 +286,5 @@ def rollback(
         "snapshot_id": manifest.get("snapshot_id", ""),
         "dag_run": dag_run or "",
     }
-    bucket.append_line(f"{name}/ledger.jsonl", json.dumps(entry, sort_keys=True))
+    bucket.append_line(layout.ledger_key(name), dumps(entry, sort_keys=True, indent=None))
     return Outcome("rollback", to_version, previous, True, entry)

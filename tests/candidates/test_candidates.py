@@ -344,7 +344,7 @@ def test_configs_merge_partial_tables_and_reject_unknown_keys(
     from pathlib import Path
 
     from pipelines.errors import ConfigError
-    from pipelines.recommender.plan import TrainConfig
+    from pipelines.recommender.config import TrainConfig
 
     cfg = CandidateConfig(per_source={"als": 10, "trending": 0})
     assert cfg.per_source["als"] == 10 and cfg.per_source["trending"] == 0
@@ -373,7 +373,7 @@ def test_configs_merge_partial_tables_and_reject_unknown_keys(
 
 
 def test_group_shared_lists_equal_per_user_ranking() -> None:
-    from pipelines.recommender.rows import _shared_top
+    from pipelines.candidates.base import shared_top
 
     rng = np.random.default_rng(8)
     events = [
@@ -394,7 +394,7 @@ def test_group_shared_lists_equal_per_user_ranking() -> None:
         group, rows = gen.shared(batch)
         np.testing.assert_allclose(rows[group], gen.scores(batch), rtol=1e-6)
         assert len(rows) < len(batch) or cls is TrendingGenerator
-        shared_idx = _shared_top(group, rows, 8, batch.rows, ctx.history.item_exists)
+        shared_idx = shared_top(group, rows, 8, batch.rows, ctx.history.item_exists)
         _, full_best = top_n(gen.scores(batch), 8, batch.rows, ctx.history.item_exists)
         shared_scores = np.take_along_axis(gen.scores(batch), np.maximum(shared_idx, 0), axis=1)
         np.testing.assert_allclose(

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.data.contract import conform
+from pipelines.data.conform import conform
 from pipelines.data.describe import describe_snapshot, gini
 from pipelines.data.snapshot import write_snapshot
 

@@ -16,8 +16,9 @@ from pipelines.data.contract import TABLES, check_schema
 from pipelines.data.describe import describe_snapshot
 from pipelines.data.generator import GeneratorConfig, generate_shop, vocab
 from pipelines.data.generator.world import affinity, sample_from_leaf
-from pipelines.data.snapshot import Snapshot, sha256_file
+from pipelines.data.snapshot import Snapshot
 from pipelines.errors import ShopMLError
+from pipelines.io import sha256_file
 from tests.conftest import SMALL, Shop
 
 TINY = GeneratorConfig(users=800, items=300, events=15_000, seed=11, days=30, judged_queries=50)

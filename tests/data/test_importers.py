@@ -14,8 +14,9 @@ from pipelines.cli import app
 from pipelines.data.importers.judgments import import_judgments
 from pipelines.data.importers.mapping import import_mapped, load_mapping
 from pipelines.data.importers.movielens import import_movielens_100k
-from pipelines.data.snapshot import Snapshot, sha256_file
+from pipelines.data.snapshot import Snapshot
 from pipelines.errors import ConfigError, ContractError
+from pipelines.io import sha256_file
 from tests.conftest import shared_data
 
 runner = CliRunner()

@@ -9,9 +9,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines.data.contract import conform
-from pipelines.data.snapshot import MANIFEST, Snapshot, sha256_file, write_snapshot
+from pipelines.data.conform import conform
+from pipelines.data.snapshot import MANIFEST, Snapshot, write_snapshot
 from pipelines.errors import SnapshotError
+from pipelines.io import sha256_file
 
 
 def tables(price: str = "9.99") -> dict[str, pa.Table]:

@@ -22,14 +22,16 @@ from typer.testing import CliRunner
 from pipelines.cli import app
 from pipelines.data.contract import DEFAULT_GRADES
 from pipelines.data.generator import generate_shop
-from pipelines.data.snapshot import Snapshot, sha256_file
+from pipelines.data.snapshot import Snapshot
+from pipelines.data.timeline import snapshot_end
 from pipelines.errors import ShopMLError
 from pipelines.evaluation.evalset import EvalConfig, freeze_eval_set
 from pipelines.evaluation.evaluate import EvaluateConfig, evaluate
-from pipelines.evaluation.metrics import ranking_metrics
 from pipelines.evaluation.scoring import category_groups, intervals, popularity_lists
-from pipelines.features.build import default_as_of
-from pipelines.recommender.plan import train
+from pipelines.io import sha256_file
+from pipelines.ranking.metrics import ranking_metrics
+from pipelines.recommender.predict import RecommendRequest
+from pipelines.registry.challenger import train_challenger
 from pipelines.registry.models import MODEL_NAME, load_recommender
 from pipelines.settings import Settings, load_settings
 from tests.conftest import shared_data
@@ -43,7 +45,7 @@ class Shop:
         self.snapshot = root / "shop"
         generate_shop(SHOP, out=self.snapshot)
         self.settings = load_settings({"SHOPML_HOME": str(root / "home")})
-        self.first = train(self.snapshot, settings=self.settings, cfg=LIGHT)
+        self.first = train_challenger(self.snapshot, settings=self.settings, cfg=LIGHT)
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +66,14 @@ def _copy(shop: Shop, tmp_path: Path) -> Path:
 
 
 def test_training_holds_out_the_evaluation_window(shop: Shop) -> None:
-    end = default_as_of(Snapshot.open(shop.snapshot))
+    end = snapshot_end(Snapshot.open(shop.snapshot))
     assert shop.first.until == end - timedelta(days=EvalConfig().holdout_days)
 
 
 def test_eval_set_is_the_windows_new_graded_interactions(shop: Shop, tmp_path: Path) -> None:
     snapshot = _copy(shop, tmp_path)
     es = freeze_eval_set(snapshot, EvalConfig())
-    end = default_as_of(Snapshot.open(snapshot))
+    end = snapshot_end(Snapshot.open(snapshot))
     start = end - timedelta(days=7)
     assert (es.start, es.end) == (start, end)
     ev = pd.read_parquet(snapshot / "events.parquet")
@@ -155,11 +157,13 @@ def test_evaluate_without_a_champion(shop: Shop) -> None:
     rec = load_recommender(f"models:/{MODEL_NAME}/1", shop.settings)
     users = es.users
     lists = rec.recommend(
-        users["user_id"].tolist(),
-        20,
-        age=users["age"].tolist(),
-        gender=users["gender"].tolist(),
-        region=users["region"].tolist(),
+        RecommendRequest(
+            users["user_id"].tolist(),
+            20,
+            age=users["age"].tolist(),
+            gender=users["gender"].tolist(),
+            region=users["region"].tolist(),
+        )
     )
     assert result.challenger.values["all"]["ndcg@10"] == pytest.approx(
         ranking_metrics(lists, es.truth, 10)["ndcg"]
@@ -200,7 +204,7 @@ def test_evaluate_without_a_champion(shop: Shop) -> None:
 def test_evaluate_against_the_champion_on_the_same_rows(shop: Shop) -> None:
     client = _client(shop.settings)
     client.set_registered_model_alias(MODEL_NAME, "champion", "1")
-    second = train(shop.snapshot, settings=shop.settings, cfg=WEAK)
+    second = train_challenger(shop.snapshot, settings=shop.settings, cfg=WEAK)
     result = evaluate(
         model_uri=f"models:/{MODEL_NAME}@challenger",
         snapshot_uri=shop.snapshot,
@@ -256,7 +260,7 @@ def test_the_report_is_one_html_page_with_its_plots(shop: Shop, tmp_path: Path) 
 
 def test_a_model_that_saw_the_window_is_refused(shop: Shop, tmp_path: Path) -> None:
     rec = load_recommender(f"models:/{MODEL_NAME}/1", shop.settings)
-    rec.ctx.history.now = default_as_of(Snapshot.open(shop.snapshot)).timestamp()
+    rec.ctx.history.now = snapshot_end(Snapshot.open(shop.snapshot)).timestamp()
     rec.save(tmp_path / "bundle")
     with pytest.raises(ShopMLError, match="has seen the held-out interactions"):
         evaluate(
@@ -314,8 +318,8 @@ def test_evaluate_the_movielens_import_with_and_without_a_champion(tmp_path: Pat
     import_movielens_100k(shared_data("movielens-100k"), out=tmp_path / "ml")
     settings = load_settings({"SHOPML_HOME": str(tmp_path / "home")})
     window = EvalConfig(holdout_days=28, bootstrap=200)
-    cfg = replace(LIGHT, ranker=replace(LIGHT.ranker, label_days=30.0), evaluate=window)
-    first = train(tmp_path / "ml", settings=settings, cfg=cfg)
+    cfg = replace(LIGHT, ranker=replace(LIGHT.ranker, label_days=30.0), holdout_days=28)
+    first = train_challenger(tmp_path / "ml", settings=settings, cfg=cfg)
     assert first.until == datetime(1998, 3, 26, tzinfo=UTC)  # 28 days before 1998-04-23
     gate = EvaluateConfig(evaluate=window)
     alone = evaluate(model_uri=first.uri, snapshot_uri=tmp_path / "ml", settings=settings, cfg=gate)
@@ -324,7 +328,7 @@ def test_evaluate_the_movielens_import_with_and_without_a_champion(tmp_path: Pat
         alone.challenger.values["all"]["ndcg@10"] > alone.popularity.values["all"]["ndcg@10"] * 0.5
     )
     _client(settings).set_registered_model_alias(MODEL_NAME, "champion", "1")
-    second = train(
+    second = train_challenger(
         tmp_path / "ml",
         settings=settings,
         cfg=replace(cfg, ranker=replace(cfg.ranker, max_rounds=3)),

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from pipelines.evaluation.metrics import (
+from pipelines.ranking.metrics import (
     catalog_coverage,
     intra_list_diversity,
     novelty,

@@ -15,7 +15,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from feature_store import definitions
-from pipelines.data.contract import conform
+from pipelines.data.conform import conform
 from pipelines.data.generator import GeneratorConfig, generate_shop
 from pipelines.data.snapshot import Snapshot, write_snapshot
 from pipelines.errors import ShopMLError

@@ -26,7 +26,7 @@ from pipelines.promotion.promote import (
     record_approval,
     rollback,
 )
-from pipelines.recommender.plan import train
+from pipelines.registry.challenger import train_challenger
 from pipelines.registry.models import MODEL_NAME
 from pipelines.settings import Settings, load_settings
 from tests.shops import LIGHT, SHOP
@@ -42,7 +42,7 @@ class Models:
         generate_shop(SHOP, out=root / "shop")
         self.settings = load_settings({"SHOPML_HOME": str(root / "home")})
         weak = replace(LIGHT, ranker=replace(LIGHT.ranker, max_rounds=3))
-        self.v1 = train(root / "shop", settings=self.settings, cfg=LIGHT).version
+        self.v1 = train_challenger(root / "shop", settings=self.settings, cfg=LIGHT).version
         evaluate(
             model_uri=f"models:/{MODEL_NAME}/{self.v1}",
             snapshot_uri=root / "shop",
@@ -50,7 +50,7 @@ class Models:
             cfg=PERMISSIVE,
             use_champion=False,
         )
-        self.v2 = train(root / "shop", settings=self.settings, cfg=weak).version
+        self.v2 = train_challenger(root / "shop", settings=self.settings, cfg=weak).version
         evaluate(
             model_uri=f"models:/{MODEL_NAME}/{self.v2}",
             snapshot_uri=root / "shop",

@@ -23,9 +23,10 @@ from pipelines.data.timeline import DAY, load_timeline
 from pipelines.errors import ShopMLError
 from pipelines.features import build_features
 from pipelines.recommender.bundle import FeatureSource, Recommender, fit_generators
-from pipelines.recommender.plan import train
+from pipelines.recommender.labels import Labels, ranker_rows
+from pipelines.recommender.predict import RecommendRequest
 from pipelines.recommender.rows import feature_names
-from pipelines.recommender.train import Labels, ranker_rows
+from pipelines.registry.challenger import train_challenger
 from pipelines.registry.models import CHALLENGER, MODEL_NAME, load_pyfunc, load_recommender
 from pipelines.settings import Settings, load_settings
 from pipelines.validation.validate import validate_snapshot
@@ -38,7 +39,7 @@ class Trained:
         self.snapshot = root / "shop"
         generate_shop(SHOP, out=self.snapshot)
         self.settings = load_settings({"SHOPML_HOME": str(root / "home")})
-        self.outcome = train(self.snapshot, settings=self.settings, cfg=LIGHT)
+        self.outcome = train_challenger(self.snapshot, settings=self.settings, cfg=LIGHT)
         self.rec = self.outcome.result.recommender
 
 
@@ -89,7 +90,7 @@ def test_pyfunc_round_trip_gives_the_same_recommendations(trained: Trained) -> N
     active = trained.rec.ctx.user_ids[trained.rec.ctx.history.user_events > 0][:25]
     frame = pd.DataFrame({"user_id": list(active)})
     got = model.predict(frame, params={"k": 5, "explain": False})
-    direct = trained.rec.recommend(list(active), 5)
+    direct = trained.rec.recommend(RecommendRequest(list(active), 5))
     pd.testing.assert_frame_equal(
         got.reset_index(drop=True)[["user_id", "rank", "item_id"]],
         direct[["user_id", "rank", "item_id"]],
@@ -98,7 +99,7 @@ def test_pyfunc_round_trip_gives_the_same_recommendations(trained: Trained) -> N
     # the CLI's loader reads the same bundle
     again = load_recommender(f"models:/{MODEL_NAME}/{trained.outcome.version}", trained.settings)
     assert again.feature_names == trained.rec.feature_names
-    pd.testing.assert_frame_equal(again.recommend(list(active), 5), direct)
+    pd.testing.assert_frame_equal(again.recommend(RecommendRequest(list(active), 5)), direct)
 
 
 def test_every_kind_of_user_gets_k_items_and_reasons(trained: Trained) -> None:
@@ -158,8 +159,8 @@ def test_bundle_save_load_round_trip(trained: Trained, tmp_path: Path) -> None:
     again = Recommender.load(tmp_path / "bundle")
     users = list(trained.rec.ctx.user_ids[:40])
     pd.testing.assert_frame_equal(
-        again.recommend(users, 5, explain_top=True),
-        trained.rec.recommend(users, 5, explain_top=True),
+        again.recommend(RecommendRequest(users, 5, explain=True)),
+        trained.rec.recommend(RecommendRequest(users, 5, explain=True)),
     )
     with pytest.raises(ShopMLError, match="not a ShopML recommender bundle"):
         Recommender.load(tmp_path)
@@ -302,7 +303,7 @@ def test_train_refuses_a_quarantined_snapshot(trained: Trained, tmp_path: Path) 
         )
     settings = load_settings({"SHOPML_HOME": str(tmp_path / "home")})
     with pytest.raises(ShopMLError, match="quarantined"):
-        train(tmp_path / "bad", settings=settings, cfg=LIGHT)
+        train_challenger(tmp_path / "bad", settings=settings, cfg=LIGHT)
     assert not (settings.home / "mlflow").exists(), "nothing is logged for a refused snapshot"
 
 
@@ -311,7 +312,7 @@ def test_train_needs_enough_history(trained: Trained) -> None:
         load_timeline(Snapshot.open(trained.snapshot)).ts[0] + 3 * DAY, tz=UTC
     )
     with pytest.raises(ShopMLError, match="too few for 1 label window"):
-        train(trained.snapshot, settings=trained.settings, cfg=LIGHT, until=too_early)
+        train_challenger(trained.snapshot, settings=trained.settings, cfg=LIGHT, until=too_early)
 
 
 def test_train_on_the_movielens_import(tmp_path: Path) -> None:
@@ -319,11 +320,11 @@ def test_train_on_the_movielens_import(tmp_path: Path) -> None:
 
     import_movielens_100k(shared_data("movielens-100k"), out=tmp_path / "ml")
     settings = load_settings({"SHOPML_HOME": str(tmp_path / "home")})
-    outcome = train(
+    outcome = train_challenger(
         tmp_path / "ml",
         settings=settings,
         cfg=replace(LIGHT, ranker=replace(LIGHT.ranker, label_days=30.0)),
     )
     assert outcome.version == 1
-    recs = outcome.result.recommender.recommend(["1", "2", "unknown"], 10)
+    recs = outcome.result.recommender.recommend(RecommendRequest(["1", "2", "unknown"], 10))
     assert recs.groupby("user_id").size().to_dict() == {"1": 10, "2": 10, "unknown": 10}

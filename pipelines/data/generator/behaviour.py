@@ -18,7 +18,8 @@ import numpy as np
 from pipelines.data.contract import EVENT_TYPES
 from pipelines.data.generator import vocab
 from pipelines.data.generator.search import Searches, run_searches
-from pipelines.data.generator.world import DAY, World, affinity, sample_from_leaf
+from pipelines.data.generator.world import World, affinity, sample_from_leaf
+from pipelines.data.timeline import DAY
 
 VIEW, CART, PURCHASE, SEARCH_CLICK = (
     EVENT_TYPES.index(t) for t in ("view", "add_to_cart", "purchase", "search_click")

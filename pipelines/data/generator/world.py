@@ -17,10 +17,10 @@ import pyarrow as pa
 from pipelines.data.contract import TS, schema
 from pipelines.data.generator import vocab
 from pipelines.data.generator.ids import format_ids
+from pipelines.data.timeline import DAY
 from pipelines.errors import ShopMLError, require_all
 
 LATENT_DIM = len(vocab.STYLE_WORDS)
-DAY = 86_400
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.data.contract import conform, empty_table, require
+from pipelines.data.conform import conform, require
+from pipelines.data.contract import empty_table
 from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table, require_columns
 from pipelines.data.snapshot import Snapshot, write_snapshot

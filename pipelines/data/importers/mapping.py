@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipelines.data.contract import TABLES, ParseOptions, conform
+from pipelines.data.conform import ParseOptions, conform
+from pipelines.data.contract import TABLES
 from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table
 from pipelines.data.snapshot import Snapshot, write_snapshot

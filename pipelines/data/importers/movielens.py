@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.data.contract import ParseOptions, conform, require
+from pipelines.data.conform import ParseOptions, conform, require
 from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table
 from pipelines.data.snapshot import Snapshot, write_snapshot

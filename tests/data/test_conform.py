@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.data.contract import TS, ParseOptions, check_schema, conform, empty_table, schema
+from pipelines.data.conform import ParseOptions, conform
+from pipelines.data.contract import TS, check_schema, empty_table, schema
 from pipelines.data.generator.ids import format_ids
 from pipelines.errors import ContractError
 

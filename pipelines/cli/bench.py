@@ -1,0 +1,95 @@
+"""``shopml benchmark ...``: recommendation quality and speed benchmarks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pipelines.cli.app import (
+    app,
+    out_console,
+    reports_errors,
+    write_results,
+)
+from pipelines.progress import stage_progress
+
+benchmark_app = typer.Typer(
+    help="Recommendation quality and speed benchmarks.", no_args_is_help=True
+)
+app.add_typer(benchmark_app, name="benchmark")
+
+
+def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
+    table = Table("model", "nDCG@10", "P@10", "R@10", "MAP@10", title=title, box=None)
+    for name, m in metrics.items():
+        table.add_row(
+            name,
+            f"{m['ndcg']:.4f}",
+            f"{m['precision']:.4f}",
+            f"{m['recall']:.4f}",
+            f"{m['map']:.4f}",
+        )
+    return table
+
+
+@benchmark_app.command("movielens")
+@reports_errors
+def benchmark_movielens_cmd(
+    data: Annotated[Path, typer.Option(help="The ml-100k folder (u.data, u.user, u.item).")],
+    folds: Annotated[int, typer.Option(min=1, max=20, help="Ranker training folds.")] = 5,
+    out: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
+) -> None:
+    """MovieLens-100K under Microsoft Recommenders' protocol (stratified 75/25, seed 42, k=10)."""
+    from pipelines.evaluation.benchmark import machine, movielens
+
+    doc = movielens(data, folds=folds)
+    doc["machine"] = machine()
+    doc["date"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    out_console.print(
+        _metrics_table(f"MovieLens-100K, {doc['test_users']} test users", doc["metrics"])
+    )
+    out_console.print(
+        f"pipeline vs best single ({doc['best_single']['name']}): {doc['pipeline_vs_best_single']:+.1%}; "
+        f"trained in {doc['train_seconds']:.0f} s"
+    )
+    write_results(doc, out)
+
+
+@benchmark_app.command("synthetic")
+@reports_errors
+def benchmark_synthetic_cmd(
+    events: Annotated[int, typer.Option(min=10_000, help="Events to generate.")] = 1_000_000,
+    users: Annotated[int | None, typer.Option(help="Users (default events / 20).")] = None,
+    items: Annotated[
+        int | None, typer.Option(help="Items (default events / 200, at most 50,000).")
+    ] = None,
+    recommend_users: Annotated[
+        int, typer.Option(help="Users in the batch-recommend timing.")
+    ] = 100_000,
+    out: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
+) -> None:
+    """Generate a shop, hold out its last 14 days, run `shopml train` and score the held-out days."""
+    from pipelines.evaluation.benchmark import machine, synthetic
+
+    progress = stage_progress()
+    doc = synthetic(
+        events, users=users, items=items, recommend_users=recommend_users, progress=progress
+    )
+    doc["machine"] = machine()
+    doc["date"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    for label, part in doc["results"].items():
+        out_console.print(_metrics_table(f"{label} ({part['users']:,})", part["metrics"]))
+    out_console.print(
+        f"re-ranked vs best single ({doc['best_single']['name']}): {doc['pipeline_vs_best_single']:+.1%}; "
+        f"cold start vs global popularity: {doc['cold_start_vs_global_popularity']:+.1%}; "
+        f"graded relevance: {doc['pipeline_vs_best_single_graded']:+.1%} over {doc['best_single_graded']['name']}"
+    )
+    out_console.print(
+        f"train {doc['train_seconds']:.0f} s for {events:,} events; recommend {doc['recommend_users']:,} users "
+        f"in {doc['recommend_seconds']:.1f} s"
+    )
+    write_results(doc, out)

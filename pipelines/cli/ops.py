@@ -1,0 +1,200 @@
+"""The engineer's and reviewer's commands: settings, reviews, promotions, rollback, DAG runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pipelines.cli.app import (
+    UserOption,
+    app,
+    out_console,
+    reports_errors,
+)
+from pipelines.errors import ShopMLError
+from pipelines.settings import load_settings
+
+
+@app.command("config")
+@reports_errors
+def config_cmd() -> None:
+    """Print the settings in effect (SHOPML_ENV, SHOPML_HOME, service URIs)."""
+    table = Table("setting", "value", box=None)
+    for key, value in load_settings().describe().items():
+        table.add_row(key, value)
+    out_console.print(table)
+
+
+review_app = typer.Typer(
+    help="Review pending challengers (through Airflow's REST API).", no_args_is_help=True
+)
+promotions_app = typer.Typer(
+    help="The promotion ledger of the serving bucket.", no_args_is_help=True
+)
+dags_app = typer.Typer(help="Trigger ShopML's Airflow DAGs.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+app.add_typer(promotions_app, name="promotions")
+app.add_typer(dags_app, name="dags")
+
+
+def _airflow(user: str) -> Any:
+    import os
+
+    from pipelines.orchestration.airflow_api import AirflowClient
+
+    password = os.environ.get("SHOPML_AIRFLOW_PASSWORD") or typer.prompt(
+        f"Airflow password for {user}", hide_input=True
+    )
+    return AirflowClient(load_settings().airflow_api_url, user, password)
+
+
+@review_app.command("list")
+@reports_errors
+def review_list_cmd(user: UserOption) -> None:
+    """Pending approval requests with their summaries."""
+    pending = _airflow(user).pending_reviews()
+    if not pending:
+        out_console.print("no pending reviews")
+        return
+    for d in pending:
+        ti = d.get("task_instance", {})
+        who = ", ".join(u.get("name", u.get("id", "")) for u in d.get("assigned_users", []))
+        out_console.print(
+            f"[bold]{escape(str(ti.get('dag_run_id', '')))}[/]  {escape(d['subject'])}  "
+            f"(asked {d['created_at']}; reviewers: {escape(who) or 'anyone'})",
+            soft_wrap=True,
+        )
+        out_console.print(escape(d.get("body") or ""), soft_wrap=True)
+
+
+def _answer(run_id: str, approve: bool, comment: str, user: str) -> None:
+    result = _airflow(user).answer(run_id, approve, comment)
+    word = "approved" if approve else "rejected"
+    by = (result.get("responded_by_user") or {}).get("name", user)
+    out_console.print(f"[bold]{word}[/] {escape(run_id)} as {escape(str(by))}")
+
+
+@review_app.command("approve")
+@reports_errors
+def review_approve_cmd(
+    dag_run: Annotated[str, typer.Argument(help="The retrain DAG run id (see `review list`).")],
+    user: UserOption,
+    comment: Annotated[str, typer.Option(help="Recorded in the ledger.")] = "",
+) -> None:
+    """Approve a challenger: the DAG promotes it."""
+    _answer(dag_run, True, comment, user)
+
+
+@review_app.command("reject")
+@reports_errors
+def review_reject_cmd(
+    dag_run: Annotated[str, typer.Argument(help="The retrain DAG run id (see `review list`).")],
+    user: UserOption,
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+) -> None:
+    """Reject a challenger: the champion stays."""
+    _answer(dag_run, False, comment, user)
+
+
+@promotions_app.command("log")
+@reports_errors
+def promotions_log_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Every promotion and rollback, oldest first, from the serving bucket's ledger."""
+    from pipelines.promotion.promote import ledger
+    from pipelines.registry.models import MODEL_NAME
+
+    lines = ledger(load_settings(), MODEL_NAME)
+    if as_json:
+        for line in lines:
+            out_console.print_json(json.dumps(line))
+        return
+    if not lines:
+        out_console.print("no promotions yet")
+        return
+    table = Table(show_edge=False)
+    for col in ("time", "action", "version", "previous", "by", "snapshot", "note"):
+        table.add_column(col)
+    for e in lines:
+        table.add_row(
+            e["time"], e["action"], str(e["version"]), str(e.get("previous_version") or "–"),
+            e.get("approved_by", ""), e.get("snapshot_id", "")[:12],
+            e.get("reason") or e.get("comment") or "",
+        )  # fmt: skip
+    out_console.print(table)
+
+
+@app.command("promote")
+@reports_errors
+def promote_cmd(
+    version: Annotated[int, typer.Option(help="Model version to serve.")],
+) -> None:
+    """Copy a blessed and approved version to the serving bucket (the retrain DAG's step)."""
+    from pipelines.promotion.promote import promote
+
+    out = promote(version=version, settings=load_settings())
+    state = "promoted" if out.changed else "already served:"
+    out_console.print(f"[bold green]{state}[/] version {out.version} (previous {out.previous})")
+
+
+@app.command("rollback")
+@reports_errors
+def rollback_cmd(
+    to: Annotated[int, typer.Option("--to", help="An earlier promoted version.")],
+    reason: Annotated[str, typer.Option(help="Why (goes to the ledger).")],
+    user: UserOption,
+) -> None:
+    """Serve an earlier version again (triggers the shopml_rollback DAG)."""
+    from pipelines.orchestration.airflow_api import ROLLBACK_DAG
+
+    if len(reason.strip()) < 3:
+        raise ShopMLError("--reason: say why (at least 3 characters)")
+    run = _airflow(user).trigger(
+        ROLLBACK_DAG, {"version": to, "reason": reason, "requested_by": user}
+    )
+    out_console.print(
+        f"triggered {ROLLBACK_DAG} run {escape(run['dag_run_id'])} to serve version {to}"
+    )
+
+
+@dags_app.command("announce")
+@reports_errors
+def dags_announce_cmd(
+    snapshot: Annotated[Path, typer.Argument(help="The snapshot that landed.")],
+    user: UserOption,
+    config: Annotated[str, typer.Option(help="Pipeline TOML file for the run.")] = "",
+) -> None:
+    """Tell Airflow a new snapshot landed (a `shopml-snapshot` asset event): it starts a retrain."""
+    from pipelines.data.snapshot import Snapshot
+
+    snap = Snapshot.open(snapshot)
+    event = _airflow(user).announce_snapshot(str(snap.path), config or None)
+    out_console.print(
+        f"announced snapshot {snap.id[:12]} ({snap.path}) as asset event {event.get('id', '')}: "
+        "shopml_retrain will run on it"
+    )
+
+
+@dags_app.command("trigger")
+@reports_errors
+def dags_trigger_cmd(
+    which: Annotated[str, typer.Argument(help="retrain")],
+    user: UserOption,
+    snapshot: Annotated[
+        str, typer.Option(help="Snapshot folder (default: the newest under SHOPML_HOME).")
+    ] = "",
+    config: Annotated[str, typer.Option(help="Pipeline TOML file.")] = "",
+) -> None:
+    """Start a shopml_retrain run now."""
+    from pipelines.orchestration.airflow_api import RETRAIN_DAG
+
+    if which != "retrain":
+        raise ShopMLError(f"unknown DAG {which!r}: use `retrain` (rollback: `shopml rollback`)")
+    run = _airflow(user).trigger(RETRAIN_DAG, {"snapshot": snapshot, "config": config})
+    out_console.print(f"triggered {RETRAIN_DAG} run {escape(run['dag_run_id'])}")

@@ -1,0 +1,108 @@
+"""Batch predict: one request type for every caller, and tables in, tables out.
+
+A :class:`RecommendRequest` says who asks (user ids; for shoppers the model does not know:
+demographics and recently touched items), how many items, whether to explain them, and
+which items must not be shown. :func:`predict_frame` turns a table of users (the CLI's
+file, the pyfunc's input) into a request and its answer; :func:`recommend_in_chunks`
+answers a large table in chunks with progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.errors import ShopMLError
+from pipelines.recommender.bundle import Recommender
+
+COLUMNS = ["user_id", "rank", "item_id", "score"]
+
+
+@dataclass(frozen=True)
+class RecommendRequest:
+    """Who asks for recommendations and what they want.
+
+    Every per-user field, when given, has one entry per user id: ``age`` (years, NaN
+    unknown), ``gender`` and ``region`` (None unknown) and ``recent_items`` (item ids)
+    are used for users without history in the model; ``exclude`` lists item ids never to
+    show that user (besides the items they already touched).
+    """
+
+    user_ids: Sequence[str]
+    k: int = 10
+    explain: bool = False
+    age: Sequence[float] | None = None
+    gender: Sequence[str | None] | None = None
+    region: Sequence[str | None] | None = None
+    recent_items: Sequence[Sequence[str]] | None = None
+    exclude: Sequence[Sequence[str]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ShopMLError(f"k must be >= 1, not {self.k}")
+        n = len(self.user_ids)
+        for name in ("age", "gender", "region", "recent_items", "exclude"):
+            values = getattr(self, name)
+            if values is not None and len(values) != n:
+                raise ShopMLError(f"{name}: {len(values)} values for {n} user ids")
+
+
+def request_from_frame(frame: pd.DataFrame, *, k: int, explain: bool) -> RecommendRequest:
+    """A request for the users of ``frame``: ``user_id`` and optionally ``age``,
+    ``gender``, ``region``, ``recent_items`` and ``exclude`` (lists of item ids)."""
+    if "user_id" not in frame.columns:
+        raise ShopMLError(f"the input needs a user_id column; it has {list(frame.columns)}")
+
+    def column(name: str) -> list[Any] | None:
+        if name not in frame.columns:
+            return None
+        return [
+            None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in frame[name]
+        ]
+
+    def lists(name: str) -> list[list[str]] | None:
+        values = column(name)
+        return None if values is None else [list(v) if v is not None else [] for v in values]
+
+    return RecommendRequest(
+        user_ids=frame["user_id"].astype(str).tolist(),
+        k=k,
+        explain=explain,
+        age=None if "age" not in frame else pd.to_numeric(frame["age"], errors="coerce").tolist(),
+        gender=column("gender"),
+        region=column("region"),
+        recent_items=lists("recent_items"),
+        exclude=lists("exclude"),
+    )
+
+
+def predict_frame(rec: Recommender, frame: pd.DataFrame, *, k: int, explain: bool) -> pd.DataFrame:
+    """Recommendations for the users of ``frame`` (the pyfunc and the CLI share this):
+    user_id, rank, item_id, score[, reasons]."""
+    out = rec.recommend(request_from_frame(frame, k=k, explain=explain))
+    if explain and "reasons" not in out.columns:
+        out["reasons"] = pd.Series(dtype=str)
+    return out
+
+
+def recommend_in_chunks(
+    rec: Recommender,
+    frame: pd.DataFrame,
+    *,
+    k: int,
+    explain: bool,
+    chunk: int = 5_000,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """:func:`predict_frame` over ``chunk`` users at a time, ``progress(done, total)``
+    after each."""
+    parts = []
+    for lo in range(0, len(frame), chunk):
+        parts.append(predict_frame(rec, frame.iloc[lo : lo + chunk], k=k, explain=explain))
+        if progress is not None:
+            progress(min(lo + chunk, len(frame)), len(frame))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
