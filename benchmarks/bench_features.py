@@ -37,8 +37,8 @@ result = {{"seconds": r.seconds, "rows": r.rows}}
 READ_FLOOR = """
 import time
 from pipelines.data.snapshot import Snapshot
-from pipelines.validation.validate import _frames
-t = time.perf_counter(); frames = _frames(Snapshot.open({snap!r}))
+from pipelines.validation.validate import load_frames
+t = time.perf_counter(); frames = load_frames(Snapshot.open({snap!r}))
 result = {{"seconds": time.perf_counter() - t, "rows": {{k: len(v) for k, v in frames.items()}}}}
 """
 VALIDATE = """

@@ -20,10 +20,11 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import Asset, Param, dag, task
-from airflow.timetables.assets import AssetOrTimeSchedule
-from airflow.timetables.trigger import CronTriggerTimetable
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
+# A task's XCom value: a RunPayload as a dict when the task runs, an XComArg while the DAG
+# is wired (TaskFlow passes upstream outputs as arguments; Airflow's types do not model that).
+XCom = Any
 SNAPSHOT_ASSET = Asset(name="shopml-snapshot", uri="shopml://snapshots/latest")
 # Read at parse time from the environment only (no settings files, no connections).
 ASSIGNED = [
@@ -53,7 +54,7 @@ ASSIGNED = [
 )
 def shopml_retrain() -> None:
     @task
-    def validate_snapshot(**context: Any) -> dict[str, Any]:
+    def validate_snapshot(**context: Any) -> XCom:
         from pipelines.orchestration.steps import validate_step
 
         params = context["params"]
@@ -72,43 +73,43 @@ def shopml_retrain() -> None:
         ).to_xcom()
 
     @task
-    def build_features(info: dict[str, Any]) -> dict[str, Any]:
+    def build_features(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, features_step
 
         return features_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task
-    def materialize_features(info: dict[str, Any]) -> dict[str, Any]:
+    def materialize_features(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, materialize_step
 
         return materialize_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task
-    def train_candidates(info: dict[str, Any]) -> dict[str, Any]:
+    def train_candidates(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, candidates_step
 
         return candidates_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task
-    def train_ranker(info: dict[str, Any]) -> dict[str, Any]:
+    def train_ranker(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, ranker_step
 
         return ranker_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task(retries=0)  # registering twice would make two versions
-    def register_challenger(info: dict[str, Any]) -> dict[str, Any]:
+    def register_challenger(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, register_step
 
         return register_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task
-    def evaluate_challenger(info: dict[str, Any]) -> dict[str, Any]:
+    def evaluate_challenger(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, evaluate_step
 
         return evaluate_step(RunPayload.from_xcom(info)).to_xcom()
 
     @task.short_circuit
-    def gate(info: dict[str, Any]) -> bool:
+    def gate(info: XCom) -> bool:
         """Not blessed: stop here, with the verdict recorded on the model version."""
         return bool(info["blessed"])
 
@@ -127,14 +128,14 @@ def shopml_retrain() -> None:
     )
 
     @task
-    def promote_model(info: dict[str, Any], **context: Any) -> dict[str, Any]:
+    def promote_model(info: XCom, **context: Any) -> XCom:
         from pipelines.orchestration.steps import RunPayload, promote_step
 
         review = context["ti"].xcom_pull(task_ids="await_review")
         return promote_step(RunPayload.from_xcom(info), review, context["run_id"]).to_xcom()
 
     @task
-    def notify(result: dict[str, Any]) -> str:
+    def notify(result: XCom) -> str:
         from pipelines.orchestration.steps import PromotionResult, notify_step
 
         return notify_step(PromotionResult.from_xcom(result))

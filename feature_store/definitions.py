@@ -15,6 +15,8 @@ from typing import Any
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Bool, Float32, Int32, Int64, String
 
+from feature_store.services import RECOMMENDER_RANKER
+
 WINDOWS_DAYS = (1, 7, 30)  # = pipelines.features.config.WINDOWS_DAYS (a test keeps them equal)
 EVENT_TYPES = ("view", "add_to_cart", "purchase", "search_click")
 NO_AGE_LIMIT = timedelta(0)  # Feast: a ttl of 0 means a row never expires
@@ -111,13 +113,11 @@ item_content = FeatureView(
 # --- Feature services: exactly the features each model uses.
 recommender_ranker = FeatureService(
     name="recommender_ranker",
-    features=[
-        user_profile,
-        item_stats,
-        item_content[["text_embedding", "image_embedding", "has_image"]],
-    ],
-    description="the LightGBM re-ranker of recommendations: user x item",
-)
+    features=[user_profile[list(RECOMMENDER_RANKER["user_profile"])],
+              item_stats[list(RECOMMENDER_RANKER["item_stats"])],
+              item_content[list(RECOMMENDER_RANKER["item_content"])]],
+    description="the LightGBM re-ranker of recommendations: exactly the features it reads",
+)  # fmt: skip
 search_ranker = FeatureService(
     name="search_ranker",
     features=[

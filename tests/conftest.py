@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipelines.data.generator import GeneratorConfig, World, build_world, generate_shop
+from tests.shops import TrainedShop
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SHOPML_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -60,6 +61,12 @@ def small_shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
     out = tmp_path_factory.mktemp("shops") / "small"
     generate_shop(SMALL, out=out)
     return Shop(out, SMALL)
+
+
+@pytest.fixture(scope="session")
+def trained_shop(tmp_path_factory: pytest.TempPathFactory) -> TrainedShop:
+    """The shared generated shop, trained once (tests/shops.py)."""
+    return TrainedShop(tmp_path_factory.mktemp("trained-shop"))
 
 
 @pytest.fixture

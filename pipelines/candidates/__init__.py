@@ -1,17 +1,11 @@
 """Candidate generators: every source fits on a history and answers for a batch of users."""
 
 from pipelines.candidates.als import ALSGenerator
-from pipelines.candidates.base import (
-    SOURCES,
-    CandidateConfig,
-    Context,
-    Generator,
-    History,
-    SideInfo,
-    UserBatch,
-)
+from pipelines.candidates.base import Context, Generator, SideInfo, UserBatch
 from pipelines.candidates.bpr import BPRGenerator
+from pipelines.candidates.config import SOURCES, CandidateConfig
 from pipelines.candidates.content import ContentGenerator
+from pipelines.candidates.history import History
 from pipelines.candidates.itemitem import ItemItemGenerator
 from pipelines.candidates.popularity import PopularityGenerator, TrendingGenerator
 

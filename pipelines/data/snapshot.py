@@ -203,7 +203,7 @@ def write_snapshot(
         yield writer
         if not (tmp / TABLES["queries"].file).exists():
             writer.write_table("queries", empty_table("queries"))
-        manifest = _build_manifest(
+        manifest = build_manifest(
             tmp, source=source, producer=producer, notes=notes or [], allow_empty=allow_empty
         )
         write_json(tmp / MANIFEST, manifest)
@@ -213,7 +213,7 @@ def write_snapshot(
         raise
 
 
-def _build_manifest(
+def build_manifest(
     folder: Path,
     *,
     source: str,
@@ -221,6 +221,8 @@ def _build_manifest(
     notes: list[str],
     allow_empty: tuple[str, ...],
 ) -> dict[str, Any]:
+    """The manifest of the tables in ``folder``: rows, bytes, sha256 and columns of each,
+    the snapshot id, the event time range and the embedding size."""
     tables: dict[str, Any] = {}
     digests: dict[str, str] = {}
     for name, spec in TABLES.items():

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from feature_store.services import RECOMMENDER_RANKER
 from pipelines.candidates import (
     GENERATORS,
     CandidateConfig,
@@ -137,9 +138,11 @@ class FeatureSource:
         from pipelines.features.store import get_training_frame
 
         stamp = pd.Timestamp(now, unit="s", tz="UTC")
+        # exactly the `recommender_ranker` service: the user view, then the item views
+        service = RECOMMENDER_RANKER
         u = get_training_frame(
             pd.DataFrame({"user_id": users["user_id"].astype(str), "event_timestamp": stamp}),
-            [f"user_profile:{n}" for n in ("segment", *STORE_USER_FEATURES)],
+            [f"user_profile:{n}" for n in service["user_profile"]],
             settings=self.settings,
         )
         seg = pd.to_numeric(u["user_profile__segment"], errors="coerce")
@@ -147,8 +150,7 @@ class FeatureSource:
         user_values = u[[f"user_profile__{n}" for n in STORE_USER_FEATURES]]
         i = get_training_frame(
             pd.DataFrame({"item_id": tl.items["item_id"].astype(str), "event_timestamp": stamp}),
-            [f"item_stats:{n}" for n in STORE_ITEM_FEATURES]
-            + ["item_content:text_embedding", "item_content:image_embedding"],
+            [f"{view}:{n}" for view in ("item_stats", "item_content") for n in service[view]],
             settings=self.settings,
         )
         item_values = i[[f"item_stats__{n}" for n in STORE_ITEM_FEATURES]]

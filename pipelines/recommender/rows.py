@@ -17,25 +17,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from feature_store.services import RECOMMENDER_ITEM_FEATURES, RECOMMENDER_USER_FEATURES
 from pipelines.candidates import Generator, UserBatch
 from pipelines.candidates.base import Context, shared_top, top_n
 from pipelines.data.timeline import DAY
 
-# Feature-store columns the ranker reads when a feature build is available.
-STORE_USER_FEATURES = (
-    "days_since_signup",
-    "events_total",
-    "recency_days",
-    "median_purchase_price",
-    "price_sensitivity",
-    *(f"{t}_{w}d" for w in (1, 7, 30) for t in ("view", "add_to_cart", "purchase")),
-)
-STORE_ITEM_FEATURES = (
-    *(f"{t}_{w}d" for w in (1, 7, 30) for t in ("view", "add_to_cart", "purchase")),
-    "cart_rate",
-    "purchase_rate",
-    "view_to_purchase_rate",
-)
+# Feature-store columns the ranker reads when a feature build is available: the
+# `recommender_ranker` feature service lists exactly these (feature_store/services.py).
+STORE_USER_FEATURES = RECOMMENDER_USER_FEATURES
+STORE_ITEM_FEATURES = RECOMMENDER_ITEM_FEATURES
 CATEGORICAL = ("item_category", "item_top_category", "user_gender", "user_segment")
 
 

@@ -111,7 +111,8 @@ def ensure_validated(snap: Snapshot) -> None:
 # ----------------------------------------------------------------------------- frames
 
 
-def _frames(snap: Snapshot) -> dict[str, pd.DataFrame]:
+def load_frames(snap: Snapshot) -> dict[str, pd.DataFrame]:
+    """The snapshot's tables as the DataFrames the suites check (ids as categoricals)."""
     frames = {}
     for name in TABLES:
         if snap.has(name):
@@ -293,7 +294,7 @@ def _run(
 
     logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 
-    frames = _frames(snap)
+    frames = load_frames(snap)
     raw = dict(frames)
     events, items, users = frames["events"], frames["items"], frames["users"]
     batches: dict[str, tuple[pd.DataFrame, list[str]]] = {}

@@ -9,9 +9,10 @@ import scipy.sparse as sp
 
 from pipelines.candidates import GENERATORS, CandidateConfig, Context, History, SideInfo
 from pipelines.candidates.als import ALSGenerator
-from pipelines.candidates.base import keep_latest, top_n
+from pipelines.candidates.base import top_n
 from pipelines.candidates.bpr import FOLD_IN_RIDGE, BPRGenerator
 from pipelines.candidates.content import ContentGenerator
+from pipelines.candidates.history import keep_latest
 from pipelines.candidates.itemitem import ItemItemGenerator, ease
 from pipelines.candidates.popularity import PopularityGenerator, TrendingGenerator
 from pipelines.data.contract import EVENT_TYPES

@@ -13,40 +13,19 @@ from typing import Any
 
 import httpx
 import mlflow
-import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 
 from pipelines.data.generator import generate_shop
-from pipelines.data.snapshot import Snapshot, write_snapshot
+from pipelines.data.snapshot import Snapshot
 from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.orchestration.stack import Stack, start, stop
 from pipelines.registry.models import MODEL_NAME
 from pipelines.settings import Settings, load_settings
-from tests.shops import SHOP
+from tests.shops import LIGHT_TOML, SHOP, replace_table
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SETTLE_SECONDS = 8
-
-LIGHT_TOML = """
-[train]
-folds = 1
-[candidates]
-als_iterations = 5
-bpr_iterations = 10
-threads = 1
-[ranker]
-label_days = 7.0
-max_rounds = 60
-early_stopping_rounds = 20
-min_data_in_leaf = 20
-[features]
-segment_k_min = 2
-segment_k_max = 3
-[[gate.checks]]
-metric = "hit_rate@10"
-min = 0.0
-"""
 
 
 def _free_port() -> int:
@@ -235,17 +214,11 @@ def test_an_announced_snapshot_starts_a_run_and_a_rejection_changes_nothing(
 
 
 def test_corrupted_snapshot_fails_at_validation_with_nothing_registered(airflow: Airflow) -> None:
-    good = Snapshot.open(airflow.settings.snapshots_dir / "shop")
-    items = good.read("items").to_pandas()
+    good = airflow.settings.snapshots_dir / "shop"
+    items = Snapshot.open(good).read("items").to_pandas()
     items.loc[:5, "price"] = -1.0
     bad = airflow.root / "bad"
-    with write_snapshot(bad, source="test", producer={}) as w:
-        for name in ("users", "events", "queries", "judgments"):
-            w.write_table(name, good.read(name))
-        w.write_table(
-            "items",
-            pa.Table.from_pandas(items, schema=good.read("items").schema, preserve_index=False),
-        )
+    replace_table(good, bad, "items", items)
     versions = airflow.versions()
     run_id = airflow.trigger(bad)
     done = airflow.wait(run_id, _done)

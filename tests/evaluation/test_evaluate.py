@@ -12,16 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import matplotlib.image as mpimg
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.data.contract import DEFAULT_GRADES
-from pipelines.data.generator import generate_shop
 from pipelines.data.snapshot import Snapshot
 from pipelines.data.timeline import snapshot_end
 from pipelines.errors import ShopMLError
@@ -33,30 +30,27 @@ from pipelines.ranking.metrics import ranking_metrics
 from pipelines.recommender.predict import RecommendRequest
 from pipelines.registry.challenger import train_challenger
 from pipelines.registry.models import MODEL_NAME, load_recommender
-from pipelines.settings import Settings, load_settings
+from pipelines.settings import load_settings
 from tests.conftest import shared_data
-from tests.shops import LIGHT, SHOP
+from tests.shops import LIGHT, TrainedShop, mlflow_client
 
-WEAK = replace(LIGHT, ranker=replace(LIGHT.ranker, max_rounds=3, early_stopping_rounds=3))
+# Every test here uses a trained model (the shared trained shop, or one of its own).
+pytestmark = pytest.mark.slow
 
 
 class Shop:
-    def __init__(self, root: Path) -> None:
-        self.snapshot = root / "shop"
-        generate_shop(SHOP, out=self.snapshot)
+    """The shared trained shop, its strong model registered as version 1 in this home."""
+
+    def __init__(self, trained: TrainedShop, root: Path) -> None:
+        self.trained = trained
+        self.snapshot = trained.snapshot
         self.settings = load_settings({"SHOPML_HOME": str(root / "home")})
-        self.first = train_challenger(self.snapshot, settings=self.settings, cfg=LIGHT)
+        self.first = trained.register(self.settings)
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
-    return Shop(tmp_path_factory.mktemp("evaluate"))
-
-
-def _client(settings: Settings) -> MlflowClient:
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    return MlflowClient()
+def shop(trained_shop: TrainedShop, tmp_path_factory: pytest.TempPathFactory) -> Shop:
+    return Shop(trained_shop, tmp_path_factory.mktemp("evaluate"))
 
 
 def _copy(shop: Shop, tmp_path: Path) -> Path:
@@ -181,7 +175,7 @@ def test_evaluate_without_a_champion(shop: Shop) -> None:
     assert verdict["reasons"] == [o.reason for o in result.judgement.outcomes]
     assert verdict["files"]["report.html"] == sha256_file(result.out_dir / "report.html")
     # logged to the challenger's run and tagged on its version
-    client = _client(shop.settings)
+    client = mlflow_client(shop.settings)
     version = client.get_model_version(MODEL_NAME, "1")
     assert result.run_id == version.run_id == shop.first.run_id
     assert version.tags["eval.eval_set_hash"] == es.hash
@@ -202,9 +196,9 @@ def test_evaluate_without_a_champion(shop: Shop) -> None:
 
 
 def test_evaluate_against_the_champion_on_the_same_rows(shop: Shop) -> None:
-    client = _client(shop.settings)
+    client = mlflow_client(shop.settings)
     client.set_registered_model_alias(MODEL_NAME, "champion", "1")
-    second = train_challenger(shop.snapshot, settings=shop.settings, cfg=WEAK)
+    second = shop.trained.register(shop.settings, weak=True)
     result = evaluate(
         model_uri=f"models:/{MODEL_NAME}@challenger",
         snapshot_uri=shop.snapshot,
@@ -312,6 +306,7 @@ def test_cli_evaluate_exit_codes_and_reasons(shop: Shop, tmp_path: Path) -> None
     assert res.exit_code == 2 and "cannot resolve model" in res.output
 
 
+@pytest.mark.real_data
 def test_evaluate_the_movielens_import_with_and_without_a_champion(tmp_path: Path) -> None:
     from pipelines.data.importers.movielens import import_movielens_100k
 
@@ -327,7 +322,7 @@ def test_evaluate_the_movielens_import_with_and_without_a_champion(tmp_path: Pat
     assert (
         alone.challenger.values["all"]["ndcg@10"] > alone.popularity.values["all"]["ndcg@10"] * 0.5
     )
-    _client(settings).set_registered_model_alias(MODEL_NAME, "champion", "1")
+    mlflow_client(settings).set_registered_model_alias(MODEL_NAME, "champion", "1")
     second = train_challenger(
         tmp_path / "ml",
         settings=settings,

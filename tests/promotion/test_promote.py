@@ -9,11 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
-from mlflow import MlflowClient
 
-from pipelines.data.generator import generate_shop
 from pipelines.errors import ShopMLError
 from pipelines.evaluation.evaluate import EvaluateConfig, evaluate
 from pipelines.evaluation.gate import Check, GateConfig
@@ -26,57 +23,46 @@ from pipelines.promotion.promote import (
     record_approval,
     rollback,
 )
-from pipelines.registry.challenger import train_challenger
 from pipelines.registry.models import MODEL_NAME
 from pipelines.settings import Settings, load_settings
-from tests.shops import LIGHT, SHOP
+from tests.shops import TrainedShop, mlflow_client
+
+# Every test here uses a trained model (the shared trained shop, or one of its own).
+pytestmark = pytest.mark.slow
 
 PERMISSIVE = EvaluateConfig(gate=GateConfig([Check("hit_rate@10", min=0.0)]))
 
 
 class Models:
-    """Two trained, evaluated versions; the second also approved."""
+    """Two evaluated versions of the shared trained shop (strong, then weak)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, trained: TrainedShop, root: Path) -> None:
         self.root = root
-        generate_shop(SHOP, out=root / "shop")
         self.settings = load_settings({"SHOPML_HOME": str(root / "home")})
-        weak = replace(LIGHT, ranker=replace(LIGHT.ranker, max_rounds=3))
-        self.v1 = train_challenger(root / "shop", settings=self.settings, cfg=LIGHT).version
-        evaluate(
-            model_uri=f"models:/{MODEL_NAME}/{self.v1}",
-            snapshot_uri=root / "shop",
-            settings=self.settings,
-            cfg=PERMISSIVE,
-            use_champion=False,
-        )
-        self.v2 = train_challenger(root / "shop", settings=self.settings, cfg=weak).version
-        evaluate(
-            model_uri=f"models:/{MODEL_NAME}/{self.v2}",
-            snapshot_uri=root / "shop",
-            settings=self.settings,
-            cfg=PERMISSIVE,
-            use_champion=False,
-        )
+        self.v1, self.v2 = (trained.register(self.settings, weak=w).version for w in (False, True))
+        for version in (self.v1, self.v2):
+            evaluate(
+                model_uri=f"models:/{MODEL_NAME}/{version}",
+                snapshot_uri=trained.snapshot,
+                settings=self.settings,
+                cfg=PERMISSIVE,
+                use_champion=False,
+            )
 
     def settings_with(self, bucket_uri: str, endpoint: str | None = None) -> Settings:
         return replace(self.settings, serving_bucket_uri=bucket_uri, s3_endpoint_url=endpoint)
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    return Models(tmp_path_factory.mktemp("promote"))
-
-
-def _client(settings: Settings) -> MlflowClient:
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    return MlflowClient()
+def models(trained_shop: TrainedShop, tmp_path_factory: pytest.TempPathFactory) -> Models:
+    return Models(trained_shop, tmp_path_factory.mktemp("promote"))
 
 
 def _champion(settings: Settings) -> int | None:
     try:
-        return int(_client(settings).get_model_version_by_alias(MODEL_NAME, "champion").version)
+        return int(
+            mlflow_client(settings).get_model_version_by_alias(MODEL_NAME, "champion").version
+        )
     except Exception:
         return None
 
@@ -100,7 +86,7 @@ def _check_layout(bucket: Any, version: int, settings: Settings) -> dict[str, An
     assert set(manifest["files"]) == rel - {"manifest.json"}
     for name, digest in manifest["files"].items():
         assert hashlib.sha256(bucket.get(base + name)).hexdigest() == digest, name
-    tags = _client(settings).get_model_version(MODEL_NAME, str(version)).tags
+    tags = mlflow_client(settings).get_model_version(MODEL_NAME, str(version)).tags
     assert manifest["verdict_sha256"] == tags["eval.verdict_sha256"]
     assert (
         hashlib.sha256(bucket.get(base + "report/verdict.json")).hexdigest()
@@ -113,7 +99,7 @@ def test_refuses_without_a_blessed_verdict_and_an_approval(models: Models, tmp_p
     settings = models.settings_with((tmp_path / "bucket").as_uri())
     with pytest.raises(ShopMLError, match="has no recorded approval"):
         promote(version=models.v1, settings=settings)
-    client = _client(settings)
+    client = mlflow_client(settings)
     client.set_model_version_tag(MODEL_NAME, str(models.v1), "eval.blessed", "false")
     try:
         with pytest.raises(ShopMLError, match="was not blessed"):

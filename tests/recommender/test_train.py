@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.data.generator import generate_shop
-from pipelines.data.snapshot import Snapshot, write_snapshot
+from pipelines.data.snapshot import Snapshot
 from pipelines.data.timeline import DAY, load_timeline
 from pipelines.errors import ShopMLError
 from pipelines.features import build_features
@@ -28,34 +23,32 @@ from pipelines.recommender.predict import RecommendRequest
 from pipelines.recommender.rows import feature_names
 from pipelines.registry.challenger import train_challenger
 from pipelines.registry.models import CHALLENGER, MODEL_NAME, load_pyfunc, load_recommender
-from pipelines.settings import Settings, load_settings
+from pipelines.settings import load_settings
 from pipelines.validation.validate import validate_snapshot
 from tests.conftest import shared_data
-from tests.shops import LIGHT, SHOP
+from tests.shops import LIGHT, TrainedShop, mlflow_client, replace_table
+
+# Every test here uses a trained model (the shared trained shop, or one of its own).
+pytestmark = pytest.mark.slow
 
 
 class Trained:
-    def __init__(self, root: Path) -> None:
-        self.snapshot = root / "shop"
-        generate_shop(SHOP, out=self.snapshot)
+    """The shared trained shop, registered into this module's home."""
+
+    def __init__(self, shop: TrainedShop, root: Path) -> None:
+        self.snapshot = shop.snapshot
         self.settings = load_settings({"SHOPML_HOME": str(root / "home")})
-        self.outcome = train_challenger(self.snapshot, settings=self.settings, cfg=LIGHT)
+        self.outcome = shop.register(self.settings)
         self.rec = self.outcome.result.recommender
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    return Trained(tmp_path_factory.mktemp("train"))
-
-
-def _client(settings: Settings) -> MlflowClient:
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    return MlflowClient()
+def trained(trained_shop: TrainedShop, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    return Trained(trained_shop, tmp_path_factory.mktemp("train"))
 
 
 def test_registered_as_challenger_with_tags_runs_and_snapshot_input(trained: Trained) -> None:
-    client = _client(trained.settings)
+    client = mlflow_client(trained.settings)
     version = client.get_model_version_by_alias(MODEL_NAME, CHALLENGER)
     assert int(version.version) == trained.outcome.version
     snap = Snapshot.open(trained.snapshot)
@@ -85,7 +78,7 @@ def test_registered_as_challenger_with_tags_runs_and_snapshot_input(trained: Tra
 
 
 def test_pyfunc_round_trip_gives_the_same_recommendations(trained: Trained) -> None:
-    _client(trained.settings)
+    mlflow_client(trained.settings)
     model = load_pyfunc(f"models:/{MODEL_NAME}@{CHALLENGER}")
     active = trained.rec.ctx.user_ids[trained.rec.ctx.history.user_events > 0][:25]
     frame = pd.DataFrame({"user_id": list(active)})
@@ -181,14 +174,7 @@ def _later_snapshot(src: Path, dst: Path, cutoff: datetime) -> None:
             ts=lambda d: d["ts"] + pd.Timedelta(minutes=1),
         )
     )
-    merged = pd.concat([events, extra], ignore_index=True)
-    with write_snapshot(dst, source="test", producer={}) as w:
-        for name in ("users", "items", "queries", "judgments"):
-            w.write_table(name, snap.read(name))
-        w.write_table(
-            "events",
-            pa.Table.from_pandas(merged, schema=snap.read("events").schema, preserve_index=False),
-        )
+    replace_table(src, dst, "events", pd.concat([events, extra], ignore_index=True))
 
 
 def test_ranker_rows_do_not_see_label_events(trained: Trained, tmp_path: Path) -> None:
@@ -283,24 +269,9 @@ def test_cli_recommend(trained: Trained, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_train_refuses_a_quarantined_snapshot(trained: Trained, tmp_path: Path) -> None:
-    broken = tmp_path / "broken"
-    shutil.copytree(trained.snapshot, broken)
-    shutil.rmtree(broken / "validation", ignore_errors=True)
-    events = pd.read_parquet(broken / "events.parquet")
-    snap = Snapshot.open(broken)
-    items = snap.read("items").to_pandas()
+    items = Snapshot.open(trained.snapshot).read("items").to_pandas()
     items.loc[0, "price"] = -5.0
-    with write_snapshot(tmp_path / "bad", source="test", producer={}) as w:
-        for name in ("users", "queries", "judgments"):
-            w.write_table(name, snap.read(name))
-        w.write_table(
-            "items",
-            pa.Table.from_pandas(items, schema=snap.read("items").schema, preserve_index=False),
-        )
-        w.write_table(
-            "events",
-            pa.Table.from_pandas(events, schema=snap.read("events").schema, preserve_index=False),
-        )
+    replace_table(trained.snapshot, tmp_path / "bad", "items", items)
     settings = load_settings({"SHOPML_HOME": str(tmp_path / "home")})
     with pytest.raises(ShopMLError, match="quarantined"):
         train_challenger(tmp_path / "bad", settings=settings, cfg=LIGHT)
@@ -315,6 +286,7 @@ def test_train_needs_enough_history(trained: Trained) -> None:
         train_challenger(trained.snapshot, settings=trained.settings, cfg=LIGHT, until=too_early)
 
 
+@pytest.mark.real_data
 def test_train_on_the_movielens_import(tmp_path: Path) -> None:
     from pipelines.data.importers.movielens import import_movielens_100k
 

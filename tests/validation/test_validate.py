@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.data.generator import GeneratorConfig, generate_shop
-from pipelines.data.snapshot import MANIFEST, Snapshot, _build_manifest
+from pipelines.data.snapshot import MANIFEST, Snapshot, build_manifest
 from pipelines.errors import ShopMLError
 from pipelines.validation.config import ValidationConfig
 from pipelines.validation.validate import read_status, require_accepted, validate_snapshot
@@ -62,7 +62,7 @@ def rewrite(
         pa.Table.from_pandas(frame, schema=loose, preserve_index=False), path, compression="zstd"
     )
     old = json.loads((snapshot / MANIFEST).read_text())
-    manifest = _build_manifest(
+    manifest = build_manifest(
         snapshot, source=old["source"], producer=old["producer"], notes=old["notes"], allow_empty=()
     )
     (snapshot / MANIFEST).write_text(json.dumps(manifest, indent=2))

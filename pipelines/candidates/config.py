@@ -1,0 +1,77 @@
+"""The ``[candidates]`` table: how the candidate sources are fitted and how many
+candidates each contributes (docs/recommendation.md lists every option)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.data.contract import DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
+from pipelines.errors import require_all
+
+# How many candidates each source contributes before the union (300 in total by default).
+DEFAULT_PER_SOURCE = {
+    "als": 80,
+    "bpr": 40,
+    "itemitem": 80,
+    "content": 40,
+    "popularity": 30,
+    "trending": 30,
+}
+SOURCES = tuple(DEFAULT_PER_SOURCE)
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """How the candidate generators are fitted and how many candidates each gives."""
+
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    half_life_days: float = 60.0  # time decay of an event's confidence
+    als_factors: int = 64
+    als_iterations: int = 15
+    als_regularization: float = 0.05
+    als_alpha: float = 2.0  # confidence = 1 + alpha * weight
+    bpr_factors: int = 64
+    bpr_iterations: int = 30
+    bpr_learning_rate: float = 0.05
+    bpr_regularization: float = 0.01
+    ease_max_items: int = 10_000  # EASE up to this catalog size, item-kNN above
+    ease_lambda: float = 300.0
+    knn_neighbours: int = 100
+    content_history: int = 20  # most recent items in a user's content profile
+    trending_days: float = 7.0
+    popularity_smoothing: float = 50.0  # pseudo-count of global popularity in group popularity
+    per_source: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PER_SOURCE))
+    threads: int = 0  # for ALS, BPR and item-kNN; 0 = every core (BPR is only repeatable with 1)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # A partial per_source table changes those sources only; 0 turns a source off.
+        object.__setattr__(self, "per_source", {**DEFAULT_PER_SOURCE, **self.per_source})
+        checks = [
+            (
+                set(self.event_weights) == set(EVENT_TYPES),
+                f"event_weights needs exactly {sorted(EVENT_TYPES)}",
+            ),
+            (all(w >= 0 for w in self.event_weights.values()), "event weights must be >= 0"),
+            (self.half_life_days > 0, "half_life_days must be > 0"),
+            (min(self.als_factors, self.bpr_factors) >= 2, "factors must be >= 2"),
+            (min(self.als_iterations, self.bpr_iterations) >= 1, "iterations must be >= 1"),
+            (self.ease_lambda > 0, "ease_lambda must be > 0"),
+            (self.knn_neighbours >= 1, "knn_neighbours must be >= 1"),
+            (self.content_history >= 1, "content_history must be >= 1"),
+            (self.trending_days > 0, "trending_days must be > 0"),
+            (self.threads >= 0, "threads must be >= 0"),
+            (
+                set(self.per_source) <= set(SOURCES),
+                f"per_source names unknown sources; known: {', '.join(SOURCES)}",
+            ),
+            (all(n >= 0 for n in self.per_source.values()), "per_source counts must be >= 0"),
+            (sum(self.per_source.values()) >= 1, "per_source must ask for at least one candidate"),
+        ]
+        require_all(checks, context="candidate config")
+
+    def weight_of_type(self) -> np.ndarray:
+        """Event weight by event-type code (the order of ``contract.EVENT_TYPES``)."""
+        return np.array([self.event_weights[t] for t in EVENT_TYPES], dtype=np.float32)

@@ -1,0 +1,161 @@
+"""The retrain DAG's steps without Airflow: the payload they pass, the reviewer's answer they
+accept, and every step in order on a generated shop, configured by one pipeline file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.data.generator import generate_shop
+from pipelines.errors import ShopMLError
+from pipelines.orchestration.config import PipelineConfig
+from pipelines.orchestration.steps import (
+    PromotionResult,
+    RunPayload,
+    approval_from_review,
+    candidates_step,
+    evaluate_step,
+    features_step,
+    materialize_step,
+    notify_step,
+    promote_step,
+    ranker_step,
+    register_step,
+    validate_step,
+)
+from pipelines.promotion.promote import ledger, served_version
+from pipelines.registry.models import MODEL_NAME
+from pipelines.settings import load_settings
+from tests.shops import LIGHT_TOML, SHOP
+from tests.validation.test_validate import rewrite
+
+# LIGHT as a pipeline file (tests/shops.py), plus a validation threshold.
+PIPELINE = "[validation]\ncategory_kl_max = 0.3\n" + LIGHT_TOML
+
+REVIEW = {
+    "chosen_options": ["Approve"],
+    "responded_by_user": {"id": "reviewer", "name": "reviewer"},
+    "responded_at": "2026-12-02T10:00:00+00:00",
+    "params_input": {"comment": "looks right"},
+}
+
+
+def test_the_payload_round_trips_through_xcom_and_refuses_strangers() -> None:
+    run = RunPayload(work_dir="/w", snapshot="/s", snapshot_id="abc", until="2026-01-01T00:00:00")
+    back = RunPayload.from_xcom(json.loads(json.dumps(run.to_xcom())))
+    assert back == run
+    with pytest.raises(ShopMLError, match=r"unknown payload field\(s\) \['versoin'\]"):
+        RunPayload.from_xcom({**run.to_xcom(), "versoin": 3})
+    with pytest.raises(ShopMLError, match="expected the previous task's payload"):
+        RunPayload.from_xcom(None)
+    with pytest.raises(ShopMLError, match="no model version in this run yet"):
+        _ = run.registered_version
+
+
+def test_an_approval_is_read_from_the_reviewers_answer() -> None:
+    approval = approval_from_review(REVIEW, model_uri="models:/m/3", dag_run_id="run-1")
+    assert (approval.approved_by, approval.dag_run, approval.comment, approval.approved_at) == (
+        "reviewer",
+        "run-1",
+        "looks right",
+        "2026-12-02T10:00:00+00:00",
+    )
+    by_id = {**REVIEW, "responded_by_user": {"id": "alice"}, "params_input": None}
+    assert approval_from_review(by_id, model_uri="m", dag_run_id="r").approved_by == "alice"
+    assert approval_from_review(by_id, model_uri="m", dag_run_id="r").comment == ""
+
+
+@pytest.mark.parametrize(
+    ("review", "message"),
+    [
+        (None, "no approval recorded for models:/m/3: None"),
+        ({**REVIEW, "chosen_options": ["Reject"]}, "no approval recorded"),
+        ({**REVIEW, "chosen_options": ["Approve", "Reject"]}, "no approval recorded"),
+        ({**REVIEW, "responded_by_user": None}, "names no reviewer"),
+        ({**REVIEW, "responded_by_user": "reviewer"}, "names no reviewer"),
+        ("Approve", "no approval recorded"),
+    ],
+)
+def test_anything_but_a_named_approval_is_refused(review: object, message: str) -> None:
+    with pytest.raises(ShopMLError, match=message):
+        approval_from_review(review, model_uri="models:/m/3", dag_run_id="run-1")
+
+
+def test_the_pipeline_file_reaches_every_stage(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.toml"
+    path.write_text(PIPELINE + "\n[evaluate]\nholdout_days = 5\n")
+    cfg = PipelineConfig.from_toml(path)
+    assert cfg.validation.category_kl_max == 0.3
+    assert (cfg.train.train.folds, cfg.train.ranker.max_rounds) == (1, 60)
+    assert cfg.train.holdout_days == cfg.evaluate.evaluate.holdout_days == 5.0
+    assert [c.metric for c in cfg.evaluate.gate.checks] == ["hit_rate@10"]
+    assert PipelineConfig.from_toml(None) == PipelineConfig() == PipelineConfig.from_toml("")
+    path.write_text("[validation]\ncategory_kl = 0.3\n")
+    with pytest.raises(ShopMLError, match=r"unknown \[validation\] setting\(s\) \['category_kl'\]"):
+        PipelineConfig.from_toml(path)
+
+
+@pytest.mark.slow
+def test_every_step_in_order_trains_evaluates_and_promotes(tmp_path: Path) -> None:
+    snapshot = tmp_path / "shop"
+    generate_shop(SHOP, out=snapshot)
+    config = tmp_path / "pipeline.toml"
+    config.write_text(PIPELINE)
+
+    run = validate_step(snapshot=str(snapshot), config=str(config), dag_run_id="manual__1")
+    result = json.loads((snapshot / "validation" / "result.json").read_text())
+    assert result["status"] == "accepted" and result["config"]["category_kl_max"] == 0.3
+    settings = load_settings()
+    assert run.folder == settings.home / "runs" / "manual__1"
+    assert (run.folder / "plan.json").is_file() and run.config == str(config)
+
+    run = features_step(run)
+    assert run.features_seconds > 0
+    run = materialize_step(run)
+    users = pd.read_parquet(snapshot / "users.parquet")
+    signed_up = int((users["signup_ts"] < pd.Timestamp(run.until)).sum())
+    assert run.online_rows["user_profile"] == signed_up  # everyone known at the training time
+    run = candidates_step(run)
+    run = ranker_step(run)
+    assert run.validation_ndcg is not None and 0 < run.validation_ndcg <= 1
+    run = register_step(run)
+    assert run.version == 1 and run.model_uri == f"models:/{MODEL_NAME}/1"
+    run = evaluate_step(run)
+    assert run.blessed is True  # the file's permissive gate
+    assert run.summary.startswith("#") and "Report: file://" in run.summary
+    assert len(run.eval_set_hash) == 64
+
+    # through XCom and back, as Airflow passes it to the next task
+    run = RunPayload.from_xcom(json.loads(json.dumps(run.to_xcom())))
+    promoted = promote_step(run, REVIEW, "manual__1")
+    assert promoted == PromotionResult(
+        version=1, previous=None, changed=True, approved_by="reviewer"
+    )
+    assert served_version(settings, MODEL_NAME) == 1
+    (line,) = ledger(settings, MODEL_NAME)
+    assert (line["approved_by"], line["comment"], line["dag_run"]) == (
+        "reviewer",
+        "looks right",
+        "manual__1",
+    )
+    assert notify_step(PromotionResult.from_xcom(promoted.to_xcom())) == (
+        "shopml-recommender version 1 is now served (previous: None; approved by reviewer)"
+    )
+    with pytest.raises(ShopMLError, match="no approval recorded"):
+        promote_step(run, {**REVIEW, "chosen_options": ["Reject"]}, "manual__1")
+
+
+def test_a_quarantined_snapshot_stops_the_run_at_validation(tmp_path: Path) -> None:
+    snapshot = tmp_path / "shop"
+    generate_shop(SHOP, out=snapshot)
+
+    def negative_price(items: pd.DataFrame) -> pd.DataFrame:
+        return items.assign(price=items["price"].where(items.index > 0, -1.0))
+
+    rewrite(snapshot, "items", negative_price)  # the validation tests' broken export
+    with pytest.raises(ShopMLError, match=r"quarantined, e\.g\. items\.price"):
+        validate_step(snapshot=str(snapshot), config=None, dag_run_id="manual__2")
+    assert not (load_settings().home / "runs" / "manual__2").exists()
