@@ -56,6 +56,7 @@ def shopml_retrain() -> None:
     @task
     def validate_snapshot(**context: Any) -> XCom:
         from pipelines.orchestration.steps import validate_step
+        from pipelines.orchestration.tasks import run_step
 
         params = context["params"]
         # a run triggered by a `shopml-snapshot` event takes the snapshot (and config) it names
@@ -66,7 +67,8 @@ def shopml_retrain() -> None:
             if e.extra.get("snapshot")
         ]
         extra = announced[-1] if announced else {}
-        return validate_step(
+        return run_step(
+            validate_step,
             snapshot=params.get("snapshot") or extra.get("snapshot") or None,
             config=params.get("config") or extra.get("config") or None,
             dag_run_id=context["run_id"],
@@ -75,38 +77,44 @@ def shopml_retrain() -> None:
     @task
     def build_features(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, features_step
+        from pipelines.orchestration.tasks import run_step
 
-        return features_step(RunPayload.from_xcom(info)).to_xcom()
+        return run_step(features_step, RunPayload.from_xcom(info)).to_xcom()
 
     @task
     def materialize_features(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, materialize_step
+        from pipelines.orchestration.tasks import run_step
 
-        return materialize_step(RunPayload.from_xcom(info)).to_xcom()
+        return run_step(materialize_step, RunPayload.from_xcom(info)).to_xcom()
 
     @task
     def train_candidates(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, candidates_step
+        from pipelines.orchestration.tasks import run_step
 
-        return candidates_step(RunPayload.from_xcom(info)).to_xcom()
+        return run_step(candidates_step, RunPayload.from_xcom(info)).to_xcom()
 
     @task
     def train_ranker(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, ranker_step
+        from pipelines.orchestration.tasks import run_step
 
-        return ranker_step(RunPayload.from_xcom(info)).to_xcom()
+        return run_step(ranker_step, RunPayload.from_xcom(info)).to_xcom()
 
     @task(retries=0)  # registering twice would make two versions
     def register_challenger(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, register_step
+        from pipelines.orchestration.tasks import run_step
 
-        return register_step(RunPayload.from_xcom(info)).to_xcom()
+        return run_step(register_step, RunPayload.from_xcom(info)).to_xcom()
 
     @task
     def evaluate_challenger(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, evaluate_step
+        from pipelines.orchestration.tasks import run_step
 
-        return evaluate_step(RunPayload.from_xcom(info)).to_xcom()
+        return run_step(evaluate_step, RunPayload.from_xcom(info)).to_xcom()
 
     @task.short_circuit
     def gate(info: XCom) -> bool:
@@ -130,15 +138,17 @@ def shopml_retrain() -> None:
     @task
     def promote_model(info: XCom, **context: Any) -> XCom:
         from pipelines.orchestration.steps import RunPayload, promote_step
+        from pipelines.orchestration.tasks import run_step
 
-        review = context["ti"].xcom_pull(task_ids="await_review")
-        return promote_step(RunPayload.from_xcom(info), review, context["run_id"]).to_xcom()
+        # the approval is read from Airflow's HITL record of this run, not from XCom
+        return run_step(promote_step, RunPayload.from_xcom(info), context["run_id"]).to_xcom()
 
     @task
     def notify(result: XCom) -> str:
         from pipelines.orchestration.steps import PromotionResult, notify_step
+        from pipelines.orchestration.tasks import run_step
 
-        return notify_step(PromotionResult.from_xcom(result))
+        return run_step(notify_step, PromotionResult.from_xcom(result))
 
     evaluated = evaluate_challenger(
         register_challenger(

@@ -1,9 +1,10 @@
 """
 ### shopml_rollback
 
-Serve an earlier promoted version again: re-points `current.json` in the serving bucket
-and the MLflow `champion` alias, and appends a `rollback` line (with the reason and who
-asked) to the ledger. Triggered by `shopml rollback --to VERSION --reason TEXT`.
+Serve an earlier promoted version again: appends a `rollback` entry to the ledger (the
+reason, and who asked: the login that triggered this run, as Airflow authenticated it),
+re-points `current.json` in the serving bucket and the MLflow `champion` alias. Triggered
+by `shopml rollback --to VERSION --reason TEXT`.
 See docs/operations.md.
 """
 
@@ -26,7 +27,6 @@ from airflow.sdk import Param, dag, task
     params={
         "version": Param(1, type="integer", minimum=1, description="version to serve again"),
         "reason": Param("", type="string", minLength=3, description="why (goes to the ledger)"),
-        "requested_by": Param("", type="string", description="who asked"),
     },
     tags=["shopml", "rollback"],
     doc_md=__doc__,
@@ -35,12 +35,15 @@ def shopml_rollback() -> None:
     @task
     def rollback_model(**context: Any) -> dict[str, Any]:
         from pipelines.orchestration.steps import rollback_step
+        from pipelines.orchestration.tasks import run_step
 
         params = context["params"]
-        return rollback_step(
+        return run_step(
+            rollback_step,
             version=int(params["version"]),
             reason=str(params["reason"]),
-            requested_by=str(params.get("requested_by") or ""),
+            # who asked: Airflow's authenticated triggering user, not a parameter
+            requested_by=context["dag_run"].triggering_user_name,
             dag_run_id=context["run_id"],
         )
 

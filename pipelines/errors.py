@@ -35,6 +35,11 @@ class ContractError(ShopMLError):
         super().__init__(f"{', '.join(where)}: {message}")
 
 
+class ServiceUnavailableError(ShopMLError):
+    """A service (Airflow, MLflow, the bucket) could not be reached: trying again may help,
+    unlike every other ShopMLError."""
+
+
 class SnapshotError(ShopMLError):
     """A snapshot folder is missing, incomplete, altered or already exists."""
 

@@ -123,6 +123,16 @@ def sha256_json(payload: Any) -> str:
     return sha256_bytes(json.dumps(payload, sort_keys=True, default=jsonable).encode())
 
 
+def folder_digest(folder: Path) -> str:
+    """One sha256 over every file under ``folder``: their relative paths and contents."""
+    listing = {
+        f.relative_to(folder).as_posix(): sha256_file(f)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+    return sha256_json(listing)
+
+
 @contextmanager
 def staging_folder(target: Path, *, kind: str = "tmp") -> Iterator[Path]:
     """A fresh hidden folder beside ``target`` to build into; removed when the block

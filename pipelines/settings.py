@@ -15,6 +15,7 @@ needs the values (the pattern of Dagster's ``resources_by_deployment_name``).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -50,14 +51,42 @@ class Settings:
     online_store: Literal["sqlite", "redis"]
     redis_url: str
     airflow_api_url: str
+    # The logins that may approve a challenger (SHOPML_REVIEWERS, comma-separated): the
+    # retrain DAG assigns its approval to them, and promotion accepts only their answers.
+    reviewers: tuple[str, ...]
+    # The read-only Airflow login the promotion step reads the approval record with; its
+    # password comes from SHOPML_AIRFLOW_SERVICE_PASSWORD or this JSON file {login: password}.
+    airflow_service_user: str
+    airflow_service_password_file: Path
+    # The key that signs evaluation verdicts (created 0600 on first use; never printed).
+    signing_key_file: Path
     config_file: Path | None
 
     def describe(self) -> dict[str, str]:
-        """The settings as printable strings, for ``shopml config``."""
-        return {
-            f.name: "" if getattr(self, f.name) is None else str(getattr(self, f.name))
-            for f in fields(self)
-        }
+        """The settings as printable strings, for ``shopml config``: passwords inside URIs
+        are shown as ``***``, key and password files by their path only."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                out[f.name] = ""
+            elif isinstance(value, tuple):
+                out[f.name] = ", ".join(value)
+            else:
+                out[f.name] = redact(str(value))
+        return out
+
+
+_USERINFO = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<secret>[^@/]*)@"
+)
+
+
+def redact(uri: str) -> str:
+    """``uri`` with the password of its user info replaced by ``***``
+    (``redis://:s3cret@host`` -> ``redis://:***@host``); other text unchanged. Apply it
+    wherever a URI is printed, logged or stored."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", uri)
 
 
 def _read_config_file(path: Path) -> dict[str, object]:
@@ -121,12 +150,13 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         raise ConfigError(f"online_store={online_store!r}: use 'sqlite' or 'redis'")
 
     mlflow_dir = home / "mlflow"
+    airflow_home = path_of("airflow_home", home / "airflow")
     return Settings(
         env=profile,  # checked against PROFILES above
         home=home,
         snapshots_dir=path_of("snapshots_dir", home / "snapshots"),
         feature_store_dir=path_of("feature_store_dir", home / "feature_store"),
-        airflow_home=path_of("airflow_home", home / "airflow"),
+        airflow_home=airflow_home,
         mlflow_tracking_uri=str(
             values.get("mlflow_tracking_uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}")
         ),
@@ -138,8 +168,23 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         online_store=online_store,  # type: ignore[arg-type]  # checked above
         redis_url=str(values.get("redis_url", "redis://127.0.0.1:6379/0")),
         airflow_api_url=str(values.get("airflow_api_url", "http://localhost:8080")).rstrip("/"),
+        reviewers=_names(values.get("reviewers", "reviewer")),
+        airflow_service_user=str(values.get("airflow_service_user", "shopml-service")),
+        airflow_service_password_file=path_of(
+            "airflow_service_password_file", airflow_home / "passwords.json"
+        ),
+        signing_key_file=path_of("signing_key_file", home / "secrets" / "signing.key"),
         config_file=config_path,
     )
+
+
+def _names(raw: object) -> tuple[str, ...]:
+    """Logins from ``"a, b"`` or ``["a", "b"]``; at least one."""
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    names = tuple(dict.fromkeys(str(n).strip() for n in items if str(n).strip()))
+    if not names:
+        raise ConfigError("reviewers: name at least one Airflow login (SHOPML_REVIEWERS)")
+    return names
 
 
 T = TypeVar("T")

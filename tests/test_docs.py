@@ -162,14 +162,14 @@ def test_operations_page_names_every_command_and_ledger_field() -> None:
     from typer.testing import CliRunner
 
     from pipelines.cli import app
-    from pipelines.promotion.promote import LEDGER_FIELDS
+    from pipelines.promotion.ledger import LEDGER_FIELDS
 
     page = (REPO / "docs" / "operations.md").read_text()
     for field in LEDGER_FIELDS:
         assert f"`{field}`" in page, field
     for command in (
         ["dags", "trigger"], ["dags", "announce"], ["review", "list"], ["review", "approve"], ["review", "reject"],
-        ["rollback"], ["promotions", "log"], ["promote"],
+        ["rollback"], ["promotions", "log"], ["promotions", "verify"], ["promote"],
     ):  # fmt: skip
         assert "shopml " + " ".join(command) in page, command
         assert CliRunner().invoke(app, [*command, "--help"]).exit_code == 0, command

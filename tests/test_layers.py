@@ -34,7 +34,7 @@ LEVELS: dict[str, int] = {
     "orchestration": 10,
     "cli": 11,
 }
-BASE = {"settings", "errors", "io", "progress"}
+BASE = {"settings", "errors", "io", "progress", "keys"}
 _SUB = BASE | set(LEVELS)
 
 

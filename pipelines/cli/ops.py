@@ -107,38 +107,73 @@ def promotions_log_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Every promotion and rollback, oldest first, from the serving bucket's ledger."""
-    from pipelines.promotion.promote import ledger
+    from pipelines.promotion.promote import ledger_entries
     from pipelines.registry.models import MODEL_NAME
 
-    lines = ledger(load_settings(), MODEL_NAME)
+    entries = ledger_entries(load_settings(), MODEL_NAME)
     if as_json:
-        for line in lines:
-            out_console.print_json(json.dumps(line))
+        for entry in entries:
+            typer.echo(json.dumps(entry, sort_keys=True))
         return
-    if not lines:
+    if not entries:
         out_console.print("no promotions yet")
         return
-    table = Table(show_edge=False)
-    for col in ("time", "action", "version", "previous", "by", "snapshot", "note"):
-        table.add_column(col)
-    for e in lines:
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("#", "time (UTC)", "action", "ver", "prev", "by"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=24)
+    for e in entries:
         table.add_row(
-            e["time"], e["action"], str(e["version"]), str(e.get("previous_version") or "–"),
-            e.get("approved_by", ""), e.get("snapshot_id", "")[:12],
-            e.get("reason") or e.get("comment") or "",
+            str(e["seq"]), str(e.get("time") or "")[:16].replace("T", " "), e["action"],
+            str(e["version"]), str(e.get("previous_version") or "–"),
+            escape(str(e.get("approved_by") or e.get("requested_by") or "")),
+            escape(str(e.get("reason") or e.get("comment") or "")),
         )  # fmt: skip
     out_console.print(table)
+
+
+@promotions_app.command("verify")
+@reports_errors
+def promotions_verify_cmd() -> None:
+    """Check the ledger's chain, current.json and every promoted version's files (exit 1 when
+    anything is damaged)."""
+    from pipelines.promotion.promote import verify
+    from pipelines.registry.models import MODEL_NAME
+
+    state = verify(load_settings(), MODEL_NAME)
+    served = "nothing" if state.pointer is None else f"version {state.pointer['version']}"
+    out_console.print(
+        f"{MODEL_NAME}: {len(state.entries)} ledger entries, {served} served, "
+        f"versions checked: {', '.join(map(str, state.checked_versions)) or 'none'}"
+    )
+    if state.ok:
+        out_console.print("[bold green]intact[/]: the chain, the pointer and every file verify")
+        return
+    for problem in state.problems:
+        out_console.print(f"  [red]{problem.kind}[/] {escape(problem.message)}", soft_wrap=True)
+    raise typer.Exit(code=1)
 
 
 @app.command("promote")
 @reports_errors
 def promote_cmd(
     version: Annotated[int, typer.Option(help="Model version to serve.")],
+    dag_run: Annotated[
+        str,
+        typer.Option(
+            help="The shopml_retrain run whose approval and evaluation promote it (its "
+            "approval record is read from Airflow)."
+        ),
+    ],
+    user: UserOption,
 ) -> None:
-    """Copy a blessed and approved version to the serving bucket (the retrain DAG's step)."""
+    """Serve a version that a retrain run evaluated and a reviewer approved (the DAG's
+    promote_model step, by hand: for a run whose promotion failed on the way)."""
     from pipelines.promotion.promote import promote
 
-    out = promote(version=version, settings=load_settings())
+    settings = load_settings()
+    review = _airflow(user).review(dag_run)
+    out = promote(version=version, settings=settings, review=review)
     state = "promoted" if out.changed else "already served:"
     out_console.print(f"[bold green]{state}[/] version {out.version} (previous {out.previous})")
 
@@ -155,9 +190,7 @@ def rollback_cmd(
 
     if len(reason.strip()) < 3:
         raise ShopMLError("--reason: say why (at least 3 characters)")
-    run = _airflow(user).trigger(
-        ROLLBACK_DAG, {"version": to, "reason": reason, "requested_by": user}
-    )
+    run = _airflow(user).trigger(ROLLBACK_DAG, {"version": to, "reason": reason})
     out_console.print(
         f"triggered {ROLLBACK_DAG} run {escape(run['dag_run_id'])} to serve version {to}"
     )

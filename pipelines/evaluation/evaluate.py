@@ -13,6 +13,7 @@ registered challenger, all of it goes to the challenger's MLflow run and model v
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,15 +29,17 @@ from pipelines.evaluation.bootstrap import Interval
 from pipelines.evaluation.evalset import EvalConfig, EvalSet, freeze_eval_set
 from pipelines.evaluation.gate import GateConfig, Judgement, judge
 from pipelines.evaluation.scoring import ALL, Comparison, ModelScores, popularity_lists, score_lists
-from pipelines.io import finite_or_none, write_json
+from pipelines.io import finite_or_none, folder_digest, write_json, write_text
+from pipelines.keys import sign, signing_key
 from pipelines.progress import progress_reporter
+from pipelines.recommender.bundle import Recommender
 from pipelines.recommender.predict import RecommendRequest
 from pipelines.registry.models import (
     CHAMPION,
     MODEL_NAME,
     ModelRef,
     alias_version,
-    load_recommender,
+    bundle_path,
     log_evaluation,
     resolve,
 )
@@ -44,6 +47,7 @@ from pipelines.settings import Settings, check_tables, config_section
 from pipelines.validation.validate import ensure_validated
 
 log = logging.getLogger(__name__)
+VERDICT_SIGNATURE = "verdict.sig"  # HMAC-SHA256 of verdict.json's bytes
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,8 @@ def score_model(
     ref: Any, es: EvalSet, cfg: EvalConfig, settings: Settings, label: str
 ) -> ModelScores:
     """Load the model behind ``ref``, refuse it if it saw the window, score its lists."""
-    rec = load_recommender(ref.uri, settings)
+    bundle = bundle_path(ref.uri, settings)
+    rec = Recommender.load(bundle)
     until = _check_unseen(rec, es, label, ref.uri)
     started = time.perf_counter()
     lists = _model_lists(rec, es, cfg.max_k, label)
@@ -143,6 +148,7 @@ def score_model(
         scores=lists["score"].to_numpy(dtype=float),
     )
     scores.seconds = time.perf_counter() - started
+    scores.bundle_sha256 = folder_digest(bundle)
     return scores
 
 
@@ -199,8 +205,11 @@ def evaluate(
     doc = _metrics_doc(es, cmp)
     write_json(folder / "metrics.json", doc)
     files = report.write(folder, es, ecfg, judgement, cmp)
-    verdict = _verdict(es, cfg, judgement, ref, champ_ref, challenger, files)
+    verdict = _verdict(es, cfg, judgement, ref, champ_ref, challenger, files, use_champion)
     write_json(folder / "verdict.json", verdict)
+    # signed: promotion trusts a verdict only with this signature (pipelines/keys.py)
+    key = signing_key(settings, create=True)
+    write_text(folder / VERDICT_SIGNATURE, sign((folder / "verdict.json").read_bytes(), key))
     run_id = None
     if log_to_mlflow and ref.version is not None:
         run_id = log_evaluation(ref, folder, verdict, challenger.values[ALL])
@@ -263,10 +272,17 @@ def _verdict(
     champ_ref: Any,
     challenger: ModelScores,
     files: dict[str, str],
+    use_champion: bool,
 ) -> dict[str, Any]:
     return {
         "blessed": judgement.blessed,
-        "model": {"uri": ref.uri, "name": ref.name, "version": ref.version},
+        # the bundle's digest: promotion serves exactly the files that were scored
+        "model": {
+            "uri": ref.uri,
+            "name": ref.name,
+            "version": ref.version,
+            "bundle_sha256": challenger.bundle_sha256,
+        },
         "champion": None
         if champ_ref is None
         else {"uri": champ_ref.uri, "name": champ_ref.name, "version": champ_ref.version},
@@ -277,5 +293,12 @@ def _verdict(
         "gate": cfg.gate.as_dict(),
         "files": files,
         "train_until": challenger.train_until,
+        # False when `--no-champion` ignored one: such a verdict cannot bless a promotion
+        # while a champion is served
+        "compared_with_champion": use_champion,
+        # the DAG run that evaluated (Airflow exports it to every task); its approval is
+        # the only one that can promote on this verdict
+        "dag_id": os.environ.get("AIRFLOW_CTX_DAG_ID") or None,
+        "dag_run": os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or None,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -43,6 +43,7 @@ class ModelScores:
     values: dict[str, dict[str, float]]  # slice -> metric -> mean (coverage only on "all")
     scores: np.ndarray  # the model's scores of its top-k items (empty for the baseline)
     seconds: float = 0.0
+    bundle_sha256: str = ""  # io.folder_digest of the bundle that was scored
 
     def headline(self, cfg: EvalConfig) -> list[str]:
         k = cfg.headline_k

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from feature_store import definitions
 from pipelines.errors import ConfigError, ShopMLError
-from pipelines.settings import Settings, load_settings
+from pipelines.settings import Settings, load_settings, redact
 
 log = logging.getLogger(__name__)
 PROJECT = "shopml"
@@ -48,7 +48,7 @@ def _redis_connection_string(url: str) -> str:
     """``redis://host:port/db`` (settings) to Feast's ``host:port,db=N[,password=...]``."""
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
-        raise ConfigError(f"redis_url {url!r}: use redis://host:port/db")
+        raise ConfigError(f"redis_url {redact(url)!r}: use redis://host:port/db")
     parts = [
         f"{parsed.hostname}:{parsed.port or 6379}",
         f"db={(parsed.path or '/0').lstrip('/') or '0'}",

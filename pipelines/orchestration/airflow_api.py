@@ -8,13 +8,17 @@ become :class:`ShopMLError` messages.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from pipelines.errors import ShopMLError
+from pipelines.errors import ServiceUnavailableError, ShopMLError
+from pipelines.promotion.promote import Review
+from pipelines.settings import Settings
 
 RETRAIN_DAG = "shopml_retrain"
 ROLLBACK_DAG = "shopml_rollback"
@@ -40,11 +44,15 @@ class AirflowClient:
                 method, f"{self.url}{path}", headers=headers, timeout=self.timeout, **kwargs
             )
         except httpx.HTTPError as exc:
-            raise ShopMLError(f"cannot reach Airflow at {self.url}: {exc}") from exc
+            raise ServiceUnavailableError(f"cannot reach Airflow at {self.url}: {exc}") from exc
         if r.status_code == 403:
             raise ShopMLError(f"Airflow refused {self.user!r}: {_detail(r)}")
         if r.status_code == 404:
             raise ShopMLError(f"Airflow: not found: {_detail(r)}")
+        if r.status_code >= 500:
+            raise ServiceUnavailableError(
+                f"Airflow answered {r.status_code} to {method} {path}: {_detail(r)}"
+            )
         if r.status_code >= 400:
             raise ShopMLError(f"Airflow answered {r.status_code} to {method} {path}: {_detail(r)}")
         return r.json() if r.content else None
@@ -58,7 +66,7 @@ class AirflowClient:
                     timeout=self.timeout,
                 )
             except httpx.HTTPError as exc:
-                raise ShopMLError(
+                raise ServiceUnavailableError(
                     f"cannot reach Airflow at {self.url} ({exc}); is it running (`make up`)?"
                 ) from exc
             if r.status_code >= 400:
@@ -115,8 +123,14 @@ class AirflowClient:
         return [d for d in body["hitl_details"] if not d.get("response_received")]
 
     @staticmethod
-    def review_path(run_id: str) -> str:
-        return f"/api/v2/dags/{RETRAIN_DAG}/dagRuns/{run_id}/taskInstances/{REVIEW_TASK}/-1/hitlDetails"
+    def review_path(run_id: str, dag_id: str = RETRAIN_DAG, task_id: str = REVIEW_TASK) -> str:
+        return f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
+
+    def review(self, run_id: str, dag_id: str = RETRAIN_DAG, task_id: str = REVIEW_TASK) -> Review:
+        """Airflow's record of the approval request of one DAG run: who it was assigned to,
+        whether and how it was answered, by whom and when."""
+        detail = self._call("GET", self.review_path(run_id, dag_id, task_id))
+        return review_from_hitl(detail, dag_id=dag_id, run_id=run_id, task_id=task_id)
 
     def answer(self, run_id: str, approve: bool, comment: str) -> dict[str, Any]:
         """Approve or reject the review of ``run_id`` as this user."""
@@ -131,6 +145,52 @@ class AirflowClient:
                 },
             )
         )
+
+
+def review_from_hitl(detail: Any, *, dag_id: str, run_id: str, task_id: str) -> Review:
+    """A HITL detail as Airflow's REST API returns it, as a :class:`Review`; refused unless
+    it is the record of ``task_id`` in ``run_id`` of ``dag_id``."""
+    if not isinstance(detail, dict):
+        raise ShopMLError(f"Airflow returned no approval record for {dag_id} run {run_id}")
+    ti = detail.get("task_instance") or {}
+    found = (ti.get("dag_id"), ti.get("dag_run_id"), ti.get("task_id"))
+    if found != (dag_id, run_id, task_id):
+        raise ShopMLError(
+            f"Airflow's approval record is for {found}, not {(dag_id, run_id, task_id)}"
+        )
+    responder = detail.get("responded_by_user") or {}
+    params = detail.get("params_input") or {}
+    return Review(
+        dag_id=dag_id,
+        dag_run=run_id,
+        task_id=task_id,
+        response_received=bool(detail.get("response_received")),
+        chosen_options=tuple(str(o) for o in detail.get("chosen_options") or ()),
+        responded_by=str(responder["id"])
+        if isinstance(responder, dict) and responder.get("id")
+        else None,
+        responded_at=str(detail["responded_at"]) if detail.get("responded_at") else None,
+        assigned=tuple(
+            str(u.get("id")) for u in detail.get("assigned_users") or () if isinstance(u, dict)
+        ),
+        comment=str(params.get("comment") or "") if isinstance(params, dict) else "",
+    )
+
+
+def service_client(settings: Settings) -> AirflowClient:
+    """The read-only login ShopML's own tasks read Airflow with (``settings.airflow_service_user``;
+    its password from ``SHOPML_AIRFLOW_SERVICE_PASSWORD`` or the password file)."""
+    user = settings.airflow_service_user
+    password = os.environ.get("SHOPML_AIRFLOW_SERVICE_PASSWORD")
+    if not password:
+        path = settings.airflow_service_password_file
+        try:
+            password = json.loads(path.read_text()).get(user)
+        except (OSError, ValueError) as exc:
+            raise ShopMLError(f"cannot read the password of {user!r} from {path}: {exc}") from exc
+        if not password:
+            raise ShopMLError(f"{path} holds no password for the Airflow login {user!r}")
+    return AirflowClient(settings.airflow_api_url, user, str(password))
 
 
 def _detail(r: httpx.Response) -> str:

@@ -30,11 +30,11 @@ from pipelines.orchestration.stack import start, stop
 from pipelines.orchestration.steps import work_dir
 from pipelines.promotion import layout
 from pipelines.promotion.bucket import LocalBucket, open_bucket
-from pipelines.promotion.promote import ledger, served_version
+from pipelines.promotion.promote import ledger_entries, served_version
 from pipelines.recommender.bundle import Recommender
 from pipelines.recommender.predict import RecommendRequest
 from pipelines.registry.models import MODEL_NAME
-from pipelines.settings import Settings, load_settings
+from pipelines.settings import Settings, load_settings, redact
 
 console = Console()
 REVIEWER = "reviewer"
@@ -151,14 +151,14 @@ def run_demo(port: int) -> None:
         _retrain(engineer, reviewer, settings, first, "first model")
         _retrain(engineer, reviewer, settings, second, "newer snapshot, challenger vs champion")
         say("the promotion ledger (shopml promotions log):")
-        for line in ledger(settings, MODEL_NAME):
+        for line in ledger_entries(settings, MODEL_NAME):
             console.print(f"  {json.dumps(line)}", soft_wrap=True)
         _recommendations(settings)
     finally:
         stop(settings)
     say(f"done in {time.monotonic() - started:.0f} s. To click through: `make up`, then open {stack.url} "
         f"(users and passwords in {settings.airflow_home / 'passwords.json'}); MLflow UI: "
-        f"`.venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}` then http://127.0.0.1:5000")  # fmt: skip
+        f"`.venv/bin/mlflow ui --backend-store-uri {redact(settings.mlflow_tracking_uri)}` then http://127.0.0.1:5000")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

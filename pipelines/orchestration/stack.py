@@ -5,8 +5,9 @@ the end-to-end tests.
 Each component runs in its own process group (the API server outlives a killed parent
 otherwise) and logs to ``$AIRFLOW_HOME/logs/<component>.log``; ``stack.json`` records the
 process groups and the port so ``stop`` can end them all. Users of the simple auth
-manager: ``admin``, ``engineer`` and the reviewers (``SHOPML_REVIEWERS``), with passwords
-generated once into ``$AIRFLOW_HOME/passwords.json``.
+manager, each with the least role it needs (:func:`roles`): ``admin``, ``engineer``, the
+reviewers (``SHOPML_REVIEWERS``) and ``shopml-service``, with passwords generated once into
+``$AIRFLOW_HOME/passwords.json`` (0600).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from pipelines.errors import ShopMLError
+from pipelines.io import temporary_name
 from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.settings import Settings
 
@@ -40,15 +42,34 @@ class Stack:
     pgids: dict[str, int]
 
 
+SERVICE_USER = "shopml-service"
+_ORDER = ("viewer", "user", "op", "admin")
+
+
+def roles(reviewers: str) -> dict[str, str]:
+    """Each login of the embedded stack and the least role of Airflow's simple auth manager
+    it needs: ``admin`` administers; ``engineer`` triggers runs and announces snapshots
+    (asset events need ``op``) and reads everything; each reviewer answers approval
+    requests (``user``: HITL answers need DAG edit rights; Airflow lets only the assigned
+    logins answer); ``shopml-service`` is the read-only login ShopML's tasks read the
+    approval records with. A login named twice keeps the higher role."""
+    wanted = [("admin", "admin"), ("engineer", "op"), (SERVICE_USER, "viewer")]
+    wanted += [(r.strip(), "user") for r in reviewers.split(",") if r.strip()]
+    out: dict[str, str] = {}
+    for login, role in wanted:
+        current = out.get(login)
+        if current is None or _ORDER.index(role) > _ORDER.index(current):
+            out[login] = role
+    return out
+
+
 def users(reviewers: str) -> list[str]:
-    names = ["admin", "engineer", *[r.strip() for r in reviewers.split(",") if r.strip()]]
-    return list(dict.fromkeys(names))
+    return list(roles(reviewers))
 
 
 def environment(settings: Settings, port: int, reviewers: str = "reviewer") -> dict[str, str]:
     """The environment every Airflow component and task gets."""
     home = settings.airflow_home
-    logins = users(reviewers)
     return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -65,13 +86,18 @@ def environment(settings: Settings, port: int, reviewers: str = "reviewer") -> d
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 2),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in logins),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            f"{login}:{role}" for login, role in roles(reviewers).items()
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "SHOPML_HOME": str(settings.home),
         "SHOPML_REVIEWERS": reviewers,
+        "SHOPML_AIRFLOW_SERVICE_USER": SERVICE_USER,
+        "SHOPML_AIRFLOW_SERVICE_PASSWORD_FILE": str(home / "passwords.json"),
         "SHOPML_AIRFLOW_API_URL": f"http://localhost:{port}",
         # macOS: LocalExecutor workers fork; keep Objective-C runtime quiet
         "OBJC_DISABLE_INITIALIZE_FORK_SAFETY": "YES",
@@ -79,12 +105,17 @@ def environment(settings: Settings, port: int, reviewers: str = "reviewer") -> d
 
 
 def _passwords(home: Path, logins: list[str]) -> dict[str, str]:
+    """The logins' passwords, generated once into ``passwords.json`` (mode 0600 from the
+    moment it exists: written to a temporary file created 0600, then renamed)."""
     path = home / "passwords.json"
     known = json.loads(path.read_text()) if path.is_file() else {}
     for login in logins:
-        known.setdefault(login, secrets.token_urlsafe(12))
-    path.write_text(json.dumps(known) + "\n")
-    path.chmod(0o600)
+        known.setdefault(login, secrets.token_urlsafe(16))
+    tmp = temporary_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(known) + "\n")
+    tmp.replace(path)
     return dict(known)
 
 

@@ -17,8 +17,9 @@ from typing import Any
 from pipelines.errors import ShopMLError
 from pipelines.evaluation.evaluate import evaluate
 from pipelines.features.store import materialize
+from pipelines.orchestration.airflow_api import service_client
 from pipelines.orchestration.config import PipelineConfig
-from pipelines.promotion.promote import Approval, promote, record_approval, rollback
+from pipelines.promotion.promote import promote, rollback
 from pipelines.recommender.plan import (
     TrainingPlan,
     plan_training,
@@ -27,8 +28,7 @@ from pipelines.recommender.plan import (
     train_ranker,
 )
 from pipelines.registry.challenger import register_challenger
-from pipelines.registry.models import MODEL_NAME
-from pipelines.settings import Settings, load_settings
+from pipelines.settings import Settings, load_settings, redact
 from pipelines.validation.validate import validate_snapshot
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def evaluate_step(run: RunPayload) -> RunPayload:
     links = (
         f"\n\nReport: {(result.out_dir / 'report.html').resolve().as_uri()}\n"
         f"MLflow run: {run.mlflow_run_id} (experiment shopml-recommender, "
-        f"tracking {settings.mlflow_tracking_uri})\n"
+        f"tracking {redact(settings.mlflow_tracking_uri)})\n"
     )
     return replace(
         run,
@@ -189,34 +189,14 @@ def evaluate_step(run: RunPayload) -> RunPayload:
     )
 
 
-def approval_from_review(review: Any, *, model_uri: str, dag_run_id: str) -> Approval:
-    """The reviewer's answer to ``await_review`` (Airflow's HITL response: chosen options,
-    the responding user, params) as an :class:`Approval`; refused unless it approves and
-    names who answered."""
-    if not isinstance(review, dict):
-        raise ShopMLError(f"no approval recorded for {model_uri}: {review!r}")
-    if review.get("chosen_options") != ["Approve"]:
-        raise ShopMLError(f"no approval recorded for {model_uri}: {review!r}")
-    user = review.get("responded_by_user") or {}
-    approver = str(user.get("name") or user.get("id") or "") if isinstance(user, dict) else ""
-    if not approver:
-        raise ShopMLError(f"the approval of {model_uri} names no reviewer")
-    params = review.get("params_input") or {}
-    return Approval(
-        approved_by=approver,
-        dag_run=dag_run_id,
-        comment=str(params.get("comment") or "") if isinstance(params, dict) else "",
-        approved_at=str(review.get("responded_at") or ""),
-    )
-
-
-def promote_step(run: RunPayload, review: Any, dag_run_id: str) -> PromotionResult:
-    """Record the reviewer's approval on the version and promote it."""
-    approval = approval_from_review(review, model_uri=run.model_uri, dag_run_id=dag_run_id)
+def promote_step(run: RunPayload, dag_run_id: str) -> PromotionResult:
+    """Promote the run's challenger on the strength of Airflow's own record of its approval
+    request (read as ShopML's read-only service login, never from XCom), and of the signed
+    verdict the run's evaluation wrote. Anything that does not prove out stops the run."""
     settings = load_settings()
-    record_approval(MODEL_NAME, run.registered_version, approval, settings)
-    out = promote(version=run.registered_version, settings=settings, dag_run=dag_run_id)
-    return PromotionResult(out.version, out.previous, out.changed, approval.approved_by)
+    review = service_client(settings).review(dag_run_id)
+    out = promote(version=run.registered_version, settings=settings, review=review)
+    return PromotionResult(out.version, out.previous, out.changed, review.responded_by or "")
 
 
 def notify_step(result: PromotionResult) -> str:
@@ -232,13 +212,20 @@ def notify_step(result: PromotionResult) -> str:
 
 
 def rollback_step(
-    *, version: int, reason: str, requested_by: str, dag_run_id: str
+    *, version: int, reason: str, requested_by: str | None, dag_run_id: str
 ) -> dict[str, Any]:
+    """Roll back, recorded in the ledger as asked by ``requested_by``: the login that
+    triggered the DAG run, as Airflow authenticated it (never a free-text parameter)."""
+    if not requested_by:
+        raise ShopMLError(
+            f"rollback run {dag_run_id} has no triggering user: trigger it as a logged-in "
+            "user (`shopml rollback`), so the ledger can say who asked"
+        )
     out = rollback(
         to_version=version,
         reason=reason,
         settings=load_settings(),
-        requested_by=requested_by or "unknown",
+        requested_by=requested_by,
         dag_run=dag_run_id,
     )
     return {"version": out.version, "previous": out.previous}

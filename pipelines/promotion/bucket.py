@@ -3,9 +3,9 @@
 setting). Keys are '/'-separated paths under the bucket URI.
 
 Local writes are atomic (a temporary file renamed into place) and durable (fsync); an S3
-PUT is atomic by itself. Appending a line (the ledger) is an ``O_APPEND`` write locally
-and a read-modify-write on S3; only one promotion runs at a time (the retrain DAG has
-``max_active_runs=1``).
+PUT is atomic by itself. :meth:`Bucket.put_if_absent` creates a key only if no writer
+created it first (a hard link locally, a conditional ``If-None-Match: *`` PUT on S3): the
+ledger appends with it, so two writers racing can never overwrite each other's entry.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from pipelines.errors import ConfigError, ShopMLError
-from pipelines.io import write_bytes
+from pipelines.io import temporary_name, write_bytes
 
 
 class Bucket(ABC):
@@ -35,7 +35,8 @@ class Bucket(ABC):
         """Every key under ``prefix`` (a folder path), sorted."""
 
     @abstractmethod
-    def append_line(self, key: str, line: str) -> None: ...
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` with ``data`` unless it exists; False when it already did."""
 
     def exists(self, key: str) -> bool:
         return self.get(key) is not None
@@ -69,13 +70,21 @@ class LocalBucket(Bucket):
             if p.is_file() and ".tmp-" not in p.name
         )
 
-    def append_line(self, key: str, line: str) -> None:
+    def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(line.rstrip("\n") + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        tmp = temporary_name(path)
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, path)  # fails when the key exists: creation is exclusive
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
 
 
 class S3Bucket(Bucket):
@@ -111,9 +120,17 @@ class S3Bucket(Bucket):
             out.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         return sorted(out)
 
-    def append_line(self, key: str, line: str) -> None:
-        old = self.get(key) or b""
-        self.put(key, old + (line.rstrip("\n") + "\n").encode())
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.name, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
 
 
 def open_bucket(uri: str, endpoint_url: str | None = None) -> Bucket:

@@ -8,11 +8,12 @@ Under the serving bucket URI (``file:///...`` or ``s3://bucket/prefix``)::
     <model>/versions/<version>/features/items.parquet
     <model>/versions/<version>/report/...              verdict.json, report.html, summary.md
     <model>/versions/<version>/manifest.json           sha256 of every file: written last
-    <model>/current.json                               the served version: written after the manifest
-    <model>/ledger.jsonl                               one JSON line per promotion or rollback
+    <model>/ledger/00000001.json ...                   one entry per promotion or rollback
+    <model>/current.json                               the served version and the ledger head
 
 A version is complete when its manifest exists and every file it lists matches its
-sha256; ``current.json`` only ever points at a complete version.
+sha256; ``current.json`` only ever points at a complete version, and names the ledger
+entry that made it current (:mod:`pipelines.promotion.ledger`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pipelines.errors import ShopMLError
 from pipelines.io import dumps, sha256_bytes, sha256_json
 from pipelines.promotion.bucket import Bucket
 
 MANIFEST = "manifest.json"
 POINTER = "current.json"
-LEDGER = "ledger.jsonl"
 BUNDLE = "bundle"
 FEATURES = "features"
 REPORT = "report"
@@ -46,31 +47,82 @@ def pointer_key(model: str) -> str:
     return f"{model}/{POINTER}"
 
 
-def ledger_key(model: str) -> str:
-    return f"{model}/{LEDGER}"
+class LayoutError(ShopMLError):
+    """A file of the bucket's layout is missing, unreadable or inconsistent."""
 
 
 def read_pointer(bucket: Bucket, model: str) -> dict[str, Any] | None:
-    """``current.json`` of ``model`` (None before the first promotion)."""
-    raw = bucket.get(pointer_key(model))
-    return None if raw is None else dict(json.loads(raw))
+    """``current.json`` of ``model`` (None before the first promotion); raises
+    :class:`LayoutError` naming the key when it is not a valid pointer."""
+    key = pointer_key(model)
+    raw = bucket.get(key)
+    if raw is None:
+        return None
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LayoutError(f"{bucket.url(key)}: not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise LayoutError(f"{bucket.url(key)}: not a JSON object")
+    for name in ("version", "ledger_seq"):
+        value = body.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise LayoutError(f"{bucket.url(key)}: {name} {value!r} is not a positive number")
+    if not isinstance(body.get("ledger_head"), str) or not isinstance(
+        body.get("manifest_sha256"), str
+    ):
+        raise LayoutError(f"{bucket.url(key)}: names no ledger head or manifest sha256")
+    return dict(body)
 
 
 def read_manifest(bucket: Bucket, model: str, version: int) -> dict[str, Any] | None:
-    raw = bucket.get(version_key(model, version, MANIFEST))
-    return None if raw is None else dict(json.loads(raw))
+    """The version's manifest (None when it has none); :class:`LayoutError` when it is
+    not valid JSON or lists no files."""
+    key = version_key(model, version, MANIFEST)
+    raw = bucket.get(key)
+    if raw is None:
+        return None
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LayoutError(f"{bucket.url(key)}: not valid JSON ({exc})") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("files"), dict):
+        raise LayoutError(f"{bucket.url(key)}: a manifest lists its files")
+    return dict(body)
+
+
+def version_problems(
+    bucket: Bucket, model: str, version: int
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The version's manifest and what is wrong with its files: each listed file missing
+    or with another sha256, and files the manifest does not list (each message names the
+    key)."""
+    try:
+        manifest = read_manifest(bucket, model, version)
+    except LayoutError as exc:
+        return None, [str(exc)]
+    if manifest is None:
+        return None, [f"{bucket.url(version_key(model, version, MANIFEST))}: missing"]
+    problems = []
+    for rel, digest in sorted(manifest["files"].items()):
+        key = version_key(model, version, rel)
+        data = bucket.get(key)
+        if data is None:
+            problems.append(f"{bucket.url(key)}: listed in the manifest but missing")
+        elif sha256_bytes(data) != digest:
+            problems.append(f"{bucket.url(key)}: sha256 differs from the manifest (file altered)")
+    listed = {version_key(model, version, rel) for rel in manifest["files"]}
+    listed.add(version_key(model, version, MANIFEST))
+    for key in bucket.keys(version_prefix(model, version)):
+        if key not in listed:
+            problems.append(f"{bucket.url(key)}: not listed in the manifest (file added)")
+    return manifest, problems
 
 
 def verify_version(bucket: Bucket, model: str, version: int) -> dict[str, Any] | None:
     """The version's manifest when it and every file it lists are intact, else None."""
-    manifest = read_manifest(bucket, model, version)
-    if manifest is None:
-        return None
-    for rel, digest in manifest["files"].items():
-        data = bucket.get(version_key(model, version, rel))
-        if data is None or sha256_bytes(data) != digest:
-            return None
-    return manifest
+    manifest, problems = version_problems(bucket, model, version)
+    return None if problems else manifest
 
 
 def manifest_body(
@@ -82,20 +134,23 @@ def manifest_body(
 
 
 def pointer_body(
-    model: str, version: int, previous: int | None, manifest: dict[str, Any], updated_at: str
+    model: str,
+    version: int,
+    previous: int | None,
+    manifest: dict[str, Any],
+    ledger_seq: int,
+    ledger_head: str,
+    updated_at: str,
 ) -> bytes:
-    """``current.json``: the served version, the one before, and its manifest's digest."""
+    """``current.json``: the served version, the one before, its manifest's digest, and
+    the ledger entry (number and sha256) that made it current."""
     body = {
         "model": model,
         "version": version,
         "previous_version": previous,
         "manifest_sha256": sha256_json(manifest),
+        "ledger_seq": ledger_seq,
+        "ledger_head": ledger_head,
         "updated_at": updated_at,
     }
     return dumps(body).encode()
-
-
-def read_ledger(bucket: Bucket, model: str) -> list[dict[str, Any]]:
-    """Every line of the model's ledger, oldest first."""
-    raw = bucket.get(ledger_key(model)) or b""
-    return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]

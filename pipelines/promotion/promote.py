@@ -1,24 +1,32 @@
-"""Promotion to the serving bucket, the append-only ledger, and rollback.
+"""Promotion to the serving bucket, and rollback: only what can be proven is served.
 
-The bucket's layout (keys, manifest, pointer) is :mod:`pipelines.promotion.layout`.
+A promotion proves three things before it writes anything:
 
-Order: every file, then the manifest, then ``current.json``, then the MLflow alias
-``champion``, then the ledger line. A promotion interrupted anywhere before the manifest
-leaves no manifest, and ``current.json`` is only ever pointed at a version whose manifest
-is complete and verified. A retried promotion of the served version changes nothing and
-adds no second ledger line.
+1. **The approval** is Airflow's record of the ``await_review`` task of one DAG run (a
+   :class:`Review`, read from Airflow by the caller, never from XCom or MLflow tags):
+   answered ``Approve`` by a login that the request was assigned to and that
+   ``settings.reviewers`` names.
+2. **The verdict** blesses this version: ``verdict.json`` from the evaluation's MLflow
+   artifacts, with a valid signature (``verdict.sig``, :mod:`pipelines.keys`), naming this
+   model and version, written by the same DAG run as the approval, judged against the
+   version served now (a verdict without a champion cannot bless while one is served),
+   and the bundle and report files downloaded are exactly those it names.
+3. **The bucket** is intact (:func:`pipelines.promotion.verify.verify_model`).
 
-Only the retrain DAG promotes: :func:`promote` refuses a version without a blessed
-verdict (tags of ``shopml evaluate``) and a recorded approval (:func:`record_approval`,
-written by the DAG from the reviewer's answer).
+Then: every file of the version, its manifest (last), the ledger entry
+(:mod:`pipelines.promotion.ledger`), ``current.json`` naming that entry, and the MLflow
+alias ``champion``. Interrupted before the manifest, nothing is served; after the ledger
+entry, rerunning the promotion finishes it. A retried promotion of the served version
+changes nothing and adds no entry. The bucket's layout is :mod:`pipelines.promotion.layout`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,29 +35,36 @@ import pandas as pd
 
 from feature_store.definitions import recommender_ranker
 from pipelines.errors import ShopMLError
-from pipelines.io import dumps, sha256_bytes, write_json
-from pipelines.promotion import layout
+from pipelines.io import folder_digest, sha256_bytes, sha256_file, sha256_json, write_json
+from pipelines.keys import signing_key, verify_signature
+from pipelines.promotion import layout, ledger
 from pipelines.promotion.bucket import Bucket, open_bucket
+from pipelines.promotion.verify import UNFINISHED, Verification, verify_model
 from pipelines.recommender.bundle import Recommender
 from pipelines.recommender.rows import STORE_ITEM_FEATURES, STORE_USER_FEATURES
-from pipelines.registry.models import CHAMPION, MODEL_NAME, tag_version
+from pipelines.registry.models import CHAMPION, MODEL_NAME, bundle_path, tag_version
 from pipelines.registry.tracking import configure, mlflow_module, quiet_mlflow
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
-# Every key a ledger line may carry (docs/operations.md describes each).
-LEDGER_FIELDS = (
-    "action", "model", "version", "previous_version", "approved_by", "comment", "reason",
-    "time", "verdict_sha256", "report_sha256", "snapshot_id", "dag_run",
-)  # fmt: skip
+APPROVE = "Approve"
+VERDICT = "verdict.json"
+SIGNATURE = "verdict.sig"
 
 
 @dataclass(frozen=True)
-class Approval:
-    approved_by: str
-    dag_run: str | None = None
-    comment: str | None = None
-    approved_at: str = ""
+class Review:
+    """Airflow's record of one approval request (its HITL detail), as Airflow answered it."""
+
+    dag_id: str
+    dag_run: str
+    task_id: str
+    response_received: bool
+    chosen_options: tuple[str, ...]
+    responded_by: str | None  # the login (user id) that answered
+    responded_at: str | None
+    assigned: tuple[str, ...]  # the logins the request was assigned to
+    comment: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,7 +73,7 @@ class Outcome:
     version: int
     previous: int | None
     changed: bool
-    entry: dict[str, Any] | None  # the ledger line written (None when nothing changed)
+    entry: dict[str, Any] | None = field(default=None)  # the ledger entry written
 
 
 def _now() -> str:
@@ -77,21 +92,6 @@ def _version(client: Any, name: str, version: int) -> Any:
         raise ShopMLError(f"model {name} has no version {version}") from exc
 
 
-def record_approval(name: str, version: int, approval: Approval, settings: Settings) -> None:
-    """Tag the model version with the reviewer's approval (the DAG does this)."""
-    _version(_client(settings), name, version)
-    tag_version(
-        name,
-        version,
-        {
-            "review.approved_by": approval.approved_by,
-            "review.dag_run": approval.dag_run or "",
-            "review.comment": approval.comment or "",
-            "review.approved_at": approval.approved_at or _now(),
-        },
-    )
-
-
 def _bucket(settings: Settings) -> Bucket:
     return open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
 
@@ -102,31 +102,147 @@ def served_version(settings: Settings, name: str) -> int | None:
     return None if current is None else int(current["version"])
 
 
-def ledger(settings: Settings, name: str) -> list[dict[str, Any]]:
-    """Every line of the model's ledger, oldest first."""
-    return layout.read_ledger(_bucket(settings), name)
+def ledger_entries(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """Every ledger entry, oldest first. The chain is checked, and a ledger that is gone
+    while ``current.json`` still serves a version is an error, never "no promotions"."""
+    bucket = _bucket(settings)
+    entries = ledger.read_ledger(bucket, name)
+    if not entries and layout.read_pointer(bucket, name) is not None:
+        raise ledger.LedgerError(
+            f"{bucket.url(ledger.folder(name))}: empty or deleted while "
+            f"{bucket.url(layout.pointer_key(name))} serves a version; the ledger is damaged"
+        )
+    return [e.body for e in entries]
 
 
-def _stage(name: str, version: int, mv: Any, settings: Settings, out: Path) -> dict[str, Any]:
+def verify(settings: Settings, name: str) -> Verification:
+    """``shopml promotions verify``: the whole model (ledger, pointer, every version)."""
+    return verify_model(_bucket(settings), name)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_review(review: Review, settings: Settings, *, version: int) -> None:
+    """Refuse unless ``review`` approves and was answered by an assigned reviewer."""
+    where = f"the approval request of {review.dag_id} run {review.dag_run}"
+    if not review.response_received:
+        raise ShopMLError(
+            f"{where} has no answer from a reviewer (its task was marked done without one); "
+            f"version {version} is not promoted"
+        )
+    if review.chosen_options != (APPROVE,):
+        raise ShopMLError(f"{where} was answered {list(review.chosen_options)}, not Approve")
+    who = review.responded_by or ""
+    if who not in review.assigned:
+        raise ShopMLError(
+            f"{where} was answered by {who or 'nobody'!r}, who is not assigned to it "
+            f"(assigned: {', '.join(review.assigned) or 'none'})"
+        )
+    if who not in settings.reviewers:
+        raise ShopMLError(
+            f"{where} was answered by {who!r}, who is not a configured reviewer "
+            f"(SHOPML_REVIEWERS: {', '.join(settings.reviewers)})"
+        )
+
+
+@dataclass(frozen=True)
+class SignedVerdict:
+    body: dict[str, Any]
+    sha256: str
+    folder: Path  # the evaluation's files: verdict.json, verdict.sig, report.html, summary.md
+
+
+def load_verdict(mv: Any, name: str, version: int, settings: Settings, dst: Path) -> SignedVerdict:
+    """The version's verdict from its evaluation artifacts, refused unless the signature
+    holds and it names this model version and lists its report files' digests."""
+    artifacts = (mv.tags or {}).get("eval.artifacts", "")
+    if not str(artifacts).startswith("runs:/"):
+        raise ShopMLError(
+            f"{name} version {version} has no evaluation (tag eval.artifacts is "
+            f"{artifacts or 'missing'!r}); run the retrain DAG, which evaluates it"
+        )
+    try:
+        with quiet_mlflow():
+            folder = Path(
+                mlflow_module().artifacts.download_artifacts(
+                    artifact_uri=str(artifacts), dst_path=str(dst)
+                )
+            )
+    except Exception as exc:  # MlflowException: no such run or path
+        raise ShopMLError(
+            f"{name} version {version}: cannot read its evaluation {artifacts}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+    raw_path, sig_path = folder / VERDICT, folder / SIGNATURE
+    if not raw_path.is_file() or not sig_path.is_file():
+        raise ShopMLError(f"{artifacts}: no signed verdict ({VERDICT} and {SIGNATURE}) there")
+    raw = raw_path.read_bytes()
+    if not verify_signature(raw, sig_path.read_text(), signing_key(settings)):
+        raise ShopMLError(
+            f"{artifacts}/{VERDICT}: its signature does not hold: the verdict was not written "
+            "by ShopML's evaluation, or was edited since; it cannot bless a promotion"
+        )
+    try:
+        body = json.loads(raw)
+        model = body["model"]
+        files = body["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ShopMLError(f"{artifacts}/{VERDICT}: not a verdict ({exc})") from exc
+    if (model.get("name"), model.get("version")) != (name, version):
+        raise ShopMLError(
+            f"{artifacts}/{VERDICT} judges {model.get('name')} version {model.get('version')}, "
+            f"not {name} version {version}"
+        )
+    if body.get("blessed") is not True:
+        raise ShopMLError(f"{name} version {version} was not blessed: {artifacts}/{VERDICT}")
+    for file in layout.REPORT_FILES[1:]:
+        if not (folder / file).is_file() or sha256_file(folder / file) != files.get(file):
+            raise ShopMLError(f"{artifacts}/{file}: missing or not the file the verdict names")
+    return SignedVerdict(body, sha256_bytes(raw), folder)
+
+
+def check_verdict(verdict: SignedVerdict, review: Review, served: int | None) -> None:
+    """The verdict comes from the approving DAG run and was judged against the version
+    served now."""
+    body = verdict.body
+    if body.get("dag_run") != review.dag_run:
+        raise ShopMLError(
+            f"the verdict was written by DAG run {body.get('dag_run')!r}, but the approval "
+            f"belongs to run {review.dag_run!r}: an approval only promotes what its own run "
+            "evaluated"
+        )
+    champion = (body.get("champion") or {}).get("version")
+    if served is not None and (not body.get("compared_with_champion") or champion is None):
+        raise ShopMLError(
+            f"the verdict was judged without a champion while version {served} is served; "
+            "evaluate against the champion again"
+        )
+    if champion != served:
+        raise ShopMLError(
+            f"the verdict was judged against version {champion}, but version {served} is "
+            "served now (stale verdict); evaluate against the current champion again"
+        )
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _stage(
+    name: str, version: int, verdict: SignedVerdict, settings: Settings, out: Path
+) -> dict[str, Any]:
     """Gather the files of one version into ``out``; return the manifest's metadata."""
-    mlflow = mlflow_module()
-    with quiet_mlflow():
-        model_dir = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=str(out / "_model")
-            )
+    bundle = bundle_path(f"models:/{name}/{version}", settings, out / "_model")
+    expected = verdict.body["model"].get("bundle_sha256")
+    if folder_digest(bundle) != expected:
+        raise ShopMLError(
+            f"the bundle of {name} version {version} in MLflow is not the one its verdict "
+            "scored (artifacts changed after the evaluation); it is not promoted"
         )
-        evaluation = mv.tags["eval.artifacts"]
-        report_dir = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=evaluation, dst_path=str(out / "_eval")
-            )
-        )
-    bundle = model_dir / "artifacts" / "bundle"
     shutil.copytree(bundle, out / layout.BUNDLE)
     (out / layout.REPORT).mkdir()
     for file in layout.REPORT_FILES:
-        shutil.copyfile(report_dir / file, out / layout.REPORT / file)
+        shutil.copyfile(verdict.folder / file, out / layout.REPORT / file)
     service = {
         "name": recommender_ranker.name,
         "features": [
@@ -145,13 +261,13 @@ def _stage(name: str, version: int, mv: Any, settings: Settings, out: Path) -> d
         items = items.join(pd.DataFrame(rec.store.items, columns=list(STORE_ITEM_FEATURES)))
     users.to_parquet(out / layout.FEATURES / "users.parquet", index=False)
     items.to_parquet(out / layout.FEATURES / "items.parquet", index=False)
-    for tmp in ("_model", "_eval"):
-        shutil.rmtree(out / tmp, ignore_errors=True)
+    shutil.rmtree(out / "_model", ignore_errors=True)
     return {
-        "snapshot_id": mv.tags.get("snapshot_id", ""),
-        "eval_set_hash": mv.tags.get("eval.eval_set_hash", ""),
-        "verdict_sha256": mv.tags.get("eval.verdict_sha256", ""),
-        "report_sha256": mv.tags.get("eval.report_sha256", ""),
+        "snapshot_id": verdict.body["eval_set"]["snapshot_id"],
+        "eval_set_hash": verdict.body["eval_set"]["hash"],
+        "verdict_sha256": verdict.sha256,
+        "report_sha256": verdict.body["files"]["report.html"],
+        "bundle_sha256": expected,
     }
 
 
@@ -167,81 +283,113 @@ def _upload(bucket: Bucket, name: str, version: int, staged: Path, meta: dict[st
     bucket.put(layout.version_key(name, version, layout.MANIFEST), body)
 
 
-def _point(
-    bucket: Bucket, name: str, version: int, previous: int | None, manifest: dict[str, Any]
-) -> None:
-    bucket.put(
-        layout.pointer_key(name), layout.pointer_body(name, version, previous, manifest, _now())
+def _point(bucket: Bucket, name: str, manifest: dict[str, Any], entry: ledger.Entry) -> None:
+    body = layout.pointer_body(
+        name,
+        entry.version,
+        entry.body.get("previous_version"),
+        manifest,
+        entry.seq,
+        entry.sha256,
+        _now(),
     )
+    bucket.put(layout.pointer_key(name), body)
+
+
+def _finish(bucket: Bucket, name: str, entry: ledger.Entry, settings: Settings) -> None:
+    """Point ``current.json`` at ``entry``'s version and move the MLflow alias."""
+    manifest = layout.verify_version(bucket, name, entry.version)
+    if manifest is None or sha256_json(manifest) != entry.body.get("manifest_sha256"):
+        raise ShopMLError(f"{name} version {entry.version} does not verify; not served")
+    _point(bucket, name, manifest, entry)
+    _client(settings).set_registered_model_alias(name, CHAMPION, str(entry.version))
 
 
 def promote(
-    *, version: int, settings: Settings, name: str | None = None, dag_run: str | None = None
+    *, version: int, settings: Settings, review: Review, name: str | None = None
 ) -> Outcome:
-    """Copy ``version`` to the serving bucket and make it the served model (see the module
-    docstring for the order). Refuses a version that is not blessed and approved."""
+    """Serve ``version`` once every proof holds (module docstring)."""
     name = name or MODEL_NAME
-    client = _client(settings)
-    mv = _version(client, name, version)
-    tags = dict(mv.tags)
-    if tags.get("eval.blessed") != "true":
-        state = "was not blessed" if "eval.blessed" in tags else "has no verdict"
-        raise ShopMLError(
-            f"{name} version {version} {state}; only a version blessed by `shopml evaluate` "
-            "may be promoted"
-        )
-    if not tags.get("review.approved_by"):
-        raise ShopMLError(
-            f"{name} version {version} has no recorded approval; promotion happens in the "
-            "shopml_retrain DAG after a reviewer approves (`shopml review approve`)"
-        )
     bucket = _bucket(settings)
-    current = layout.read_pointer(bucket, name)
-    previous = None if current is None else int(current["version"])
-    history = ledger(settings, name)
-    last = history[-1] if history else None
+    state = verify_model(bucket, name, versions=[version], pending=version)
+    state.require_intact(f"promoting {name} version {version}")
+    check_review(review, settings, version=version)
+    served = None if state.pointer is None else int(state.pointer["version"])
+    head = state.head
     if (
-        previous == version
-        and last
-        and (last["action"], last["version"])
-        in (
-            ("promote", version),
-            ("rollback", version),
-        )
+        head is not None
+        and head.body["action"] == "promote"
+        and head.version == version
+        and head.body.get("dag_run") == review.dag_run
     ):
-        client.set_registered_model_alias(name, CHAMPION, str(version))
+        if any(p.kind == UNFINISHED for p in state.problems):  # interrupted after the entry
+            _finish(bucket, name, head, settings)
+            return Outcome("promote", version, head.body.get("previous_version"), True, head.body)
+        _client(settings).set_registered_model_alias(name, CHAMPION, str(version))
+        log.info("%s version %d is already served; nothing to do", name, version)
+        return Outcome("promote", version, head.body.get("previous_version"), False, None)
+    if served == version:
+        previous = None if state.pointer is None else state.pointer.get("previous_version")
         log.info("%s version %d is already served; nothing to do", name, version)
         return Outcome("promote", version, previous, False, None)
-    manifest = layout.verify_version(bucket, name, version)
-    if manifest is None:
-        with tempfile.TemporaryDirectory(prefix="shopml-promote-") as tmp:
-            staged = Path(tmp) / "v"
-            staged.mkdir()
-            meta = _stage(name, version, mv, settings, staged)
-            _upload(bucket, name, version, staged, meta)
+    client = _client(settings)
+    mv = _version(client, name, version)
+    with tempfile.TemporaryDirectory(prefix="shopml-promote-") as tmp:
+        verdict = load_verdict(mv, name, version, settings, Path(tmp) / "evaluation")
+        check_verdict(verdict, review, served)
         manifest = layout.verify_version(bucket, name, version)
         if manifest is None:
-            raise ShopMLError(f"{bucket.url(f'{name}/versions/{version}')}: upload did not verify")
-    if previous != version:
-        _point(bucket, name, version, previous, manifest)
-    elif current is not None:  # pointer moved before an interruption: finish the rest
-        previous = current.get("previous_version")
-    client.set_registered_model_alias(name, CHAMPION, str(version))
-    entry = {
-        "action": "promote",
-        "model": name,
-        "version": version,
-        "previous_version": previous,
-        "approved_by": tags["review.approved_by"],
-        "comment": tags.get("review.comment", ""),
-        "time": _now(),
-        "verdict_sha256": manifest.get("verdict_sha256", ""),
-        "report_sha256": manifest.get("report_sha256", ""),
-        "snapshot_id": manifest.get("snapshot_id", ""),
-        "dag_run": dag_run or tags.get("review.dag_run", ""),
-    }
-    bucket.append_line(layout.ledger_key(name), dumps(entry, sort_keys=True, indent=None))
-    return Outcome("promote", version, previous, True, entry)
+            staged = Path(tmp) / "version"
+            staged.mkdir()
+            meta = _stage(name, version, verdict, settings, staged)
+            _upload(bucket, name, version, staged, meta)
+            manifest = layout.verify_version(bucket, name, version)
+            if manifest is None:
+                raise ShopMLError(
+                    f"{bucket.url(layout.version_prefix(name, version))}: upload did not verify"
+                )
+        elif manifest.get("verdict_sha256") != verdict.sha256:
+            raise ShopMLError(
+                f"{bucket.url(layout.version_key(name, version, layout.MANIFEST))}: uploaded "
+                "with another verdict than the one approved; not served"
+            )
+    entry = ledger.append(
+        bucket,
+        name,
+        {
+            "action": "promote",
+            "model": name,
+            "version": version,
+            "previous_version": served,
+            "approved_by": review.responded_by,
+            "approved_at": review.responded_at,
+            "comment": review.comment,
+            "time": _now(),
+            "verdict_sha256": manifest.get("verdict_sha256"),
+            "report_sha256": manifest.get("report_sha256"),
+            "manifest_sha256": sha256_json(manifest),
+            "snapshot_id": manifest.get("snapshot_id"),
+            "dag_run": review.dag_run,
+        },
+    )
+    _finish(bucket, name, entry, settings)
+    record_approval(name, version, review, settings)
+    return Outcome("promote", version, served, True, entry.body)
+
+
+def record_approval(name: str, version: int, review: Review, settings: Settings) -> None:
+    """Tag the model version with the approval that promoted it (for people reading MLflow;
+    promotion itself never trusts these tags)."""
+    tag_version(
+        name,
+        version,
+        {
+            "review.approved_by": review.responded_by or "",
+            "review.dag_run": review.dag_run,
+            "review.comment": review.comment,
+            "review.approved_at": review.responded_at or "",
+        },
+    )
 
 
 def rollback(
@@ -253,38 +401,45 @@ def rollback(
     name: str | None = None,
     dag_run: str | None = None,
 ) -> Outcome:
-    """Serve an earlier promoted ``to_version`` again: pointer, alias, ledger line."""
+    """Serve an earlier promoted ``to_version`` again: ledger entry, pointer, alias.
+    ``requested_by`` is the authenticated login that asked (the DAG run's triggering user)."""
     name = name or MODEL_NAME
-    if not reason.strip():
-        raise ShopMLError("a rollback needs a reason")
+    if len(reason.strip()) < 3:
+        raise ShopMLError("a rollback needs a reason (at least 3 characters)")
+    if not requested_by:
+        raise ShopMLError("a rollback needs the authenticated login that asked for it")
     bucket = _bucket(settings)
-    manifest = layout.verify_version(bucket, name, to_version)
-    if manifest is None:
-        promoted = sorted({e["version"] for e in ledger(settings, name)})
+    action = f"rolling back {name} to version {to_version}"
+    state = verify_model(bucket, name, versions=[])
+    state.require_intact(action)
+    promoted = sorted({e.version for e in state.entries if e.body["action"] == "promote"})
+    if to_version not in promoted:
         raise ShopMLError(
-            f"{name} version {to_version} is not a complete promoted version in "
-            f"{bucket.uri} (promoted: {promoted or 'none'}); only those can be served again"
+            f"{name} version {to_version} was never promoted (promoted: "
+            f"{', '.join(map(str, promoted)) or 'none'}); only those can be served again"
         )
-    current = layout.read_pointer(bucket, name)
-    previous = None if current is None else int(current["version"])
-    if previous == to_version:
+    verify_model(bucket, name, versions=[to_version]).require_intact(action)
+    served = None if state.pointer is None else int(state.pointer["version"])
+    if served == to_version:
         raise ShopMLError(f"{name} version {to_version} is already the served version")
-    client = _client(settings)
-    _version(client, name, to_version)
-    _point(bucket, name, to_version, previous, manifest)
-    client.set_registered_model_alias(name, CHAMPION, str(to_version))
-    entry = {
-        "action": "rollback",
-        "model": name,
-        "version": to_version,
-        "previous_version": previous,
-        "approved_by": requested_by,
-        "reason": reason,
-        "time": _now(),
-        "verdict_sha256": manifest.get("verdict_sha256", ""),
-        "report_sha256": manifest.get("report_sha256", ""),
-        "snapshot_id": manifest.get("snapshot_id", ""),
-        "dag_run": dag_run or "",
-    }
-    bucket.append_line(layout.ledger_key(name), dumps(entry, sort_keys=True, indent=None))
-    return Outcome("rollback", to_version, previous, True, entry)
+    manifest = layout.read_manifest(bucket, name, to_version) or {}
+    entry = ledger.append(
+        bucket,
+        name,
+        {
+            "action": "rollback",
+            "model": name,
+            "version": to_version,
+            "previous_version": served,
+            "requested_by": requested_by,
+            "reason": reason,
+            "time": _now(),
+            "verdict_sha256": manifest.get("verdict_sha256"),
+            "report_sha256": manifest.get("report_sha256"),
+            "manifest_sha256": sha256_json(manifest),
+            "snapshot_id": manifest.get("snapshot_id"),
+            "dag_run": dag_run,
+        },
+    )
+    _finish(bucket, name, entry, settings)
+    return Outcome("rollback", to_version, served, True, entry.body)

@@ -85,22 +85,28 @@ def tag_version(name: str, version: int, tags: dict[str, Any]) -> None:
         client.set_model_version_tag(name, str(version), key, str(value))
 
 
-def load_recommender(uri: str, settings: Settings) -> Recommender:
-    """The bundle behind a model URI (``models:/shopml-recommender@challenger``,
-    ``models:/shopml-recommender/3``, ``runs:/...``) or a local bundle folder."""
+def bundle_path(uri: str, settings: Settings, dst: Path | None = None) -> Path:
+    """The local folder of the bundle behind a model URI (``models:/NAME@ALIAS``,
+    ``models:/NAME/VERSION``, ``runs:/...``; downloaded into ``dst`` or a cache) or a
+    local bundle or MLflow model folder."""
     local = Path(uri)
     if local.is_dir():
-        return Recommender.load(
-            local / "artifacts" / "bundle" if (local / "MLmodel").is_file() else local
-        )
+        return local / "artifacts" / "bundle" if (local / "MLmodel").is_file() else local
     mlflow = mlflow_module()
     configure(settings)
     try:
         with quiet_mlflow():
-            path = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=None if dst is None else str(dst)
+            )
     except Exception as exc:  # MlflowException, missing version, bad alias, ...
         raise ShopMLError(f"cannot load model {uri!r}: {str(exc).splitlines()[0]}") from exc
-    return Recommender.load(Path(path) / "artifacts" / "bundle")
+    return Path(path) / "artifacts" / "bundle"
+
+
+def load_recommender(uri: str, settings: Settings) -> Recommender:
+    """The bundle behind a model URI or a local folder (:func:`bundle_path`)."""
+    return Recommender.load(bundle_path(uri, settings))
 
 
 def load_pyfunc(uri: str) -> Any:

@@ -39,6 +39,12 @@ class FakeAirflow:
     ) -> httpx.Response:
         self.calls.append((method, url, json if json is not None else params))
         user = headers["Authorization"].removeprefix("Bearer token-")
+        if url.endswith("/taskInstances/await_review/-1/hitlDetails") and method == "GET":
+            run = url.split("/dagRuns/")[1].split("/")[0]
+            return httpx.Response(200, json={  # a request nobody answered
+                "task_instance": {"dag_id": "shopml_retrain", "dag_run_id": run, "task_id": "await_review"},
+                "assigned_users": [{"id": "reviewer", "name": "reviewer"}], "response_received": False,
+            })  # fmt: skip
         if url.endswith("/hitlDetails") and method == "GET":
             return httpx.Response(200, json={"total_entries": 1, "hitl_details": [{
                 "subject": "Promote shopml-recommender version 3?", "body": "## ✅ BLESSED",
@@ -111,11 +117,8 @@ def test_trigger_retrain_and_rollback(airflow: FakeAirflow) -> None:
     res = runner.invoke(app, ["rollback", "--to", "2", "--reason", "CTR dropped", "--user", "eng"])
     assert res.exit_code == 0 and "shopml_rollback" in res.output
     assert airflow.calls[-1][1].endswith("/api/v2/dags/shopml_rollback/dagRuns")
-    assert airflow.calls[-1][2]["conf"] == {
-        "version": 2,
-        "reason": "CTR dropped",
-        "requested_by": "eng",
-    }
+    # who asked is not sent: the DAG takes Airflow's authenticated triggering user
+    assert airflow.calls[-1][2]["conf"] == {"version": 2, "reason": "CTR dropped"}
     res = runner.invoke(app, ["rollback", "--to", "2", "--reason", "x", "--user", "eng"])
     assert res.exit_code == 2 and "say why" in res.output
     res = runner.invoke(app, ["dags", "trigger", "nightly", "--user", "eng"])
@@ -123,24 +126,45 @@ def test_trigger_retrain_and_rollback(airflow: FakeAirflow) -> None:
 
 
 def test_promotions_log_reads_the_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.promotion.bucket import open_bucket
+    from pipelines.promotion.ledger import append
+
     bucket = tmp_path / "bucket"
     monkeypatch.setenv("SHOPML_SERVING_BUCKET_URI", bucket.as_uri())
     res = runner.invoke(app, ["promotions", "log"])
     assert res.exit_code == 0 and "no promotions yet" in res.output
-    (bucket / "shopml-recommender").mkdir(parents=True)
-    line = {"time": "2026-11-28T06:00:00+00:00", "action": "promote", "version": 3, "previous_version": 2,
-            "approved_by": "reviewer", "snapshot_id": "abcdef1234567890", "comment": "ok"}  # fmt: skip
-    (bucket / "shopml-recommender" / "ledger.jsonl").write_text(json.dumps(line) + "\n")
-    res = runner.invoke(app, ["promotions", "log"], env={"COLUMNS": "200"})
+    for version, note in ((2, "first"), (3, "a much longer comment than any column could hold")):
+        append(open_bucket(bucket.as_uri()), "shopml-recommender",
+               {"time": "2026-11-28T06:00:00+00:00", "action": "promote", "version": version,
+                "previous_version": version - 1, "approved_by": "reviewer",
+                "snapshot_id": "abcdef1234567890", "comment": note})  # fmt: skip
+    res = runner.invoke(app, ["promotions", "log"], env={"COLUMNS": "80"})
     assert res.exit_code == 0
-    assert "promote" in res.output and "reviewer" in res.output and "abcdef123456" in res.output
+    assert "promote" in res.output and "reviewer" in res.output and "2026-11-28 06:00" in res.output
+    assert max(len(line) for line in res.output.splitlines()) <= 80
     res = runner.invoke(app, ["promotions", "log", "--json"])
-    assert json.loads(res.output)["version"] == 3
+    lines = res.output.splitlines()
+    assert len(lines) == 2 and [json.loads(line)["version"] for line in lines] == [2, 3]
+    assert json.loads(lines[1])["prev_sha256"] is not None
 
 
-def test_promote_refuses_an_unknown_version(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["promote", "--version", "7"])
-    assert res.exit_code == 2 and "has no version 7" in res.output
+def test_promote_needs_a_dag_run_whose_approval_it_can_read(airflow: FakeAirflow) -> None:
+    res = runner.invoke(app, ["promote", "--version", "7", "--user", "eng"])
+    assert res.exit_code == 2 and "--dag-run" in res.output
+    res = runner.invoke(app, ["promote", "--version", "7", "--dag-run", "r1", "--user", "eng"])
+    assert res.exit_code == 2
+    assert "shopml_retrain run r1 has no answer from a reviewer" in " ".join(res.output.split())
+
+
+def test_config_prints_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPML_REDIS_URL", "redis://:hunter2-secret@cache:6379/0")
+    monkeypatch.setenv("SHOPML_MLFLOW_TRACKING_URI", "postgresql://ml:hunter2-secret@db/mlflow")
+    res = runner.invoke(app, ["config"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert "hunter2" not in res.output
+    assert (
+        "redis://:***@cache:6379/0" in res.output and "postgresql://ml:***@db/mlflow" in res.output
+    )
 
 
 def test_announce_a_snapshot_posts_an_asset_event(

@@ -20,6 +20,7 @@ from pipelines.data.generator import generate_shop
 from pipelines.data.snapshot import Snapshot
 from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.orchestration.stack import Stack, start, stop
+from pipelines.promotion.promote import ledger_entries, verify
 from pipelines.registry.models import MODEL_NAME
 from pipelines.settings import Settings, load_settings
 from tests.shops import LIGHT_TOML, SHOP, replace_table
@@ -89,8 +90,7 @@ class Airflow:
         return f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances/await_review/-1/hitlDetails"
 
     def ledger(self) -> list[dict[str, Any]]:
-        path = self.settings.home / "bucket" / MODEL_NAME / "ledger.jsonl"
-        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        return ledger_entries(self.settings, MODEL_NAME)
 
     def champion(self) -> int | None:
         mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
@@ -166,7 +166,9 @@ def test_approved_run_promotes_and_only_the_assigned_reviewer_may_answer(airflow
         run_id,
     )
     assert line["snapshot_id"] == Snapshot.open(snapshot).id
+    assert line["approved_at"] and line["seq"] == 1  # the time of the HITL answer
     assert airflow.champion() == 1
+    assert verify(airflow.settings, MODEL_NAME).ok
     # one MLflow parent run per DAG run, tagged with the dag and run ids
     mlflow.set_tracking_uri(airflow.settings.mlflow_tracking_uri)
     client = MlflowClient()
@@ -232,6 +234,35 @@ def test_corrupted_snapshot_fails_at_validation_with_nothing_registered(airflow:
     shutil.rmtree(bad)
 
 
+def test_a_forged_approval_promotes_nothing(airflow: Airflow) -> None:
+    """The attack: as `engineer`, write an approving XCom for await_review naming the
+    reviewer and mark the task success. Airflow accepts both (its roles are coarse); the
+    promotion reads the HITL record, finds no answer, and refuses."""
+    before = (airflow.settings.home / "bucket" / MODEL_NAME / "current.json").read_bytes()
+    run_id = airflow.trigger(airflow.settings.snapshots_dir / "shop")
+    airflow.wait(run_id, _awaiting)
+    task = f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances/await_review"
+    forged = {
+        "chosen_options": ["Approve"],
+        "responded_by_user": {"id": "reviewer", "name": "reviewer"},
+        "params_input": {"comment": "forged"},
+    }
+    r = airflow.call("POST", f"{task}/xcomEntries", json={"key": "return_value", "value": forged})
+    assert r.status_code in (200, 201), r.text
+    r = airflow.call("PATCH", task, json={"new_state": "success"})
+    assert r.status_code == 200, r.text
+    done = airflow.wait(run_id, _done)
+    assert done["run"]["state"] == "failed"
+    assert done["states"]["promote_model"] == "failed", done["states"]
+    log = airflow.call(
+        "GET", f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances/promote_model/logs/1"
+    ).text  # fmt: skip
+    assert "has no answer from a reviewer" in log
+    assert (airflow.settings.home / "bucket" / MODEL_NAME / "current.json").read_bytes() == before
+    assert airflow.champion() == 1 and len(airflow.ledger()) == 1
+    assert verify(airflow.settings, MODEL_NAME).ok
+
+
 def test_rollback_dag_repoints_and_records(airflow: Airflow) -> None:
     run_id = airflow.trigger(airflow.settings.snapshots_dir / "shop")
     airflow.wait(run_id, _awaiting)
@@ -242,10 +273,10 @@ def test_rollback_dag_repoints_and_records(airflow: Airflow) -> None:
     )
     assert airflow.wait(run_id, _done)["run"]["state"] == "success"
     promoted = airflow.champion()
-    assert promoted == 3  # version 2 was rejected
+    assert promoted == 4  # version 2 was rejected, version 3's approval forged
     r = airflow.call(
         "POST", "/api/v2/dags/shopml_rollback/dagRuns",
-        json={"logical_date": None, "conf": {"version": 1, "reason": "drill", "requested_by": "engineer"}},
+        json={"logical_date": None, "conf": {"version": 1, "reason": "drill", "requested_by": "ceo"}},
     )  # fmt: skip
     assert r.status_code == 200, r.text
     done = airflow.wait(r.json()["dag_run_id"], _done, dag="shopml_rollback")
@@ -254,4 +285,6 @@ def test_rollback_dag_repoints_and_records(airflow: Airflow) -> None:
     bucket = airflow.settings.home / "bucket" / MODEL_NAME
     assert json.loads((bucket / "current.json").read_text())["version"] == 1
     actions = [(e["action"], e["version"], e.get("reason")) for e in airflow.ledger()]
-    assert actions == [("promote", 1, None), ("promote", 3, None), ("rollback", 1, "drill")]
+    assert actions == [("promote", 1, None), ("promote", 4, None), ("rollback", 1, "drill")]
+    # who asked is the login that triggered the run, whatever the conf says
+    assert airflow.ledger()[-1]["requested_by"] == "engineer"

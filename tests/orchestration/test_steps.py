@@ -11,11 +11,11 @@ import pytest
 
 from pipelines.data.generator import generate_shop
 from pipelines.errors import ShopMLError
+from pipelines.orchestration.airflow_api import review_from_hitl
 from pipelines.orchestration.config import PipelineConfig
 from pipelines.orchestration.steps import (
     PromotionResult,
     RunPayload,
-    approval_from_review,
     candidates_step,
     evaluate_step,
     features_step,
@@ -26,7 +26,7 @@ from pipelines.orchestration.steps import (
     register_step,
     validate_step,
 )
-from pipelines.promotion.promote import ledger, served_version
+from pipelines.promotion.promote import Review, ledger_entries, served_version
 from pipelines.registry.models import MODEL_NAME
 from pipelines.settings import load_settings
 from tests.shops import LIGHT_TOML, SHOP
@@ -35,12 +35,19 @@ from tests.validation.test_validate import rewrite
 # LIGHT as a pipeline file (tests/shops.py), plus a validation threshold.
 PIPELINE = "[validation]\ncategory_kl_max = 0.3\n" + LIGHT_TOML
 
-REVIEW = {
+HITL = {
+    "task_instance": {"dag_id": "shopml_retrain", "dag_run_id": "manual__1", "task_id": "await_review"},
+    "assigned_users": [{"id": "reviewer", "name": "reviewer"}],
+    "response_received": True,
     "chosen_options": ["Approve"],
-    "responded_by_user": {"id": "reviewer", "name": "reviewer"},
+    "responded_by_user": {"id": "reviewer", "name": "Rita Reviewer"},
     "responded_at": "2026-12-02T10:00:00+00:00",
     "params_input": {"comment": "looks right"},
-}
+}  # fmt: skip
+
+
+def _review(detail: object, run: str = "manual__1") -> Review:
+    return review_from_hitl(detail, dag_id="shopml_retrain", run_id=run, task_id="await_review")
 
 
 def test_the_payload_round_trips_through_xcom_and_refuses_strangers() -> None:
@@ -55,33 +62,41 @@ def test_the_payload_round_trips_through_xcom_and_refuses_strangers() -> None:
         _ = run.registered_version
 
 
-def test_an_approval_is_read_from_the_reviewers_answer() -> None:
-    approval = approval_from_review(REVIEW, model_uri="models:/m/3", dag_run_id="run-1")
-    assert (approval.approved_by, approval.dag_run, approval.comment, approval.approved_at) == (
-        "reviewer",
-        "run-1",
-        "looks right",
-        "2026-12-02T10:00:00+00:00",
+def test_the_approval_record_is_read_from_airflows_hitl_detail() -> None:
+    review = _review(HITL)
+    assert review == Review(
+        dag_id="shopml_retrain",
+        dag_run="manual__1",
+        task_id="await_review",
+        response_received=True,
+        chosen_options=("Approve",),
+        responded_by="reviewer",  # the login (user id), not the display name
+        responded_at="2026-12-02T10:00:00+00:00",
+        assigned=("reviewer",),
+        comment="looks right",
     )
-    by_id = {**REVIEW, "responded_by_user": {"id": "alice"}, "params_input": None}
-    assert approval_from_review(by_id, model_uri="m", dag_run_id="r").approved_by == "alice"
-    assert approval_from_review(by_id, model_uri="m", dag_run_id="r").comment == ""
+    # marked success without an answer: Airflow's record says so
+    pending = _review({**HITL, "response_received": False, "responded_by_user": None,
+                       "chosen_options": None, "responded_at": None, "params_input": None})  # fmt: skip
+    assert (pending.response_received, pending.responded_by, pending.chosen_options) == (
+        False,
+        None,
+        (),
+    )
 
 
 @pytest.mark.parametrize(
-    ("review", "message"),
+    ("detail", "message"),
     [
-        (None, "no approval recorded for models:/m/3: None"),
-        ({**REVIEW, "chosen_options": ["Reject"]}, "no approval recorded"),
-        ({**REVIEW, "chosen_options": ["Approve", "Reject"]}, "no approval recorded"),
-        ({**REVIEW, "responded_by_user": None}, "names no reviewer"),
-        ({**REVIEW, "responded_by_user": "reviewer"}, "names no reviewer"),
-        ("Approve", "no approval recorded"),
+        (None, "returned no approval record"),
+        ("Approve", "returned no approval record"),
+        ({**HITL, "task_instance": {**HITL["task_instance"], "dag_run_id": "other"}}, "is for"),
+        ({**HITL, "task_instance": {}}, "is for"),
     ],
 )
-def test_anything_but_a_named_approval_is_refused(review: object, message: str) -> None:
+def test_an_approval_record_of_another_task_or_run_is_refused(detail: object, message: str) -> None:
     with pytest.raises(ShopMLError, match=message):
-        approval_from_review(review, model_uri="models:/m/3", dag_run_id="run-1")
+        _review(detail)
 
 
 def test_the_pipeline_file_reaches_every_stage(tmp_path: Path) -> None:
@@ -99,12 +114,24 @@ def test_the_pipeline_file_reaches_every_stage(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_every_step_in_order_trains_evaluates_and_promotes(tmp_path: Path) -> None:
+def test_every_step_in_order_trains_evaluates_and_promotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     snapshot = tmp_path / "shop"
     generate_shop(SHOP, out=snapshot)
     config = tmp_path / "pipeline.toml"
     config.write_text(PIPELINE)
 
+    # what Airflow gives every task of run manual__1; the approval record is its HITL detail
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "shopml_retrain")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__1")
+    record = {"detail": HITL}
+
+    class FakeAirflow:
+        def review(self, run_id: str) -> Review:
+            return _review(record["detail"], run_id)
+
+    monkeypatch.setattr("pipelines.orchestration.steps.service_client", lambda _: FakeAirflow())
     run = validate_step(snapshot=str(snapshot), config=str(config), dag_run_id="manual__1")
     result = json.loads((snapshot / "validation" / "result.json").read_text())
     assert result["status"] == "accepted" and result["config"]["category_kl_max"] == 0.3
@@ -130,12 +157,18 @@ def test_every_step_in_order_trains_evaluates_and_promotes(tmp_path: Path) -> No
 
     # through XCom and back, as Airflow passes it to the next task
     run = RunPayload.from_xcom(json.loads(json.dumps(run.to_xcom())))
-    promoted = promote_step(run, REVIEW, "manual__1")
+    # await_review marked success without an answer: nothing is promoted
+    record["detail"] = {**HITL, "response_received": False, "responded_by_user": None}
+    with pytest.raises(ShopMLError, match="has no answer from a reviewer"):
+        promote_step(run, "manual__1")
+    assert served_version(load_settings(), MODEL_NAME) is None
+    record["detail"] = HITL
+    promoted = promote_step(run, "manual__1")
     assert promoted == PromotionResult(
         version=1, previous=None, changed=True, approved_by="reviewer"
     )
     assert served_version(settings, MODEL_NAME) == 1
-    (line,) = ledger(settings, MODEL_NAME)
+    (line,) = ledger_entries(settings, MODEL_NAME)
     assert (line["approved_by"], line["comment"], line["dag_run"]) == (
         "reviewer",
         "looks right",
@@ -144,8 +177,6 @@ def test_every_step_in_order_trains_evaluates_and_promotes(tmp_path: Path) -> No
     assert notify_step(PromotionResult.from_xcom(promoted.to_xcom())) == (
         "shopml-recommender version 1 is now served (previous: None; approved by reviewer)"
     )
-    with pytest.raises(ShopMLError, match="no approval recorded"):
-        promote_step(run, {**REVIEW, "chosen_options": ["Reject"]}, "manual__1")
 
 
 def test_a_quarantined_snapshot_stops_the_run_at_validation(tmp_path: Path) -> None:

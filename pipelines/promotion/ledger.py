@@ -1,0 +1,134 @@
+"""The promotion ledger: append-only, one object per entry, hash-chained.
+
+Entry ``n`` of a model is the key ``<model>/ledger/<n:08d>.json`` (canonical JSON, one
+line). Every entry carries ``seq`` (its number, from 1), ``prev_sha256`` (the sha256 of
+entry ``n - 1``'s bytes; None for the first) and the ``manifest_sha256`` of the version it
+serves. ``current.json`` names the head (the last entry's sha256), so editing, truncating
+or deleting an entry breaks the chain or the pointer, and :func:`read_ledger` or
+:mod:`pipelines.promotion.verify` says which key.
+
+Appending creates the next key with :meth:`~pipelines.promotion.bucket.Bucket.put_if_absent`:
+two writers racing for one number cannot both win; the loser re-reads the ledger and
+takes the next number, so no entry is ever lost or overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.errors import ShopMLError
+from pipelines.io import dumps, sha256_bytes
+from pipelines.promotion.bucket import Bucket
+
+# Every key an entry may carry (docs/operations.md describes each).
+LEDGER_FIELDS = (
+    "seq", "prev_sha256", "action", "model", "version", "previous_version", "approved_by",
+    "approved_at", "requested_by", "comment", "reason", "time", "verdict_sha256",
+    "report_sha256", "manifest_sha256", "snapshot_id", "dag_run",
+)  # fmt: skip
+_ENTRY = re.compile(r"^(\d{8})\.json$")
+_MAX_RACES = 20
+
+
+class LedgerError(ShopMLError):
+    """The ledger is damaged: an entry is missing, unreadable, edited or out of order."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    body: dict[str, Any]
+    sha256: str  # of the stored bytes
+
+    @property
+    def seq(self) -> int:
+        return int(self.body["seq"])
+
+    @property
+    def version(self) -> int:
+        return int(self.body["version"])
+
+
+def folder(model: str) -> str:
+    return f"{model}/ledger"
+
+
+def entry_key(model: str, seq: int) -> str:
+    return f"{folder(model)}/{seq:08d}.json"
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return dumps(body, sort_keys=True, indent=None).encode() + b"\n"
+
+
+def read_ledger(bucket: Bucket, model: str) -> list[Entry]:
+    """Every entry, oldest first, after checking the chain; raises :class:`LedgerError`
+    naming the first key that is missing, unreadable, edited or out of order."""
+    keys = bucket.keys(folder(model))
+    numbered: dict[int, str] = {}
+    for key in keys:
+        m = _ENTRY.match(key.rsplit("/", 1)[-1])
+        if m is None:
+            raise LedgerError(f"{bucket.url(key)}: not a ledger entry (expected NNNNNNNN.json)")
+        numbered[int(m.group(1))] = key
+    entries: list[Entry] = []
+    for expected, seq in enumerate(sorted(numbered), start=1):
+        key = numbered[seq]
+        if seq != expected:
+            raise LedgerError(
+                f"{bucket.url(entry_key(model, expected))}: ledger entry {expected} is missing "
+                f"(the next one is {seq}); the ledger was edited or an entry deleted"
+            )
+        raw = bucket.get(key)
+        if raw is None:
+            raise LedgerError(f"{bucket.url(key)}: ledger entry vanished while reading")
+        entries.append(_parse(bucket, key, raw, expected, entries[-1] if entries else None))
+    return entries
+
+
+def _parse(bucket: Bucket, key: str, raw: bytes, seq: int, before: Entry | None) -> Entry:
+    where = bucket.url(key)
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LedgerError(f"{where}: not valid JSON ({exc}); the entry is cut or edited") from exc
+    if not isinstance(body, dict):
+        raise LedgerError(f"{where}: a ledger entry is a JSON object, not {type(body).__name__}")
+    unknown = sorted(set(body) - set(LEDGER_FIELDS))
+    missing = [k for k in ("seq", "action", "version", "prev_sha256") if k not in body]
+    if unknown or missing:
+        raise LedgerError(f"{where}: unknown fields {unknown} / missing fields {missing}")
+    if body["seq"] != seq:
+        raise LedgerError(f"{where}: says it is entry {body['seq']!r}, stored as entry {seq}")
+    if not isinstance(body["version"], int) or isinstance(body["version"], bool):
+        raise LedgerError(f"{where}: version {body['version']!r} is not a number")
+    expected_prev = None if before is None else before.sha256
+    if body["prev_sha256"] != expected_prev:
+        raise LedgerError(
+            f"{where}: prev_sha256 {str(body['prev_sha256'])[:12]}… does not match entry "
+            f"{seq - 1}'s sha256 {str(expected_prev)[:12]}…: an earlier entry was edited"
+        )
+    if encode(body) != raw:
+        raise LedgerError(f"{where}: not in the canonical form the ledger writes (edited)")
+    return Entry(key, body, sha256_bytes(raw))
+
+
+def append(bucket: Bucket, model: str, body: dict[str, Any]) -> Entry:
+    """Add ``body`` as the next entry (``seq`` and ``prev_sha256`` filled in), retrying
+    when a concurrent writer took the number; returns the entry written."""
+    for _ in range(_MAX_RACES):
+        entries = read_ledger(bucket, model)
+        head = entries[-1] if entries else None
+        full = {
+            **body,
+            "seq": len(entries) + 1,
+            "prev_sha256": None if head is None else head.sha256,
+        }
+        raw = encode(full)
+        key = entry_key(model, full["seq"])
+        if bucket.put_if_absent(key, raw):
+            return Entry(key, full, sha256_bytes(raw))
+    raise LedgerError(f"{bucket.url(folder(model))}: lost {_MAX_RACES} races to append; retry")
