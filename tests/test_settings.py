@@ -93,3 +93,30 @@ def test_stage_settings_from_a_toml_section(tmp_path: Path) -> None:
         ValidationConfig.from_toml(cfg)
     with pytest.raises(ConfigError, match="duplicate_event_max_ratio must be in"):
         ValidationConfig(duplicate_event_max_ratio=1.5)
+
+
+def test_passwords_in_uris_are_redacted_wherever_settings_are_shown() -> None:
+    from pipelines.settings import redact
+
+    s = load_settings(
+        {
+            "SHOPML_REDIS_URL": "redis://:p4ss@cache:6379/0",
+            "SHOPML_AIRFLOW_API_URL": "https://svc:t0ken@airflow.internal",
+            "SHOPML_MLFLOW_TRACKING_URI": "postgresql+psycopg2://ml:s3cr3t@db:5432/mlflow",
+        }
+    )
+    shown = " ".join(s.describe().values())
+    assert "p4ss" not in shown and "t0ken" not in shown and "s3cr3t" not in shown
+    assert s.describe()["redis_url"] == "redis://:***@cache:6379/0"
+    assert redact("postgresql+psycopg2://ml:s3cr3t@db/x") == "postgresql+psycopg2://ml:***@db/x"
+    assert redact("s3://bucket/key:with@sign") == "s3://bucket/key:with@sign"  # no user info
+    assert redact("http://host/path") == "http://host/path"
+
+
+def test_reviewers_from_a_comma_list_or_a_toml_list(tmp_path: Path) -> None:
+    assert load_settings({"SHOPML_REVIEWERS": " alice, bob ,alice"}).reviewers == ("alice", "bob")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('reviewers = ["carol"]\n')
+    assert load_settings({"SHOPML_CONFIG": str(cfg)}).reviewers == ("carol",)
+    with pytest.raises(ConfigError, match="name at least one"):
+        load_settings({"SHOPML_REVIEWERS": " , "})
