@@ -34,6 +34,10 @@ FEATURE_SERVICE = "feature_service.json"
 REPORT_FILES = ("verdict.json", "report.html", "summary.md")
 
 
+class LayoutError(ShopMLError):
+    """A file of the bucket's layout is missing, unreadable or inconsistent."""
+
+
 def version_prefix(model: str, version: int) -> str:
     return f"{model}/versions/{version}"
 
@@ -47,23 +51,29 @@ def pointer_key(model: str) -> str:
     return f"{model}/{POINTER}"
 
 
-class LayoutError(ShopMLError):
-    """A file of the bucket's layout is missing, unreadable or inconsistent."""
+def json_object(
+    bucket: Bucket, key: str, raw: bytes | None, error: type[ShopMLError] = LayoutError
+) -> dict[str, Any] | None:
+    """The JSON object stored at ``key`` (``raw``: its bytes; None when absent); raises
+    ``error`` naming the key when the bytes are not a JSON object."""
+    if raw is None:
+        return None
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{bucket.url(key)}: not valid JSON ({exc}); cut or edited") from exc
+    if not isinstance(body, dict):
+        raise error(f"{bucket.url(key)}: not a JSON object but a {type(body).__name__}")
+    return body
 
 
 def read_pointer(bucket: Bucket, model: str) -> dict[str, Any] | None:
     """``current.json`` of ``model`` (None before the first promotion); raises
     :class:`LayoutError` naming the key when it is not a valid pointer."""
     key = pointer_key(model)
-    raw = bucket.get(key)
-    if raw is None:
+    body = json_object(bucket, key, bucket.get(key))
+    if body is None:
         return None
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LayoutError(f"{bucket.url(key)}: not valid JSON ({exc})") from exc
-    if not isinstance(body, dict):
-        raise LayoutError(f"{bucket.url(key)}: not a JSON object")
     for name in ("version", "ledger_seq"):
         value = body.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -79,14 +89,10 @@ def read_manifest(bucket: Bucket, model: str, version: int) -> dict[str, Any] | 
     """The version's manifest (None when it has none); :class:`LayoutError` when it is
     not valid JSON or lists no files."""
     key = version_key(model, version, MANIFEST)
-    raw = bucket.get(key)
-    if raw is None:
+    body = json_object(bucket, key, bucket.get(key))
+    if body is None:
         return None
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LayoutError(f"{bucket.url(key)}: not valid JSON ({exc})") from exc
-    if not isinstance(body, dict) or not isinstance(body.get("files"), dict):
+    if not isinstance(body.get("files"), dict):
         raise LayoutError(f"{bucket.url(key)}: a manifest lists its files")
     return dict(body)
 

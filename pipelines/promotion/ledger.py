@@ -14,7 +14,6 @@ takes the next number, so no entry is ever lost or overwritten.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from pipelines.errors import ShopMLError
 from pipelines.io import dumps, sha256_bytes
 from pipelines.promotion.bucket import Bucket
+from pipelines.promotion.layout import json_object
 
 # Every key an entry may carry (docs/operations.md describes each).
 LEDGER_FIELDS = (
@@ -91,12 +91,7 @@ def read_ledger(bucket: Bucket, model: str) -> list[Entry]:
 
 def _parse(bucket: Bucket, key: str, raw: bytes, seq: int, before: Entry | None) -> Entry:
     where = bucket.url(key)
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LedgerError(f"{where}: not valid JSON ({exc}); the entry is cut or edited") from exc
-    if not isinstance(body, dict):
-        raise LedgerError(f"{where}: a ledger entry is a JSON object, not {type(body).__name__}")
+    body = json_object(bucket, key, raw, LedgerError) or {}
     unknown = sorted(set(body) - set(LEDGER_FIELDS))
     missing = [k for k in ("seq", "action", "version", "prev_sha256") if k not in body]
     if unknown or missing:
