@@ -13,6 +13,7 @@ import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
@@ -167,19 +168,41 @@ def _parse_timestamps(s: pd.Series, opts: ParseOptions, where: _Where, column: s
 
     text = s.astype(object).where(s.notna())
     fmt = opts.format or "ISO8601"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # mixed offsets are handled via utc=True
-        exact = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-    if opts.timezone != "UTC":
-        # Texts without an offset are wall-clock times in the declared zone.
-        naive_rows = present & ~text.astype(str).str.contains(_OFFSET, regex=True).to_numpy()
-        if naive_rows.any():
-            naive = pd.to_datetime(text.where(naive_rows), format=fmt, errors="coerce")
-            if getattr(naive.dt, "tz", None) is None:
-                local = _localize(naive, opts, where, column, s)
-                exact = exact.where(~naive_rows, local)
-    _first_bad(where, column, s, present & exact.isna().to_numpy(), what)
+    # Rows with an offset are exact instants; rows without one are wall-clock times in the
+    # declared zone. Each kind is parsed on its own: pandas parsing a mixed column would
+    # give naive rows the offset of an earlier row.
+    with_offset = present & text.astype(str).str.contains(_OFFSET, regex=True).to_numpy()
+    naive_rows = present & ~with_offset
+    exact = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
+    if with_offset.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # mixed offsets: utc=True
+            parsed = pd.to_datetime(text.where(with_offset), format=fmt, errors="coerce", utc=True)
+        exact = exact.where(~with_offset, parsed)
+    if naive_rows.any():
+        naive = pd.to_datetime(text.where(naive_rows), format=fmt, errors="coerce")
+        if getattr(naive.dt, "tz", None) is not None:  # a format whose %z matched
+            local = naive.dt.tz_convert("UTC")
+        else:
+            local = _localize(naive, opts, where, column, s)
+        exact = exact.where(~naive_rows, local)
+    bad = present & exact.isna().to_numpy()
+    if bad.any():
+        _first_bad(
+            where, column, s, bad, _timestamp_problem(s.iloc[int(np.flatnonzero(bad)[0])], what)
+        )
     return exact.astype("datetime64[us, UTC]")
+
+
+def _timestamp_problem(value: object, what: str) -> str:
+    """What to call a value that did not parse: a real date outside pandas' range says so."""
+    try:
+        stamp = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return what
+    if not 1677 < stamp.year < 2262:
+        return f"{what} between the years 1677 and 2262 (the supported range)"
+    return what
 
 
 def _parse_numbers(s: pd.Series, where: _Where, column: str, integral: bool) -> pd.Series:

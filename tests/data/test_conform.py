@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.data.conform import ParseOptions, conform
@@ -302,3 +304,48 @@ def test_check_schema_refuses_off_contract_tables() -> None:
 def test_format_ids_matches_python_formatting(numbers: list[int], width: int) -> None:
     got = format_ids("x", np.array(numbers), width=width).to_pylist()
     assert got == [f"x{n:0{width}d}" if width else f"x{n}" for n in numbers]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2030, 12, 31)),
+            st.one_of(st.none(), st.integers(min_value=-12 * 60, max_value=14 * 60)),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    zone=st.sampled_from(["UTC", "Asia/Kolkata", "Asia/Tokyo", "America/Bogota"]),
+)
+def test_naive_timestamps_are_wall_clock_in_the_declared_zone_whatever_other_rows_hold(
+    rows: list[tuple[datetime, int | None]], zone: str
+) -> None:
+    """Zones without daylight saving, so every wall-clock time exists exactly once."""
+    from datetime import timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    texts, expected = [], []
+    for wall, offset in rows:
+        wall = wall.replace(microsecond=0)
+        if offset is None:
+            texts.append(wall.isoformat())
+            expected.append(wall.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC))
+        else:
+            tz = timezone(timedelta(minutes=offset))
+            texts.append(wall.replace(tzinfo=tz).isoformat())
+            expected.append(wall.replace(tzinfo=tz).astimezone(UTC))
+    out = conform(
+        "users",
+        pd.DataFrame({"user_id": [f"u{i}" for i in range(len(texts))], "signup_ts": texts}),
+        file="users.csv",
+        parse={"signup_ts": ParseOptions(timezone=zone)},
+    )
+    got = [t.to_pydatetime() for t in out.column("signup_ts").to_pandas()]
+    assert got == expected
+
+
+def test_a_date_beyond_pandas_range_is_named_as_such() -> None:
+    frame = pd.DataFrame({"user_id": ["u1"], "signup_ts": ["9999-12-31"]})
+    with pytest.raises(ContractError, match="between the years 1677 and 2262"):
+        conform("users", frame, file="users.csv")
