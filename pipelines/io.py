@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -26,6 +27,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipelines.errors import ShopMLError
+
+
+def resolved(path: str | Path) -> Path:
+    """``path`` made absolute with symbolic links resolved; a link that loops back on
+    itself is a :class:`~pipelines.errors.ShopMLError` naming it, not a RuntimeError."""
+    try:
+        return Path(path).expanduser().resolve()
+    except RuntimeError as exc:  # Python raises RuntimeError for a symlink loop
+        raise ShopMLError(f"{path}: a symbolic link that loops back on itself ({exc})") from exc
+
+
+def why_not_a_file(path: str | Path) -> str | None:
+    """None when ``path`` is a readable regular file, else what it is instead: "does not
+    exist", "is a folder, not a file", "is a symbolic link that loops back on itself", ..."""
+    p = Path(path)
+    try:
+        if p.is_file():
+            return None
+        if p.is_dir():
+            return "is a folder, not a file"
+        if p.is_symlink():
+            p.resolve(strict=True)  # raises for a loop or a dangling link
+        return "does not exist"
+    except RuntimeError:
+        return "is a symbolic link that loops back on itself"
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP
+            return "is a symbolic link that loops back on itself"
+        return f"cannot be read ({exc.strerror or exc})"
 
 
 def temporary_name(path: Path, kind: str = "tmp") -> Path:
@@ -121,6 +153,20 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 def sha256_json(payload: Any) -> str:
     """The digest of ``payload``'s canonical JSON (sorted keys, no spaces after indent)."""
     return sha256_bytes(json.dumps(payload, sort_keys=True, default=jsonable).encode())
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes on this machine (``flock`` on ``path``, created
+    0600): for first-time initialisations that must not run twice at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def folder_digest(folder: Path) -> str:

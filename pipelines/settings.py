@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pipelines.errors import ConfigError
+from pipelines.io import why_not_a_file
 
 Profile = Literal["embedded", "production"]
 PROFILES: tuple[Profile, ...] = ("embedded", "production")
@@ -134,7 +135,10 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
     def path_of(name: str, default: Path) -> Path:
         raw = values.get(name)
         p = Path(str(raw)).expanduser() if raw else default
-        return (p if p.is_absolute() else base / p).resolve()
+        try:
+            return (p if p.is_absolute() else base / p).resolve()
+        except RuntimeError as exc:  # a symlink loop
+            raise ConfigError(f"SHOPML_{name.upper()}={raw}: {exc}") from exc
 
     home = path_of("home", base / ".shopml")
     if profile == "production":
@@ -199,8 +203,8 @@ PIPELINE_TABLES = (
 def check_tables(path: str | Path) -> None:
     """Raise :class:`ConfigError` unless ``path`` is TOML whose tables are all known."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
+    if (why := why_not_a_file(p)) is not None:
+        raise ConfigError(f"config file {p} {why}")
     try:
         known = set(tomllib.loads(p.read_text()))
     except tomllib.TOMLDecodeError as exc:

@@ -72,7 +72,7 @@ class TrainedShop:
         plan = plan_training(self.snapshot, LIGHT)
         self.strong = root / "strong"
         plan.save(self.strong)
-        prepare_features(plan, settings)
+        prepare_features(plan, self.strong)
         train_candidates(work_dir=self.strong, settings=settings)
         train_ranker(work_dir=self.strong)
         self.weak = root / "weak"

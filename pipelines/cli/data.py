@@ -217,8 +217,14 @@ def describe_cmd(
             for key, value in values.items():
                 table.add_row(f"[bold]{section}[/]", key, _fmt(value))
         elif section != "snapshot_id":
-            table.add_row(f"[bold]{section}[/]", "", _fmt(values))
+            table.add_row(f"[bold]{section}[/]", "", escape(_fmt(values)))
     out_console.print(table)
+    if summary["integrity"].startswith("ALTERED"):
+        err_console.print(
+            f"[bold yellow]warning:[/] {escape(summary['integrity'])}: these figures describe "
+            "files that are no longer the snapshot that was written",
+            soft_wrap=True,
+        )
 
 
 @app.command("validate")

@@ -16,7 +16,7 @@ from pipelines.cli.app import (
     reports_errors,
 )
 from pipelines.errors import ShopMLError
-from pipelines.io import atomic_path
+from pipelines.io import atomic_path, why_not_a_file
 from pipelines.progress import stage_progress
 from pipelines.settings import load_settings
 
@@ -77,8 +77,8 @@ def train_cmd(
 def _read_users(path: Path) -> Any:
     import pandas as pd
 
-    if not path.is_file():
-        raise ShopMLError(f"{path}: no such file")
+    if (why := why_not_a_file(path)) is not None:
+        raise ShopMLError(f"{path} {why}")
     try:
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)

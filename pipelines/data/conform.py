@@ -276,7 +276,10 @@ def _convert(col: Column, s: pd.Series, opts: ParseOptions, where: _Where) -> pa
             type=col.type,
             from_pandas=True,
         )
-    return pa.array(_as_text(s), type=col.type, from_pandas=True)
+    text = _as_text(s)
+    nul = text.map(lambda v: isinstance(v, str) and "\x00" in v).to_numpy(dtype=bool)
+    _first_bad(where, col.name, s, nul, "text: it holds a NUL character (a corrupt export?)")
+    return pa.array(text, type=col.type, from_pandas=True)
 
 
 def _check_rules(spec: TableSpec, table: pa.Table, where: _Where) -> None:

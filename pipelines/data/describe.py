@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from pipelines.data.contract import EVENT_TYPES
 from pipelines.data.snapshot import Snapshot
+from pipelines.errors import SnapshotError
 
 
 def gini(counts: np.ndarray) -> float:
@@ -44,8 +45,14 @@ def describe_snapshot(path: str | Path, *, window_days: int = 14) -> dict[str, A
     """Summary figures of the snapshot at ``path`` as a JSON-ready dict."""
     snap = Snapshot.open(path)
     m = snap.manifest
+    try:
+        snap.verify_cached()
+        integrity = "ok: every table matches the manifest"
+    except SnapshotError as exc:
+        integrity = f"ALTERED: {exc}"
     out: dict[str, Any] = {
         "snapshot_id": snap.id,
+        "integrity": integrity,
         "source": m["source"],
         "kind": m.get("kind", "interactions"),
         "rows": m["row_counts"],

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pipelines import __version__
 from pipelines.data.contract import EMBEDDING, TABLES, check_schema, empty_table, schema
 from pipelines.errors import SnapshotError
-from pipelines.io import sha256_file, swap_in, temporary_name, write_json
+from pipelines.io import resolved, sha256_file, swap_in, temporary_name, write_json
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -122,7 +122,7 @@ class Snapshot:
 
     @classmethod
     def open(cls, path: str | Path) -> Snapshot:
-        p = Path(path).resolve()
+        p = resolved(path)
         mf = p / MANIFEST
         if not mf.is_file():
             what = (
@@ -149,10 +149,25 @@ class Snapshot:
         return self.path / self.manifest["tables"][table]["file"]
 
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
-        return pq.read_table(self.table_path(table), columns=columns)
+        path = self.table_path(table)
+        try:
+            return pq.read_table(path, columns=columns)
+        except (pa.ArrowException, OSError) as exc:
+            raise SnapshotError(
+                f"{path}: cannot be read ({str(exc).splitlines()[0]}); the file is truncated or "
+                "altered: import or generate the snapshot again"
+            ) from exc
 
     def rows(self, table: str) -> int:
         return int(self.manifest["tables"][table]["rows"]) if self.has(table) else 0
+
+    def verify_cached(self) -> None:
+        """:meth:`verify`, once per process for files of unchanged size and modification
+        time (re-reading a 10M-event snapshot costs seconds; steps call this often)."""
+        key = (str(self.path), self.id, _stats(self))
+        if key not in _VERIFIED:
+            self.verify()
+            _VERIFIED.add(key)
 
     def verify(self) -> None:
         """Recompute every file's sha256 and the snapshot id; raise if anything changed."""
@@ -168,6 +183,21 @@ class Snapshot:
                 )
         if snapshot_id_of(digests) != self.id:
             raise SnapshotError(f"{self.path}: snapshot id does not match its tables")
+
+
+# (snapshot path, id, file stats) that verified in this process
+_VERIFIED: set[tuple[str, str, tuple[tuple[str, int, int], ...]]] = set()
+
+
+def _stats(snap: Snapshot) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for entry in snap.manifest["tables"].values():
+        try:
+            st = (snap.path / entry["file"]).stat()
+        except OSError:
+            return ()  # missing: never cached, verify names it
+        out.append((str(entry["file"]), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))
 
 
 @contextmanager
@@ -190,7 +220,7 @@ def write_snapshot(
     ``allow_empty`` names tables that may have no rows (a judgments-only snapshot has
     no users and events); the manifest's ``kind`` then says ``judgments``.
     """
-    target = Path(out).resolve()
+    target = resolved(out)
     _check_target(target, overwrite)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

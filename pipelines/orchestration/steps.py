@@ -24,6 +24,7 @@ from pipelines.recommender.plan import (
     TrainingPlan,
     plan_training,
     prepare_features,
+    run_features,
     train_candidates,
     train_ranker,
 )
@@ -137,12 +138,13 @@ def validate_step(*, snapshot: str | None, config: str | None, dag_run_id: str) 
 
 
 def features_step(run: RunPayload) -> RunPayload:
-    seconds = prepare_features(TrainingPlan.load(run.folder), load_settings())
+    seconds = prepare_features(TrainingPlan.load(run.folder), run.folder)
     return replace(run, features_seconds=round(seconds, 1))
 
 
 def materialize_step(run: RunPayload) -> RunPayload:
-    rows = materialize(load_settings())["rows"]
+    # the run's own features, published to the one online store
+    rows = materialize(load_settings(), source=run_features(run.folder))["rows"]
     return replace(run, online_rows=dict(rows))
 
 

@@ -7,7 +7,8 @@ all in one process for ``shopml train``):
    midnight after the last event) and the folds: fold j (j = 1..folds) fits the sources on
    the events before ``until - j * label_days`` and labels the ranker's candidates with
    the events of the ``label_days`` that follow; the plan goes to ``plan.json``.
-2. :func:`prepare_features` builds the snapshot's feature tables, point in time.
+2. :func:`prepare_features` builds the snapshot's feature tables into the run's own folder,
+   point in time.
 3. :func:`train_candidates` runs the candidate stage (``stage/``).
 4. :func:`train_ranker` runs the ranker stage (``ranker/``: the trained bundle).
 """
@@ -102,14 +103,22 @@ def _first_event(snap: Snapshot) -> float | None:
     return datetime.fromisoformat(str(start).replace("Z", "+00:00")).timestamp()
 
 
-def prepare_features(plan: TrainingPlan, settings: Settings) -> float:
-    """Build the snapshot's features (grid reaching back to the earliest fold); seconds."""
+def run_features(work_dir: Path) -> Path:
+    """The feature store folder of one training run: its own, so that runs on one home never
+    read each other's features (the shared store under ``SHOPML_HOME`` is for
+    ``shopml features build`` and serving)."""
+    return work_dir / "features"
+
+
+def prepare_features(plan: TrainingPlan, work_dir: Path) -> float:
+    """Build the snapshot's features into the run's folder (:func:`run_features`), the grid
+    reaching back to the earliest fold; returns seconds."""
     cfg = plan.cfg
     fcfg = replace(cfg.features, history_days=max(cfg.features.history_days, plan.history_days))
     t0 = time.perf_counter()
     build_features(
         snapshot_uri=plan.snapshot_path,
-        out_dir=settings.feature_store_dir,
+        out_dir=run_features(work_dir),
         cfg=fcfg,
         as_of=plan.until,
     )
@@ -128,12 +137,12 @@ def train_candidates(
     plan = TrainingPlan.load(work_dir)
     cfg = plan.cfg
     try:
-        built = read_build(settings.feature_store_dir)
+        built = read_build(run_features(work_dir))
     except ShopMLError:
         built = {}
     if built.get("snapshot_id") != plan.snapshot_id:
         raise ShopMLError(
-            f"the feature store at {settings.feature_store_dir} holds no build of snapshot "
+            f"the run's feature store at {run_features(work_dir)} holds no build of snapshot "
             f"{plan.snapshot_id[:12]}; build its features first (build_features)"
         )
     snap = Snapshot.open(plan.snapshot_path)
@@ -154,7 +163,11 @@ def train_candidates(
         final=(slice(0, tl.before(now)), now),
         cand_cfg=cfg.candidates,
         ranker_cfg=cfg.ranker,
-        source=FeatureSource(settings, text_dim=cfg.features.text_dim, seed=cfg.features.seed),
+        source=FeatureSource(
+            replace(settings, feature_store_dir=run_features(work_dir)),
+            text_dim=cfg.features.text_dim,
+            seed=cfg.features.seed,
+        ),
         progress=progress,
     )
     stage.save(work_dir / "stage")

@@ -128,7 +128,7 @@ def train_challenger(
     with tempfile.TemporaryDirectory(prefix="shopml-train-", dir=settings.home) as tmp:
         work_dir = Path(tmp)
         plan.save(work_dir)
-        feature_seconds = prepare_features(plan, settings)
+        feature_seconds = prepare_features(plan, work_dir)
         train_candidates(work_dir=work_dir, settings=settings, progress=progress)
         train_ranker(work_dir=work_dir)
         outcome = register_challenger(

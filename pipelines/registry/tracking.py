@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ from typing import Any
 
 import mlflow
 
-from pipelines.io import sha256_json
+from pipelines.io import file_lock, sha256_json
 from pipelines.settings import Settings
 
+log = logging.getLogger(__name__)
 EXPERIMENT = "shopml-recommender"
 
 
@@ -32,13 +34,29 @@ def mlflow_module() -> Any:
 
 def configure(settings: Settings, experiment: str = EXPERIMENT) -> str:
     """Point MLflow at the settings' tracking store; get or create the experiment (its
-    artifacts under the settings' artifact root). Returns the experiment id."""
+    artifacts under the settings' artifact root). Returns the experiment id.
+
+    With the embedded store (SQLite, local artifacts) this also keeps the home private
+    (0700 folder, 0600 database), initialises it under a lock (two processes creating one
+    database at once would both run its migrations), and re-roots artifact locations when
+    ``SHOPML_HOME`` was copied or moved (:func:`_reroot`)."""
     mlflow = mlflow_module()
     uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if db is None:
+        return _experiment(mlflow, settings, experiment)
+    db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with file_lock(db.parent / ".init.lock"):
+        exp_id = _experiment(mlflow, settings, experiment)
+        if settings.mlflow_artifact_root.startswith("file://"):
+            _reroot(db, experiment, settings.mlflow_artifact_root.rstrip("/"))
+        db.chmod(0o600)
+    return exp_id
+
+
+def _experiment(mlflow: Any, settings: Settings, experiment: str) -> str:
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -50,6 +68,47 @@ def configure(settings: Settings, experiment: str = EXPERIMENT) -> str:
             client.restore_experiment(exp_id)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+# The columns of an MLflow 3 SQLite store that hold artifact locations.
+_LOCATIONS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
+
+def _reroot(db: Path, experiment: str, root: str) -> None:
+    """Make every artifact location of the embedded store live under ``root``: a copied
+    or moved ``SHOPML_HOME`` then writes and reads its own artifacts, not the original's
+    (MLflow stores absolute locations). The ``Default`` experiment, which MLflow creates
+    pointing at ``./mlruns`` of whatever folder it first ran in, goes under ``root`` too."""
+    with sqlite3.connect(db) as con:
+        row = con.execute(
+            "SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)
+        ).fetchone()
+        suffix = f"/{experiment}"
+        if row is None or not str(row[0]).endswith(suffix):
+            return
+        old = str(row[0])[: -len(suffix)]
+        con.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0 "
+            "AND artifact_location != ?",
+            (f"{root}/0", f"{root}/0"),
+        )
+        if old == root:
+            return
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table, column in _LOCATIONS:
+            if table in tables:
+                con.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE substr({column}, 1, ?) = ?",
+                    (root, len(old) + 1, len(old), old),
+                )
+        log.info("SHOPML_HOME moved: MLflow artifact locations re-rooted from %s to %s", old, root)
 
 
 def git_commit() -> str:

@@ -91,6 +91,13 @@ def require_accepted(snap: Snapshot) -> None:
         raise ShopMLError(
             f"snapshot {snap.path} was validated with an older suite; validate it again"
         )
+    try:  # the tables are still those that were accepted
+        snap.verify_cached()
+    except SnapshotError as exc:
+        raise ShopMLError(
+            f"snapshot {snap.path} changed after it was accepted: {exc}; import or generate "
+            "it again (a changed snapshot is a new snapshot)"
+        ) from exc
 
 
 def ensure_validated(snap: Snapshot) -> None:

@@ -30,6 +30,7 @@ from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table, require_columns
 from pipelines.data.snapshot import Snapshot, write_snapshot
 from pipelines.errors import ContractError
+from pipelines.io import resolved
 
 IMPORTER_VERSION = "1"
 
@@ -108,7 +109,7 @@ def import_judgments(
     producer = {
         "name": "shopml.importers.judgments",
         "version": IMPORTER_VERSION,
-        "source_file": str(src.resolve()),
+        "source_file": str(resolved(src)),
         "columns": columns.__dict__,
         "kind": "judgments",
     }

@@ -43,6 +43,7 @@ from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table
 from pipelines.data.snapshot import Snapshot, write_snapshot
 from pipelines.errors import ConfigError, ContractError
+from pipelines.io import resolved, why_not_a_file
 
 IMPORTER_VERSION = "1"
 _TABLE_KEYS = {
@@ -195,8 +196,8 @@ def _drop_if_empty(mapping: Path, table: str, spec: dict[str, Any]) -> tuple[str
 def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Mapping:
     """Read and check a mapping file; paths in it are relative to ``base_dir`` or the file's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"mapping file not found: {path}")
+    if (why := why_not_a_file(path)) is not None:
+        raise ConfigError(f"mapping file {path} {why}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
@@ -242,7 +243,7 @@ def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Map
             raise _fail(path, f"tables.{table}.format", f"must be csv or parquet, got {fmt!r}")
         tables[table] = TableMap(
             table=table,
-            path=(root / _table_option(path, table, spec, "path", "")).resolve(),
+            path=resolved(root / _table_option(path, table, spec, "path", "")),
             fmt=fmt,
             encoding=_table_option(path, table, spec, "encoding", "utf-8"),
             delimiter=_table_option(path, table, spec, "delimiter", ","),
@@ -356,7 +357,7 @@ def import_mapped(
     producer = {
         "name": "shopml.importers.mapping",
         "version": IMPORTER_VERSION,
-        "mapping_file": str(mapping.file.resolve()),
+        "mapping_file": str(resolved(mapping.file)),
         "files": {n: str(tm.path) for n, tm in mapping.tables.items()},
     }
     with write_snapshot(

@@ -29,6 +29,7 @@ from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table
 from pipelines.data.snapshot import Snapshot, write_snapshot
 from pipelines.errors import ContractError
+from pipelines.io import resolved
 
 IMPORTER_VERSION = "1"
 GENRES = (
@@ -179,7 +180,7 @@ def import_movielens_100k(
     producer = {
         "name": "shopml.importers.movielens_100k",
         "version": IMPORTER_VERSION,
-        "source_dir": str(src.resolve()),
+        "source_dir": str(resolved(src)),
     }
     with write_snapshot(
         out, source="movielens-100k", producer=producer, overwrite=overwrite, notes=notes

@@ -8,6 +8,7 @@ becoming NaN. Rows are 1-based data rows: the header is not counted.
 from __future__ import annotations
 
 import codecs
+import csv
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.errors import ContractError
+from pipelines.io import why_not_a_file
 
 _BLOCK = 1 << 22
 
@@ -36,6 +38,14 @@ def check_encoding(
         raise ContractError(name, f"unknown encoding {encoding!r}") from exc
     lines_before = 0
     with path.open("rb") as fh:
+        start = fh.read(4)
+        fh.seek(0)
+        if start[:2] in (b"\xff\xfe", b"\xfe\xff") and not encoding.lower().startswith("utf-16"):
+            raise ContractError(
+                name,
+                f"the file is UTF-16 text (it starts with a UTF-16 byte-order mark), not "
+                f"{encoding}; declare `encoding: utf-16` (or --encoding utf-16)",
+            )
         while True:
             block = fh.read(_BLOCK)
             final = not block
@@ -80,8 +90,8 @@ def read_text_table(
     with the wrong number of fields.
     """
     name = name or path.name
-    if not path.is_file():
-        raise ContractError(name, f"file not found: {path}")
+    if (why := why_not_a_file(path)) is not None:
+        raise ContractError(name, f"{path} {why}")
     if path.stat().st_size == 0:
         raise ContractError(name, "file is empty (no header row and no data)")
     fmt = fmt or ("parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv")
@@ -105,7 +115,7 @@ def read_text_table(
     # the Python parser, given as an escaped regular expression.
     multi = len(delimiter) > 1
     try:
-        return pd.read_csv(
+        frame = pd.read_csv(
             path,
             sep=re.escape(delimiter) if multi else delimiter,
             dtype=str,
@@ -128,6 +138,30 @@ def read_text_table(
                 name, f"{m.group(2)} fields where the header has fewer (line {line})", row=row
             ) from exc
         raise ContractError(name, f"cannot parse as CSV: {exc}") from exc
+    if header:
+        _refuse_duplicate_header(path, name, delimiter, "utf-8-sig" if is_utf8 else encoding)
+    return frame
+
+
+def _refuse_duplicate_header(path: Path, name: str, delimiter: str, encoding: str) -> None:
+    """pandas renames a repeated column ('price', 'price.1'): refuse it, naming it, before
+    a later message names a column the file does not have."""
+    with path.open(encoding=encoding, newline="") as fh:
+        line = fh.readline().rstrip("\r\n")
+    if len(delimiter) == 1:
+        first = next(csv.reader([line], delimiter=delimiter), [])
+    else:
+        first = line.split(delimiter)
+    seen: dict[str, int] = {}
+    for i, column in enumerate(first, start=1):
+        if column in seen:
+            raise ContractError(
+                name,
+                f"the header names column {column!r} twice (fields {seen[column]} and {i}); "
+                "rename one",
+                column=column,
+            )
+        seen[column] = i
 
 
 def require_columns(
