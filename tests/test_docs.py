@@ -156,6 +156,8 @@ def test_evaluation_page_defines_every_metric_and_gate_option() -> None:
     assert parsed["evaluate"] == asdict(EvalConfig())
     defaults = EvaluateConfig()
     assert [Check(**c) for c in parsed["gate"]["checks"]] == defaults.gate.checks
+    sizes = {k: v for k, v in defaults.gate.as_dict().items() if k != "checks"}
+    assert {k: v for k, v in parsed["gate"].items() if k != "checks"} == sizes
 
 
 def test_operations_page_names_every_command_and_ledger_field() -> None:

@@ -198,6 +198,7 @@ def evaluate(
         slice_users={name: len(t) for name, t in challenger.slices.items()},
         min_slice_users=ecfg.min_slice_users,
         confidence=ecfg.confidence,
+        intervals=cmp.own,
     )
     judgement.notes.extend(notes)
     folder = Path(out_dir) if out_dir else _default_out(settings, ref, es)

@@ -80,11 +80,23 @@ def _default_checks() -> list[Check]:
 
 @dataclass(frozen=True)
 class GateConfig:
-    """The ``[gate]`` table: ``[[gate.checks]]`` entries (docs/evaluation.md)."""
+    """The ``[gate]`` table: ``[[gate.checks]]`` entries, and the size below which an
+    evaluation is too small to judge (docs/evaluation.md)."""
 
     checks: list[Check] = field(default_factory=_default_checks)
+    # Fewer evaluation users than this: "too few users to judge", not blessed, unless
+    # allow_few_users (then only a note). 100 users give a 95% interval of nDCG@10 about
+    # +-0.05 wide on a typical shop: wider than the differences a gate must see.
+    min_users: int = 100
+    allow_few_users: bool = False
+    # A headline interval wider than this share of its mean is flagged in the notes.
+    max_relative_interval: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.min_users < 1:
+            raise ConfigError("gate config: min_users must be >= 1")
+        if not self.max_relative_interval > 0:
+            raise ConfigError("gate config: max_relative_interval must be > 0")
         parsed = []
         for entry in self.checks:
             if isinstance(entry, Check):
@@ -104,14 +116,19 @@ class GateConfig:
         object.__setattr__(self, "checks", parsed)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"checks": [asdict(c) for c in self.checks]}
+        return {
+            "checks": [asdict(c) for c in self.checks],
+            "min_users": self.min_users,
+            "allow_few_users": self.allow_few_users,
+            "max_relative_interval": self.max_relative_interval,
+        }
 
 
 @dataclass(frozen=True)
 class Outcome:
     """One judged threshold. ``passed`` is None when the check was skipped."""
 
-    kind: Literal["value", "baseline", "change"]
+    kind: Literal["size", "value", "baseline", "change"]
     metric: str
     slice: str
     passed: bool | None
@@ -161,11 +178,35 @@ def judge(
     slice_users: Mapping[str, int] | None = None,
     min_slice_users: int = 1,
     confidence: float = 0.95,
+    intervals: Mapping[tuple[str, str], Interval] | None = None,
 ) -> Judgement:
     """Judge every check of ``cfg``; ``differences`` maps (slice, metric) to the bootstrap
-    interval of challenger - champion (needed by ``use_ci`` checks)."""
+    interval of challenger - champion (needed by ``use_ci`` checks), ``intervals`` the
+    challenger's own (wide ones are flagged)."""
     outcomes: list[Outcome] = []
     notes: list[str] = []
+    n_all = (slice_users or {}).get("all")
+    if n_all is not None and n_all < cfg.min_users:
+        reason = (
+            f"too few users to judge: {n_all:,} in the evaluation set, {cfg.min_users:,} "
+            "needed ([gate] min_users); their intervals are too wide to tell models apart"
+        )
+        if cfg.allow_few_users:
+            notes.append(reason + " (judged anyway: [gate] allow_few_users)")
+        else:
+            outcomes.append(
+                Outcome(
+                    "size", "users", "all", False, reason + ": fail",
+                    value=float(n_all), threshold=float(cfg.min_users),
+                )
+            )  # fmt: skip
+    for (slice_name, metric), iv in sorted((intervals or {}).items()):
+        width = iv.high - iv.low
+        if slice_name == "all" and iv.mean > 0 and width / iv.mean > cfg.max_relative_interval:
+            notes.append(
+                f"wide interval: {metric} {iv.mean:.4f} [{iv.low:.4f}, {iv.high:.4f}] spans "
+                f"{width / iv.mean:.0%} of its value (more than {cfg.max_relative_interval:.0%})"
+            )
     differences = differences or {}
     if champion is None and any(
         c.absolute is not None or c.relative is not None for c in cfg.checks

@@ -169,11 +169,12 @@ def _headline_rows(names: list[str], cmp: Comparison) -> str:
     return "\n".join(rows)
 
 
-def _slice_rows(cmp: Comparison, k: int) -> str:
+def _slice_rows(cmp: Comparison, k: int, min_users: int) -> str:
     challenger, champion, popularity = cmp.challenger, cmp.champion, cmp.popularity
     rows = []
     for name, table in challenger.slices.items():
-        cells = [f"<td>{html.escape(name)}</td><td>{len(table):,}</td>"]
+        few = " <small>(too few to judge)</small>" if len(table) < min_users else ""
+        cells = [f"<td>{html.escape(name)}</td><td>{len(table):,}{few}</td>"]
         for m in ("ndcg", "recall", "hit_rate"):
             key = f"{m}@{k}"
             c = challenger.values[name].get(key)
@@ -241,7 +242,7 @@ def render_html(es: EvalSet, cfg: EvalConfig, judgement: Judgement, cmp: Compari
 <p>nDCG, recall and hit rate at k={k} per slice (in brackets: challenger − champion).
 Item slices judge only the truth items of that slice; user slices all of a user's truth.</p>
 <table><tr><th>slice</th><th>users</th><th>ndcg challenger</th><th>ndcg popularity</th><th>recall challenger</th><th>recall popularity</th><th>hit rate challenger</th><th>hit rate popularity</th></tr>
-{_slice_rows(cmp, k)}
+{_slice_rows(cmp, k, cfg.min_slice_users)}
 </table>
 <img alt="per-slice deltas" src="data:image/png;base64,{deltas}">
 <h2>Distributions</h2>

@@ -269,7 +269,8 @@ class Recommender:
                 region=column(request.region, object, sl),
             )
             cands, x = self.rows_for(batch, excluded=None if excluded is None else excluded[sl])
-            return self._top(users[sl], cands, x, predict(self.booster, x), request)
+            history = np.diff(batch.rows.indptr) > 0  # events or recent items, per user
+            return self._top(users[sl], cands, x, predict(self.booster, x), request, history)
 
         # Batches in parallel threads: the heavy parts (matrix products, partitions,
         # LightGBM) release the GIL.
@@ -292,6 +293,7 @@ class Recommender:
         x: np.ndarray,
         score: np.ndarray,
         request: RecommendRequest,
+        history: np.ndarray,
     ) -> pd.DataFrame:
         k = request.k
         order = np.lexsort((-score, cands.pos))
@@ -310,8 +312,8 @@ class Recommender:
             contrib = contributions(self.booster, x[keep])
             names = self.feature_names
             out["reasons"] = [
-                "; ".join(reasons(c, names, int(i), self.items))
-                for c, i in zip(contrib, cands.item[keep], strict=True)
+                "; ".join(reasons(c, names, int(i), self.items, has_history=bool(h)))
+                for c, i, h in zip(contrib, cands.item[keep], history[cands.pos[keep]], strict=True)
             ]
         return out
 

@@ -30,18 +30,41 @@ REASONS = {
 }
 
 
-def reason_for(feature: str, item: int, items: ItemSide) -> str | None:
+# Reasons that speak of the shopper's own history: never said to a shopper without one.
+HISTORY_BASED = frozenset(
+    {
+        "als",
+        "bpr",
+        "itemitem",
+        "content",
+        "brand_affinity",
+        "category_affinity",
+        "top_category_affinity",
+        "price_vs_user",
+        "time_gap_days",
+        "item_log_price",
+    }
+)
+
+
+def _base(feature: str) -> str:
+    return (
+        feature.rsplit("_", 1)[0] if feature.endswith(("_score", "_rank", "_zscore")) else feature
+    )
+
+
+def reason_for(feature: str, item: int, items: ItemSide, *, has_history: bool = True) -> str | None:
     """Words for one feature's push on ``item``; None for user-only features (they
-    move every candidate of a user alike, so they explain nothing about the choice)."""
+    move every candidate of a user alike, so they explain nothing about the choice) and,
+    for a shopper without history, for every reason that would speak of one."""
+    if not has_history and _base(feature) in HISTORY_BASED:
+        return None
     if feature.startswith("store_item_"):
         name = feature.removeprefix("store_item_")
         if name.endswith("rate"):
             return "often bought once viewed"
         return "popular right now"
-    base = (
-        feature.rsplit("_", 1)[0] if feature.endswith(("_score", "_rank", "_zscore")) else feature
-    )
-    template = REASONS.get(base)
+    template = REASONS.get(_base(feature))
     if template is None:
         return None
     brand = items.brand[item]
@@ -53,7 +76,20 @@ def reason_for(feature: str, item: int, items: ItemSide) -> str | None:
 
 
 def reasons(
-    contributions: np.ndarray, names: list[str], item: int, items: ItemSide, top: int = 3
+    contributions: np.ndarray,
+    names: list[str],
+    item: int,
+    items: ItemSide,
+    *,
+    has_history: bool = True,
+    top: int = 3,
 ) -> list[str]:
-    """The ``top`` distinct reasons for ``item`` (one row of contributions)."""
-    return explain(contributions, names, lambda f: reason_for(f, item, items), top=top)
+    """The ``top`` distinct reasons for ``item`` (one row of contributions); for a shopper
+    without history (no events, no recent items) only reasons about the item and people
+    like them."""
+    return explain(
+        contributions,
+        names,
+        lambda f: reason_for(f, item, items, has_history=has_history),
+        top=top,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,34 @@ def test_paired_bootstrap_of_a_difference_and_missing_values() -> None:
     first, second = bootstrap_means(x, draws=200, seed=0)
     assert first.mean == pytest.approx(2.0) and second.mean == pytest.approx(5.0)
     assert second.low == pytest.approx(5.0) and second.high == pytest.approx(5.0)
+
+
+def test_an_evaluation_too_small_to_judge_does_not_bless() -> None:
+    values = {"all": {"ndcg@10": 0.5}}
+    cfg = GateConfig([Check("ndcg@10", min=0.1)])
+    small = judge(cfg, values, popularity=values, champion=None, slice_users={"all": 52})
+    assert not small.blessed
+    (size,) = [o for o in small.outcomes if o.kind == "size"]
+    assert size.reason == (
+        "too few users to judge: 52 in the evaluation set, 100 needed ([gate] min_users); "
+        "their intervals are too wide to tell models apart: fail"
+    )
+    allowed = replace(cfg, allow_few_users=True, min_users=60)
+    ok = judge(allowed, values, popularity=values, champion=None, slice_users={"all": 52})
+    assert ok.blessed and any("judged anyway" in n for n in ok.notes)
+    enough = judge(cfg, values, popularity=values, champion=None, slice_users={"all": 100})
+    assert enough.blessed and not [o for o in enough.outcomes if o.kind == "size"]
+
+
+def test_a_wide_interval_is_flagged() -> None:
+    values = {"all": {"ndcg@10": 0.10}}
+    cfg = GateConfig([Check("ndcg@10", min=0.01)])
+    wide = {("all", "ndcg@10"): Interval(0.10, 0.05, 0.16)}
+    narrow = {("all", "ndcg@10"): Interval(0.10, 0.09, 0.11)}
+    flagged = judge(cfg, values, popularity=values, champion=None, intervals=wide)
+    assert flagged.notes == [
+        "wide interval: ndcg@10 0.1000 [0.0500, 0.1600] spans 110% of its value (more than 50%)"
+    ]
+    assert judge(cfg, values, popularity=values, champion=None, intervals=narrow).notes == []
+    with pytest.raises(ConfigError, match="min_users must be >= 1"):
+        GateConfig(min_users=0)

@@ -113,7 +113,7 @@ def test_every_kind_of_user_gets_k_items_and_reasons(trained: Trained) -> None:
             "recent_items": [None, None, None, some_items],
         }
     )
-    from pipelines.registry.models import predict_frame
+    from pipelines.recommender.predict import predict_frame
 
     out = predict_frame(rec, frame, k=7, explain=True)
     assert out.groupby("user_id").size().to_dict() == {u: 7 for u in frame["user_id"]}
@@ -145,6 +145,24 @@ def test_every_kind_of_user_gets_k_items_and_reasons(trained: Trained) -> None:
         " in ",
     )
     assert any(any(v in r for v in vocabulary) for r in out["reasons"])
+
+
+def test_shoppers_without_history_hear_no_reason_about_a_history(trained: Trained) -> None:
+    from pipelines.recommender.reasons import HISTORY_BASED, REASONS
+
+    rec = trained.rec
+    never_active = list(rec.ctx.user_ids[rec.ctx.history.user_events == 0][:20])
+    users = [*never_active, "walk-in-1", "walk-in-2"]
+    out = rec.recommend(RecommendRequest(users, 10, explain=True, age=[None] * len(never_active) + [34, 61],
+                                         gender=[None] * len(never_active) + ["F", "M"]))  # fmt: skip
+    assert set(out["user_id"]) == set(users)
+    about_history = {REASONS[k].split(" ({")[0] for k in HISTORY_BASED if k in REASONS}
+    said = {r for cell in out["reasons"] for r in cell.split("; ")}
+    assert said and not {r for r in said if any(r.startswith(h) for h in about_history)}, said
+    # a shopper with history does hear them (the filter is not a blanket one)
+    heavy = str(rec.ctx.user_ids[int(np.argmax(rec.ctx.history.user_events))])
+    theirs = rec.recommend(RecommendRequest([heavy], 10, explain=True))["reasons"]
+    assert any(any(r.startswith(h) for h in about_history) for c in theirs for r in c.split("; "))
 
 
 def test_bundle_save_load_round_trip(trained: Trained, tmp_path: Path) -> None:
