@@ -31,7 +31,7 @@ class BPRGenerator(FactorGenerator):
             regularization=self.cfg.bpr_regularization,
             iterations=self.cfg.bpr_iterations,
             random_state=self.cfg.seed,
-            num_threads=self.cfg.threads,
+            num_threads=self.cfg.bpr_threads,
         )
 
     def _fold_in(self, rows: sp.csr_matrix) -> np.ndarray:

@@ -43,7 +43,10 @@ class CandidateConfig:
     trending_days: float = 7.0
     popularity_smoothing: float = 50.0  # pseudo-count of global popularity in group popularity
     per_source: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PER_SOURCE))
-    threads: int = 0  # for ALS, BPR and item-kNN; 0 = every core (BPR is only repeatable with 1)
+    threads: int = 0  # for ALS and item-kNN; 0 = every core (both stay repeatable)
+    # BPR's SGD is hogwild with several threads (run to run differences of a few percent
+    # in validation nDCG); one thread makes training repeatable, 0 = every core.
+    bpr_threads: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -63,6 +66,7 @@ class CandidateConfig:
             (self.content_history >= 1, "content_history must be >= 1"),
             (self.trending_days > 0, "trending_days must be > 0"),
             (self.threads >= 0, "threads must be >= 0"),
+            (self.bpr_threads >= 0, "bpr_threads must be >= 0"),
             (
                 set(self.per_source) <= set(SOURCES),
                 f"per_source names unknown sources; known: {', '.join(SOURCES)}",
@@ -71,6 +75,11 @@ class CandidateConfig:
             (sum(self.per_source.values()) >= 1, "per_source must ask for at least one candidate"),
         ]
         require_all(checks, context="candidate config")
+
+    @property
+    def repeatable(self) -> bool:
+        """Whether fitting twice on the same data gives the same sources."""
+        return self.bpr_threads == 1
 
     def weight_of_type(self) -> np.ndarray:
         """Event weight by event-type code (the order of ``contract.EVENT_TYPES``)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -16,7 +16,7 @@ from pipelines.cli.app import (
     reports_errors,
 )
 from pipelines.errors import ShopMLError
-from pipelines.io import atomic_path, why_not_a_file
+from pipelines.io import atomic_path
 from pipelines.progress import stage_progress
 from pipelines.settings import load_settings
 
@@ -74,36 +74,6 @@ def train_cmd(
         )
 
 
-def _read_users(path: Path) -> Any:
-    import pandas as pd
-
-    if (why := why_not_a_file(path)) is not None:
-        raise ShopMLError(f"{path} {why}")
-    try:
-        if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, dtype={"user_id": str, "gender": str, "region": str})
-    except (ValueError, OSError) as exc:
-        raise ShopMLError(f"{path}: cannot read users: {exc}") from exc
-    if "user_id" not in frame.columns:
-        raise ShopMLError(
-            f"{path}: needs a user_id column; it has {', '.join(map(str, frame.columns))}"
-        )
-    missing = frame["user_id"].isna()
-    if missing.any():
-        row = int(missing.to_numpy().nonzero()[0][0]) + 2
-        raise ShopMLError(f"{path}, row {row}, column 'user_id': empty user id")
-    if (
-        "recent_items" in frame.columns
-        and frame["recent_items"].map(lambda v: isinstance(v, str)).any()
-    ):
-        frame["recent_items"] = frame["recent_items"].map(
-            lambda v: [s for s in str(v).split("|") if s] if isinstance(v, str) else []
-        )
-    return frame
-
-
 @app.command("recommend")
 @reports_errors
 def recommend_cmd(
@@ -127,13 +97,20 @@ def recommend_cmd(
 ) -> None:
     """Top-k recommendations for a file of users; users with no history get the cold-start path."""
     from pipelines.progress import progress_reporter
-    from pipelines.recommender.predict import recommend_in_chunks
+    from pipelines.recommender.predict import read_users_file, recommend_in_chunks, unknown_items
     from pipelines.registry.models import load_recommender
 
     if out.suffix not in (".parquet", ".csv"):
         raise ShopMLError(f"--out {out}: use a .parquet or .csv file name")
-    frame = _read_users(users)
+    frame = read_users_file(users)
     rec = load_recommender(model, load_settings())
+    missing, example = unknown_items(rec, frame)
+    if missing:
+        err_console.print(
+            f"[yellow]note:[/] {missing:,} recent item id(s) are not in the model's catalog "
+            f"and are ignored, e.g. {escape(repr(example))}",
+            soft_wrap=True,
+        )
     with progress_reporter("recommending", "users", console=err_console) as update:
         result = recommend_in_chunks(rec, frame, k=k, explain=explain, progress=update)
     with atomic_path(out) as tmp:
@@ -152,5 +129,5 @@ def recommend_cmd(
         first = result[result["user_id"] == result["user_id"].iloc[0]].head(3)
         for row in first.itertuples():
             out_console.print(
-                f"  {row.user_id} #{row.rank} {row.item_id}: {escape(str(row.reasons))}"
+                f"  {row.user_id} #{row.rank} {row.item_id} {escape(str(row.title))!s} ({escape(str(row.category))}): {escape(str(row.reasons))}"
             )

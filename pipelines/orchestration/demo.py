@@ -123,7 +123,8 @@ def _recommendations(settings: Settings) -> None:
     for row in out.itertuples():
         kind = "returning" if row.user_id == returning else "new visitor, 34, F"
         console.print(
-            f"  {row.user_id} ({kind}) #{row.rank} {row.item_id}: {row.reasons}", soft_wrap=True
+            f"  {row.user_id} ({kind}) #{row.rank} {row.item_id} {row.title} ({row.category}): {row.reasons}",
+            soft_wrap=True,
         )
 
 

@@ -75,6 +75,7 @@ def item_side(tl: Timeline) -> ItemSide:
         categories=np.asarray(tl.categories, dtype=str),
         top_categories=np.asarray(top_names, dtype=str),
         brands=np.asarray(tl.brands, dtype=str),
+        titles=tl.items["title"].astype(str).to_numpy(dtype=object),
     )
 
 
@@ -283,7 +284,9 @@ class Recommender:
                 if progress is not None:
                     progress(min(done * batch_size, len(users)))
         if not frames:
-            return pd.DataFrame(columns=["user_id", "rank", "item_id", "score"])
+            return pd.DataFrame(
+                columns=["user_id", "rank", "item_id", "score", "title", "category"]
+            )
         return pd.concat(frames, ignore_index=True)
 
     def _top(
@@ -306,6 +309,8 @@ class Recommender:
                 "rank": rank[rank < k] + 1,
                 "item_id": self.ctx.item_ids[cands.item[keep]],
                 "score": score[keep].astype(np.float64),
+                "title": [self.items.title(int(i)) for i in cands.item[keep]],
+                "category": self.items.categories[self.items.category[cands.item[keep]]],
             }
         )
         if request.explain and len(keep):
@@ -334,7 +339,7 @@ class Recommender:
             "age": side.age,
             "segment": side.segment,
             "genders": self.genders.astype(str),
-            **{f"items_{k}": v for k, v in asdict(self.items).items()},
+            **{f"items_{k}": v for k, v in asdict(self.items).items() if k != "titles"},
         }
         if side.content is not None:
             arrays["content"] = side.content
@@ -352,8 +357,14 @@ class Recommender:
             ),
             folder / "users.parquet",
         )
+        titles = self.items.titles if len(self.items.titles) else [None] * len(self.ctx.item_ids)
         pq.write_table(
-            pa.table({"item_id": pa.array(self.ctx.item_ids, pa.string())}),
+            pa.table(
+                {
+                    "item_id": pa.array(self.ctx.item_ids, pa.string()),
+                    "title": pa.array(list(titles), pa.string()),
+                }
+            ),
             folder / "items.parquet",
         )
         for gen in self.generators.values():
@@ -412,6 +423,8 @@ class Recommender:
             item_ids=items["item_id"].to_numpy(dtype=object),
         )
         item_fields = {k.removeprefix("items_"): v for k, v in a.items() if k.startswith("items_")}
+        if "title" in items.columns:
+            item_fields["titles"] = items["title"].to_numpy(dtype=object)
         gens = {name: GENERATORS[name].load(folder / "generators", ctx) for name in meta["sources"]}
         store = (
             StoreFeatures(users=a["store_users"], items=a["store_items"])

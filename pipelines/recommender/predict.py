@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipelines.errors import ShopMLError
+from pipelines.io import why_not_a_file
 from pipelines.recommender.bundle import Recommender
 
-COLUMNS = ["user_id", "rank", "item_id", "score"]
+COLUMNS = ["user_id", "rank", "item_id", "score", "title", "category"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +109,65 @@ def recommend_in_chunks(
         if progress is not None:
             progress(min(lo + chunk, len(frame)), len(frame))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+
+
+USER_COLUMNS = ("user_id", "age", "gender", "region", "recent_items", "exclude")
+
+
+def read_users_file(path: Path) -> pd.DataFrame:
+    """A CSV or parquet file of users to recommend for: ``user_id`` and optionally
+    ``age``, ``gender``, ``region``, ``recent_items`` and ``exclude`` (item ids, ``a|b`` in
+    CSV). Bad values are refused naming the file, row and column."""
+    if (why := why_not_a_file(path)) is not None:
+        raise ShopMLError(f"{path} {why}")
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (ValueError, OSError, pa.ArrowException) as exc:
+        raise ShopMLError(f"{path}: cannot read users: {exc}") from exc
+    has = ", ".join(map(str, frame.columns))
+    if "user_id" not in frame.columns:
+        raise ShopMLError(f"{path}: needs a user_id column; it has {has}")
+    unknown = [c for c in frame.columns if c not in USER_COLUMNS]
+    if unknown:
+        raise ShopMLError(
+            f"{path}: unknown column(s) {unknown}; the columns are {', '.join(USER_COLUMNS)}"
+        )
+
+    def refuse(column: str, bad: np.ndarray, what: str) -> None:
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = frame[column].iloc[row]
+            raise ShopMLError(
+                f"{path}, row {row + 1:,}, column {column!r}: {value!r} is not {what} "
+                f"({int(bad.sum()):,} rows in all)"
+            )
+
+    refuse("user_id", frame["user_id"].isna().to_numpy(), "a user id")
+    frame["user_id"] = frame["user_id"].astype(str)
+    if "age" in frame.columns:
+        age = pd.to_numeric(frame["age"], errors="coerce")
+        given = frame["age"].notna().to_numpy()
+        refuse("age", given & age.isna().to_numpy(), "an age in years")
+        refuse("age", given & ~age.between(0, 120).to_numpy(), "an age between 0 and 120")
+        frame["age"] = age
+    for column in ("recent_items", "exclude"):
+        if column in frame.columns:
+            frame[column] = frame[column].map(
+                lambda v: [s for s in v.split("|") if s] if isinstance(v, str) else
+                ([] if v is None or (isinstance(v, float) and np.isnan(v)) else list(v))
+            )  # fmt: skip
+    return frame
+
+
+def unknown_items(rec: Recommender, frame: pd.DataFrame) -> tuple[int, str | None]:
+    """How many of the file's recent item ids the model does not know (they are ignored),
+    and one of them."""
+    if "recent_items" not in frame.columns:
+        return 0, None
+    ids = [i for items in frame["recent_items"] for i in items]
+    known = set(rec.ctx.item_ids.tolist())
+    missing = [i for i in ids if i not in known]
+    return len(missing), (missing[0] if missing else None)

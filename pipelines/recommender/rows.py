@@ -11,7 +11,7 @@ sees nothing from t onwards.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,11 @@ class ItemSide:
     categories: np.ndarray
     top_categories: np.ndarray
     brands: np.ndarray
+    # per item: its title (object array; saved beside the ids, not in the numeric arrays)
+    titles: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+
+    def title(self, item: int) -> str | None:
+        return str(self.titles[item]) if item < len(self.titles) else None
 
 
 @dataclass

@@ -96,6 +96,8 @@ def register_challenger(
                 "snapshot_id": plan.snapshot_id,
                 "train_until": until.isoformat(),
                 "feature_service": "recommender_ranker",
+                # whether training the same plan again gives this model (docs/recommendation.md)
+                "training.repeatable": str(plan.cfg.candidates.repeatable).lower(),
                 **{f"metric.{k}": f"{v:.4f}" for k, v in result.metrics.items()},
             },
         )

@@ -18,6 +18,8 @@ class ValidationConfig:
     category_kl_max: float = 0.10
     price_kl_max: float = 0.05
     price_bins: int = 10
+    min_quantity: int = 1  # events.quantity below this (0, negative) fails validation
+    min_value: float = 0.0  # events.value below this fails validation (money is not negative)
 
     def __post_init__(self) -> None:
         if not 0 <= self.duplicate_event_max_ratio < 1:

@@ -125,6 +125,13 @@ def event_checks(
                          f"at most {cfg.duplicate_event_max_ratio:.1%} of events share (user_id, item_id, event_type, ts) with another event (every copy counts)",
                          gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "item_id", "event_type", "ts"],
                                                              mostly=1.0 - cfg.duplicate_event_max_ratio)))  # fmt: skip
+    # Quantities are counts of what was put in the cart or bought; a zero or a negative one is a
+    # broken export (a return belongs in its own event stream). Values (money) are >= min_value.
+    # Missing quantities and values are allowed: the columns are optional.
+    checks.append(_check("events", "events.quantity.positive", "between", f"quantity is >= {cfg.min_quantity} where given",
+                         gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=cfg.min_quantity), "quantity"))  # fmt: skip
+    checks.append(_check("events", "events.value.not_negative", "between", f"value is >= {cfg.min_value:g} where given",
+                         gxe.ExpectColumnValuesToBeBetween(column="value", min_value=cfg.min_value), "value"))  # fmt: skip
     # Referential integrity: every event's shopper and item exist. The derived column holds the
     # id where it is unknown and is null otherwise.
     for ref, table in (("user_id", "users"), ("item_id", "items")):

@@ -54,6 +54,7 @@ def test_registered_as_challenger_with_tags_runs_and_snapshot_input(trained: Tra
     snap = Snapshot.open(trained.snapshot)
     assert version.tags["snapshot_id"] == snap.id
     assert version.tags["feature_service"] == "recommender_ranker"
+    assert version.tags["training.repeatable"] == "true"  # BPR on one thread by default
     assert float(version.tags["metric.ndcg_at_10"]) == pytest.approx(
         trained.outcome.result.metrics["ndcg_at_10"], abs=1e-4
     )
@@ -271,7 +272,16 @@ def test_cli_recommend(trained: Trained, tmp_path: Path, monkeypatch: pytest.Mon
     result = recommend(challenger, users, "--k", "4", "--explain")
     assert result.exit_code == 0, result.output
     recs = pd.read_parquet(out)
-    assert list(recs.columns) == ["user_id", "rank", "item_id", "score", "reasons"]
+    assert list(recs.columns) == [
+        "user_id",
+        "rank",
+        "item_id",
+        "score",
+        "title",
+        "category",
+        "reasons",
+    ]
+    assert recs["title"].str.len().gt(0).all()  # people read titles, not ids
     assert recs.groupby("user_id").size().to_dict() == {"u0001": 4, "nobody": 4, "folded": 4}
     # rich wraps long lines at the terminal width: compare with the line breaks undone
     assert "without history: cold-start path" in " ".join(result.output.split())

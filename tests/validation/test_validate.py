@@ -278,3 +278,22 @@ def test_cli_exit_codes_and_summary(clean: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 1
     text = " ".join(bad.output.split())
     assert "quarantined" in text and "items.price: 2 rows break 'price is > 0'" in text
+
+
+def test_zero_or_negative_quantities_and_negative_values(clean: Path, tmp_path: Path) -> None:
+    snap = copy_of(clean, tmp_path)
+
+    def broken(events: pd.DataFrame) -> pd.DataFrame:
+        events = events.copy()
+        events.loc[events.index[:3], "quantity"] = [0, -2, 1]
+        events.loc[events.index[3:5], "value"] = [-9.5, 3.0]
+        return events
+
+    rewrite(snap, "events", broken, types={"quantity": pa.int32(), "value": pa.float64()})
+    report = validate_snapshot(snapshot_uri=snap, now=NOW)
+    bad = failed(report)
+    assert bad["events.quantity.positive"].unexpected_count == 2
+    assert bad["events.value.not_negative"].unexpected_count == 1
+    # configurable: zero quantities allowed, refunds allowed
+    loose = ValidationConfig(min_quantity=-5, min_value=-100.0)
+    assert validate_snapshot(snapshot_uri=snap, now=NOW, cfg=loose).accepted
