@@ -41,8 +41,8 @@ def progress_reporter(
             task = bar.add_task(description, total=None, rate="")
 
             def update(done: int, total: int) -> None:
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} {unit}/s")
+                shown = rate_text(done, time.perf_counter() - started, unit)
+                bar.update(task, completed=done, total=total, rate=shown)
 
             yield update
         return
@@ -74,14 +74,21 @@ def stage_progress(unit: str = "users", every_s: float = 5.0) -> Callable[[str, 
     return update
 
 
+def rate_text(done: int, seconds: float, unit: str) -> str:
+    """``"12,345 users/s"``; nothing until a second has passed (a rate over the first
+    milliseconds says nothing: 500,000,000,000 users/s)."""
+    if seconds < 1.0:
+        return ""
+    return f"{done / seconds:,.0f} {unit}/s"
+
+
 def _log_rate(description: str, done: int, total: int, unit: str, seconds: float) -> None:
-    rate = done / max(seconds, 1e-9)
+    rate = rate_text(done, seconds, unit)
     log.info(
-        "%s: %s / %s %s (%s %s/s)",
+        "%s: %s / %s %s%s",
         description,
         f"{done:,}",
         f"{total:,}",
         unit,
-        f"{rate:,.0f}",
-        unit,
+        f" ({rate})" if rate else "",
     )

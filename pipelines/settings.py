@@ -14,6 +14,7 @@ needs the values (the pattern of Dagster's ``resources_by_deployment_name``).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -171,7 +172,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         s3_endpoint_url=str(values["s3_endpoint_url"]) if values.get("s3_endpoint_url") else None,
         online_store=online_store,  # type: ignore[arg-type]  # checked above
         redis_url=str(values.get("redis_url", "redis://127.0.0.1:6379/0")),
-        airflow_api_url=str(values.get("airflow_api_url", "http://localhost:8080")).rstrip("/"),
+        airflow_api_url=str(
+            values.get("airflow_api_url") or _running_stack_url(airflow_home, env)
+        ).rstrip("/"),
         reviewers=_names(values.get("reviewers", "reviewer")),
         airflow_service_user=str(values.get("airflow_service_user", "shopml-service")),
         airflow_service_password_file=path_of(
@@ -180,6 +183,18 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         signing_key_file=path_of("signing_key_file", home / "secrets" / "signing.key"),
         config_file=config_path,
     )
+
+
+def _running_stack_url(airflow_home: Path, env: Mapping[str, str]) -> str:
+    """Where the embedded stack of this home listens (``stack.json`` of ``make up``), else
+    localhost on ``SHOPML_AIRFLOW_PORT`` (the port ``make up`` was given), else 8080."""
+    try:
+        url = json.loads((airflow_home / "stack.json").read_text()).get("url")
+        if isinstance(url, str) and url:
+            return url
+    except (OSError, ValueError):
+        pass
+    return f"http://localhost:{env.get('SHOPML_AIRFLOW_PORT') or 8080}"
 
 
 def _names(raw: object) -> tuple[str, ...]:

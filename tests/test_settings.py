@@ -120,3 +120,21 @@ def test_reviewers_from_a_comma_list_or_a_toml_list(tmp_path: Path) -> None:
     assert load_settings({"SHOPML_CONFIG": str(cfg)}).reviewers == ("carol",)
     with pytest.raises(ConfigError, match="name at least one"):
         load_settings({"SHOPML_REVIEWERS": " , "})
+
+
+def test_the_cli_finds_the_stack_this_home_started(tmp_path: Path) -> None:
+    env = {"SHOPML_HOME": str(tmp_path / "home")}
+    assert load_settings(env).airflow_api_url == "http://localhost:8080"
+    assert (
+        load_settings({**env, "SHOPML_AIRFLOW_PORT": "8095"}).airflow_api_url
+        == "http://localhost:8095"
+    )
+    (tmp_path / "home" / "airflow").mkdir(parents=True)
+    (tmp_path / "home" / "airflow" / "stack.json").write_text(
+        '{"url": "http://localhost:8123", "pgids": {}}'
+    )
+    assert load_settings(env).airflow_api_url == "http://localhost:8123"
+    assert (
+        load_settings({**env, "SHOPML_AIRFLOW_API_URL": "https://af"}).airflow_api_url
+        == "https://af"
+    )

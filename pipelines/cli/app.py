@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -16,11 +17,22 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from typer.core import TyperOption
 
 from pipelines import __version__
 from pipelines.errors import ShopMLError
 from pipelines.io import write_json
 from pipelines.settings import load_settings
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """No type column for a flag (typer 0.29 prints ``<bool>`` beside every flag, --help
+    included, as if it took a value)."""
+    return None if self.is_flag else _OPTION_TYPE(self, ctx)
+
+
+_OPTION_TYPE = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     help="ShopML: Airflow-orchestrated search and recommendation for shops.",
@@ -107,3 +119,17 @@ UserOption = Annotated[
         "--user", envvar="SHOPML_AIRFLOW_USER", help="Airflow login (env SHOPML_AIRFLOW_USER)."
     ),
 ]
+
+
+def utc_time(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time as people write it (``2017-11-01``, ``2017-11-01T06:00``,
+    ``2017-11-01T00:00:00Z``, ``...+05:30``) as UTC; a naive one is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ShopMLError(
+            f"{option} {value!r}: not an ISO 8601 time, e.g. 2017-11-01 or 2017-11-01T00:00:00Z"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -236,7 +236,7 @@ def validate_cmd(
         typer.Option(help="The previous accepted snapshot, for drift and row-count checks."),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="TOML file with a [validation] table of thresholds.")
+        Path | None, typer.Option(help="TOML file with a \\[validation] table of thresholds.")
     ] = None,
 ) -> None:
     """Validate a snapshot with Great Expectations; accept it or quarantine it (exit code 1)."""

@@ -39,7 +39,7 @@ def evaluate_cmd(
         typer.Option("--no-champion", help="Ignore any champion: value and baseline checks only."),
     ] = False,
     config: Annotated[
-        Path | None, typer.Option(help="TOML with [evaluate] and [gate] tables.")
+        Path | None, typer.Option(help="TOML with \\[evaluate] and \\[gate] tables.")
     ] = None,
     out: Annotated[
         Path | None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +13,9 @@ from pipelines.cli.app import (
     app,
     out_console,
     reports_errors,
+    utc_time,
 )
+from pipelines.errors import ShopMLError
 from pipelines.settings import load_settings
 
 features_app = typer.Typer(
@@ -28,10 +29,10 @@ app.add_typer(features_app, name="features")
 def features_build_cmd(
     snapshot: Annotated[Path, typer.Argument(help="A validated (accepted) snapshot folder.")],
     as_of: Annotated[
-        datetime | None,
+        str | None,
         typer.Option(
             help="Last feature time, UTC (default: the midnight after the last event).",
-            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
+            metavar="ISO-8601",
         ),
     ] = None,
     history_days: Annotated[
@@ -43,10 +44,11 @@ def features_build_cmd(
     half_life_days: Annotated[
         float | None, typer.Option(help="Half-life of interest weights in days (default 14).")
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with a [features] table.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with a \\[features] table.")
+    ] = None,
 ) -> None:
     """Compute user_profile, item_stats and item_content from a snapshot, point-in-time correct."""
-    from datetime import UTC
 
     from pipelines.features import FeatureConfig, build_features
     from pipelines.features.store import open_store
@@ -63,7 +65,7 @@ def features_build_cmd(
         snapshot_uri=snapshot,
         out_dir=settings.feature_store_dir,
         cfg=cfg,
-        as_of=as_of.replace(tzinfo=UTC) if as_of else None,
+        as_of=utc_time(as_of, "--as-of"),
     )
     open_store(settings, apply=True)
     out_console.print(
@@ -109,12 +111,13 @@ def features_get_cmd(
     from pipelines.features.store import get_online
 
     values = get_online(entity, entity_id)
+    if all(v is None for f in values.values() for v in f.values()):
+        raise ShopMLError(
+            f"the online store has no values for {entity} {entity_id!r}: an unknown id, or "
+            "the store was not materialized since it appeared (`shopml features materialize`)"
+        )
     table = Table("view", "feature", "value", box=None)
     for view, features in values.items():
         for name, value in features.items():
             table.add_row(view, name, escape(_show(value)))
     out_console.print(table)
-    if all(v is None for f in values.values() for v in f.values()):
-        out_console.print(
-            f"[yellow]no online values for {entity} {entity_id!r}[/] (unknown id, or run `shopml features materialize`)"
-        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from pipelines.cli.app import (
     err_console,
     out_console,
     reports_errors,
+    utc_time,
 )
 from pipelines.errors import ShopMLError
 from pipelines.io import atomic_path
@@ -26,22 +26,21 @@ from pipelines.settings import load_settings
 def train_cmd(
     snapshot: Annotated[Path, typer.Option("--snapshot", help="Snapshot folder to train on.")],
     train_until: Annotated[
-        datetime | None,
+        str | None,
         typer.Option(
             "--train-until",
-            help="Train on events before this UTC time (default: the start of the evaluation window, [evaluate] holdout_days before the midnight after the last event).",
-            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
+            help="Train on events before this UTC time (default: the start of the evaluation window, \\[evaluate] holdout_days before the midnight after the last event).",
+            metavar="ISO-8601",
         ),
     ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
-            help="TOML with [train], [candidates], [ranker], [features] (and [evaluate]) tables."
+            help="TOML with \\[train], \\[candidates], \\[ranker], \\[features] (and \\[evaluate]) tables."
         ),
     ] = None,
 ) -> None:
     """Validate, build features, fit generators and re-ranker, register a `challenger` in MLflow."""
-    from datetime import UTC
 
     from pipelines.orchestration.config import PipelineConfig
     from pipelines.registry.challenger import train_challenger
@@ -52,7 +51,7 @@ def train_cmd(
         snapshot,
         settings=load_settings(),
         cfg=cfg,
-        until=train_until.replace(tzinfo=UTC) if train_until else None,
+        until=utc_time(train_until, "--train-until"),
         progress=progress,
     )
     m = outcome.result.metrics

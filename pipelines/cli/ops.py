@@ -17,6 +17,7 @@ from pipelines.cli.app import (
     reports_errors,
 )
 from pipelines.errors import ShopMLError
+from pipelines.io import resolved
 from pipelines.settings import load_settings
 
 
@@ -44,12 +45,18 @@ app.add_typer(dags_app, name="dags")
 
 def _airflow(user: str) -> Any:
     import os
+    import sys
 
     from pipelines.orchestration.airflow_api import AirflowClient
 
-    password = os.environ.get("SHOPML_AIRFLOW_PASSWORD") or typer.prompt(
-        f"Airflow password for {user}", hide_input=True
-    )
+    password = os.environ.get("SHOPML_AIRFLOW_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            raise ShopMLError(
+                f"no password for Airflow login {user!r}: set SHOPML_AIRFLOW_PASSWORD (there "
+                "is no terminal to ask on)"
+            )
+        password = typer.prompt(f"Airflow password for {user}", hide_input=True)
     return AirflowClient(load_settings().airflow_api_url, user, password)
 
 
@@ -190,6 +197,16 @@ def rollback_cmd(
 
     if len(reason.strip()) < 3:
         raise ShopMLError("--reason: say why (at least 3 characters)")
+    from pipelines.promotion.promote import ledger_entries
+    from pipelines.registry.models import MODEL_NAME
+
+    entries = ledger_entries(load_settings(), MODEL_NAME)
+    promoted = sorted({e["version"] for e in entries if e["action"] == "promote"})
+    if to not in promoted:
+        raise ShopMLError(
+            f"--to {to}: version {to} was never promoted (promoted: "
+            f"{', '.join(map(str, promoted)) or 'none'}); nothing triggered"
+        )
     run = _airflow(user).trigger(ROLLBACK_DAG, {"version": to, "reason": reason})
     out_console.print(
         f"triggered {ROLLBACK_DAG} run {escape(run['dag_run_id'])} to serve version {to}"
@@ -229,5 +246,15 @@ def dags_trigger_cmd(
 
     if which != "retrain":
         raise ShopMLError(f"unknown DAG {which!r}: use `retrain` (rollback: `shopml rollback`)")
+    # refused here, not by a run that fails later: a missing snapshot or a broken config
+    if snapshot:
+        from pipelines.data.snapshot import Snapshot
+
+        snapshot = str(Snapshot.open(snapshot).path)
+    if config:
+        from pipelines.orchestration.config import PipelineConfig
+
+        PipelineConfig.from_toml(config)
+        config = str(resolved(config))
     run = _airflow(user).trigger(RETRAIN_DAG, {"snapshot": snapshot, "config": config})
     out_console.print(f"triggered {RETRAIN_DAG} run {escape(run['dag_run_id'])}")

@@ -221,7 +221,7 @@ def write_snapshot(
     no users and events); the manifest's ``kind`` then says ``judgments``.
     """
     target = resolved(out)
-    _check_target(target, overwrite)
+    check_target(target, overwrite)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_name(target)
@@ -300,8 +300,10 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
-    """Only an empty folder or, with ``overwrite``, an existing snapshot may be replaced."""
+def check_target(out: str | Path, overwrite: bool) -> None:
+    """Only an empty folder or, with ``overwrite``, an existing snapshot may be replaced
+    (importers ask first, before reading their sources)."""
+    target = resolved(out)
     if not target.exists() or _is_empty_dir(target):
         return
     if not overwrite:
@@ -314,7 +316,7 @@ def _check_target(target: Path, overwrite: bool) -> None:
 
 def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
     # Checked again here: another writer may have published at `target` meanwhile.
-    _check_target(target, overwrite)
+    check_target(target, overwrite)
     if not target.exists() or _is_empty_dir(target):
         try:
             tmp.rename(target)  # atomic; fails if a non-empty folder appeared in between

@@ -133,12 +133,15 @@ def start(
     """Migrate the database, start the four components, wait until the API is healthy
     and both DAGs are parsed."""
     home = settings.airflow_home
-    (home / "logs").mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+    home.chmod(0o700)
     env = environment(settings, port, reviewers)
     passwords = _passwords(home, users(reviewers))
+    # umask 077: Airflow's database, logs and files are readable by their owner only
     migrate = subprocess.run(
-        [_airflow_bin(), "db", "migrate"], env=env, capture_output=True, text=True, check=False
-    )
+        [_airflow_bin(), "db", "migrate"],
+        env=env, capture_output=True, text=True, check=False, umask=0o077,
+    )  # fmt: skip
     if migrate.returncode != 0:
         raise ShopMLError(f"airflow db migrate failed: {migrate.stderr.strip()[-800:]}")
     pgids: dict[str, int] = {}
@@ -148,8 +151,9 @@ def start(
         )
         log = (home / "logs" / f"{component}.log").open("ab")
         proc = subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
-        )
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO, umask=0o077,
+        )  # fmt: skip
         pgids[component] = proc.pid
     url = f"http://localhost:{port}"
     (home / "stack.json").write_text(json.dumps({"url": url, "pgids": pgids}) + "\n")

@@ -114,6 +114,8 @@ def test_validate_build_materialize_get(tmp_path: Path, monkeypatch: pytest.Monk
     got = runner.invoke(app, ["features", "get", "user", "u001"])
     assert got.exit_code == 0
     assert "user_profile" in got.output and "events_total" in got.output
+    nobody = runner.invoke(app, ["features", "get", "user", "no-such-user"])
+    assert nobody.exit_code == 2 and "no values for user 'no-such-user'" in nobody.output
     unknown = runner.invoke(app, ["features", "get", "shop", "x"])
     assert unknown.exit_code == 2 and "entity must be 'user' or 'item'" in unknown.output
 

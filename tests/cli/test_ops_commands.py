@@ -110,10 +110,37 @@ def test_wrong_password_and_airflow_down(
     assert res.exit_code == 2 and "cannot reach Airflow at http://airflow.test" in res.output
 
 
-def test_trigger_retrain_and_rollback(airflow: FakeAirflow) -> None:
-    res = runner.invoke(app, ["dags", "trigger", "retrain", "--user", "eng", "--snapshot", "/s"])
+def test_trigger_retrain_and_rollback(
+    airflow: FakeAirflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.data.generator import GeneratorConfig, generate_shop
+    from pipelines.promotion.bucket import open_bucket
+    from pipelines.promotion.ledger import append
+
+    snapshot = tmp_path / "s"
+    generate_shop(GeneratorConfig(users=100, items=100, events=1000, days=10, judged_queries=2), out=snapshot)  # fmt: skip
+    res = runner.invoke(app, ["dags", "trigger", "retrain", "--user", "eng", "--snapshot", str(snapshot)])  # fmt: skip
     assert res.exit_code == 0 and "triggered shopml_retrain run manual__2" in res.output
-    assert airflow.calls[-1][2] == {"logical_date": None, "conf": {"snapshot": "/s", "config": ""}}
+    assert airflow.calls[-1][2] == {"logical_date": None, "conf": {"snapshot": str(snapshot.resolve()), "config": ""}}  # fmt: skip
+    calls = len(airflow.calls)
+    # refused before anything is triggered: a missing snapshot, a config with a typo
+    res = runner.invoke(app, ["dags", "trigger", "retrain", "--user", "eng", "--snapshot", "/nope"])
+    assert res.exit_code == 2 and "/nope: does not exist" in res.output
+    typo = tmp_path / "p.toml"
+    typo.write_text("[ranker]\nlabel_day = 3\n")
+    res = runner.invoke(app, ["dags", "trigger", "retrain", "--user", "eng", "--config", str(typo)])
+    assert res.exit_code == 2 and "label_day" in res.output
+    res = runner.invoke(app, ["rollback", "--to", "2", "--reason", "CTR dropped", "--user", "eng"])
+    assert res.exit_code == 2 and "version 2 was never promoted (promoted: none)" in res.output
+    assert len(airflow.calls) == calls
+    bucket = tmp_path / "bucket"
+    monkeypatch.setenv("SHOPML_SERVING_BUCKET_URI", bucket.as_uri())
+    for version in (2, 3):
+        append(
+            open_bucket(bucket.as_uri()),
+            "shopml-recommender",
+            {"action": "promote", "version": version},
+        )
     res = runner.invoke(app, ["rollback", "--to", "2", "--reason", "CTR dropped", "--user", "eng"])
     assert res.exit_code == 0 and "shopml_rollback" in res.output
     assert airflow.calls[-1][1].endswith("/api/v2/dags/shopml_rollback/dagRuns")
@@ -123,6 +150,12 @@ def test_trigger_retrain_and_rollback(airflow: FakeAirflow) -> None:
     assert res.exit_code == 2 and "say why" in res.output
     res = runner.invoke(app, ["dags", "trigger", "nightly", "--user", "eng"])
     assert res.exit_code == 2 and "unknown DAG 'nightly'" in res.output
+
+
+def test_no_terminal_and_no_password_is_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHOPML_AIRFLOW_PASSWORD", raising=False)
+    res = runner.invoke(app, ["review", "list", "--user", "reviewer"])
+    assert res.exit_code == 2 and "set SHOPML_AIRFLOW_PASSWORD" in res.output
 
 
 def test_promotions_log_reads_the_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

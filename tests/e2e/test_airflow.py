@@ -169,6 +169,8 @@ def test_approved_run_promotes_and_only_the_assigned_reviewer_may_answer(airflow
     assert line["approved_at"] and line["seq"] == 1  # the time of the HITL answer
     assert airflow.champion() == 1
     assert verify(airflow.settings, MODEL_NAME).ok
+    for private in ("airflow.db", "passwords.json"):
+        assert (airflow.settings.airflow_home / private).stat().st_mode & 0o077 == 0, private
     # one MLflow parent run per DAG run, tagged with the dag and run ids
     mlflow.set_tracking_uri(airflow.settings.mlflow_tracking_uri)
     client = MlflowClient()

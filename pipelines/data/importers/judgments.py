@@ -28,7 +28,7 @@ from pipelines.data.conform import conform, require
 from pipelines.data.contract import empty_table
 from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table, require_columns
-from pipelines.data.snapshot import Snapshot, write_snapshot
+from pipelines.data.snapshot import Snapshot, check_target, write_snapshot
 from pipelines.errors import ContractError
 from pipelines.io import resolved
 
@@ -56,6 +56,7 @@ def import_judgments(
     created_ts: str = "1970-01-01T00:00:00Z",
     overwrite: bool = False,
 ) -> ImportResult:
+    check_target(out, overwrite)  # a conflicting --out is refused before any reading
     src = Path(src)
     name = src.name
     started = time.perf_counter()

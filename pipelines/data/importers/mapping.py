@@ -41,7 +41,7 @@ from pipelines.data.conform import ParseOptions, conform
 from pipelines.data.contract import TABLES
 from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table
-from pipelines.data.snapshot import Snapshot, write_snapshot
+from pipelines.data.snapshot import Snapshot, check_target, write_snapshot
 from pipelines.errors import ConfigError, ContractError
 from pipelines.io import resolved, why_not_a_file
 
@@ -317,6 +317,7 @@ def import_mapped(
     overwrite: bool = False,
 ) -> ImportResult:
     """Import the files a mapping names into a snapshot at ``out`` (atomically)."""
+    check_target(out, overwrite)  # a conflicting --out is refused before any reading
     mapping = load_mapping(mapping_file, base_dir=base_dir)
     tables = {}
     notes: list[str] = []

@@ -27,7 +27,7 @@ import pandas as pd
 from pipelines.data.conform import ParseOptions, conform, require
 from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table
-from pipelines.data.snapshot import Snapshot, write_snapshot
+from pipelines.data.snapshot import Snapshot, check_target, write_snapshot
 from pipelines.errors import ContractError
 from pipelines.io import resolved
 
@@ -135,6 +135,7 @@ def import_movielens_100k(
     src: str | Path, *, out: str | Path, overwrite: bool = False
 ) -> ImportResult:
     """Import the ml-100k folder ``src`` into a snapshot at ``out`` (atomically)."""
+    check_target(out, overwrite)  # a conflicting --out is refused before any reading
     src = Path(src)
     started = time.perf_counter()
     raw = _load(src)
