@@ -459,3 +459,28 @@ def test_crowdflower_real(tmp_path: Path) -> None:
     j = Snapshot.open(r.path).read("judgments").to_pandas()
     assert j["query"].nunique() == 261
     assert j["relevance"].between(1, 4).all()
+
+
+def test_utf16_a_repeated_header_and_an_early_out_conflict(tmp_path: Path) -> None:
+    from pipelines.data.importers.readers import read_text_table
+
+    utf16 = tmp_path / "u16.csv"
+    utf16.write_bytes("user_id,age\nu1,3\n".encode("utf-16"))
+    with pytest.raises(ContractError, match=r"is UTF-16 text .* declare `encoding: utf-16`"):
+        read_text_table(utf16)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("item_id,price,title,price\ni1,2,x,3\n")
+    with pytest.raises(ContractError, match="names column 'price' twice \\(fields 2 and 4\\)"):
+        read_text_table(twice)
+
+
+def test_a_taken_out_is_refused_before_the_sources_are_read(tmp_path: Path) -> None:
+    from pipelines.data.importers.movielens import import_movielens_100k
+    from pipelines.errors import SnapshotError
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "something.txt").write_text("x")
+    # the source does not even exist: the --out conflict is what gets reported
+    with pytest.raises(SnapshotError, match="already exists; choose a new --out"):
+        import_movielens_100k(tmp_path / "no-such-source", out=taken)
