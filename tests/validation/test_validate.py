@@ -297,3 +297,20 @@ def test_zero_or_negative_quantities_and_negative_values(clean: Path, tmp_path: 
     # configurable: zero quantities allowed, refunds allowed
     loose = ValidationConfig(min_quantity=-5, min_value=-100.0)
     assert validate_snapshot(snapshot_uri=snap, now=NOW, cfg=loose).accepted
+
+
+def test_an_accepted_snapshot_edited_afterwards_is_refused(clean: Path, tmp_path: Path) -> None:
+    from pipelines.data.describe import describe_snapshot
+    from pipelines.errors import ShopMLError
+    from pipelines.features import FeatureConfig, build_features
+
+    snap = tmp_path / "accepted"
+    shutil.copytree(clean, snap, ignore=shutil.ignore_patterns("validation"))
+    assert validate_snapshot(snapshot_uri=snap, now=NOW).accepted
+    events = pq.read_table(snap / "events.parquet")
+    pq.write_table(events.slice(100), snap / "events.parquet")  # 100 events gone, manifest kept
+    with pytest.raises(ShopMLError, match="changed after it was accepted: .*events.parquet"):
+        require_accepted(Snapshot.open(snap))
+    with pytest.raises(ShopMLError, match="changed after it was accepted"):
+        build_features(snapshot_uri=snap, out_dir=tmp_path / "fs", cfg=FeatureConfig())
+    assert describe_snapshot(snap)["integrity"].startswith("ALTERED")
