@@ -17,7 +17,7 @@ from pipelines.data.importers.movielens import import_movielens_100k
 from pipelines.data.snapshot import Snapshot
 from pipelines.errors import ConfigError, ContractError
 from pipelines.io import sha256_file
-from tests.conftest import shared_data
+from tests.conftest import REPO, shared_data
 
 runner = CliRunner()
 
@@ -399,7 +399,6 @@ def test_unwritable_out_is_a_message(tmp_path: Path) -> None:
 
 @pytest.mark.real_data
 def test_amazon_worked_example(tmp_path: Path) -> None:
-    from tests.conftest import REPO
 
     r = import_mapped(
         REPO / "docs/examples/amazon-in-products.yaml",
@@ -484,3 +483,62 @@ def test_a_taken_out_is_refused_before_the_sources_are_read(tmp_path: Path) -> N
     # the source does not even exist: the --out conflict is what gets reported
     with pytest.raises(SnapshotError, match="already exists; choose a new --out"):
         import_movielens_100k(tmp_path / "no-such-source", out=taken)
+
+
+@pytest.mark.real_data
+def test_the_complete_journey_mapping_imports_the_grocery_sample(tmp_path: Path) -> None:
+    src = shared_data("completejourney-a")
+    result = import_mapped(
+        REPO / "docs" / "examples" / "completejourney.yaml", out=tmp_path / "cj", base_dir=src
+    )
+    assert result.rows["users"] == 1_181 and result.rows["items"] == 20_897
+    assert result.rows["events"] == 38_118
+    snap = Snapshot.open(result.path)
+    items = snap.read("items").to_pandas().set_index("item_id")
+    assert items.loc["28897", "title"] == "EGGS - X-LARGE A D 1 DZ"
+    assert items.loc["28897", "category"] == "GROCERY/EGGS/EGGS - X-LARGE"
+    assert items["title"].str.len().gt(0).all()
+    users = snap.read("users").to_pandas()
+    assert users["age"].notna().sum() == 410  # households with demographics
+    events = snap.read("events").to_pandas()
+    assert set(events["event_type"]) == {"purchase"}
+    assert events["session_id"].nunique() < len(events)  # baskets hold several items
+
+
+def test_templates_and_merges_in_a_mapping(tmp_path: Path) -> None:
+    (tmp_path / "p.csv").write_text("sku,kind,size,dept\ns1,EGGS,1 DZ,GROCERY\ns2,,,DAIRY\n")
+    (tmp_path / "c.csv").write_text(
+        "cust,sku,t\nc1,s1,2024-01-01T10:00:00Z\nc2,s2,2024-01-02T10:00:00Z\n"
+    )
+    (tmp_path / "d.csv").write_text("cust,band\nc1,30-39\n")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "tables:\n"
+        "  items:\n    path: p.csv\n    columns:\n      item_id: sku\n"
+        '      title: {template: ["{kind} {size}", "{dept} item"]}\n'
+        '      category: {template: "{dept}/{kind}", replace: {"//": "/"}}\n'
+        "      price: {default: 1.0}\n      currency: {default: USD}\n"
+        '      created_ts: {default: "2023-01-01T00:00:00Z"}\n'
+        "  users:\n    path: c.csv\n    merge: {path: d.csv, key: cust}\n    columns:\n"
+        '      user_id: cust\n      signup_ts: {default: "2023-01-01T00:00:00Z"}\n'
+        '      age: {from: band, values: {"30-39": 35}}\n'
+        "  events:\n    path: c.csv\n    columns:\n      event_id: {generate: row}\n"
+        "      user_id: cust\n      item_id: sku\n      event_type: {default: purchase}\n"
+        "      ts: t\n      session_id: cust\n"
+    )
+    result = import_mapped(mapping, out=tmp_path / "snap")
+    items = Snapshot.open(result.path).read("items").to_pandas()
+    assert items["title"].tolist() == ["EGGS 1 DZ", "DAIRY item"]  # the first non-empty template
+    assert items["category"].tolist() == ["GROCERY/EGGS", "DAIRY/"]
+    users = Snapshot.open(result.path).read("users").to_pandas()
+    assert users["age"].tolist()[0] == 35 and pd.isna(users["age"].tolist()[1])  # left join
+    mapping.write_text(mapping.read_text().replace("{kind} {size}", "{knd} {size}"))
+    with pytest.raises(ContractError, match="column 'knd': template column not found"):
+        import_mapped(mapping, out=tmp_path / "snap2")
+    mapping.write_text(
+        mapping.read_text()
+        .replace("{knd} {size}", "{kind} {size}")
+        .replace("key: cust", "key: customer")
+    )
+    with pytest.raises(ContractError, match="merge key not found"):
+        import_mapped(mapping, out=tmp_path / "snap3")

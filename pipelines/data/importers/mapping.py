@@ -48,6 +48,7 @@ from pipelines.io import resolved, why_not_a_file
 IMPORTER_VERSION = "1"
 _TABLE_KEYS = {
     "path",
+    "merge",
     "format",
     "encoding",
     "delimiter",
@@ -61,6 +62,7 @@ _AMBIGUOUS = ("refuse", "earlier", "later")
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _COLUMN_KEYS = {
     "from",
+    "template",
     "default",
     "values",
     "strip",
@@ -79,6 +81,8 @@ _COLUMN_KEYS = {
 class ColumnMap:
     target: str
     source: str | None = None
+    # "{a} {b}": source columns put into a text; several: the first that is not empty
+    template: tuple[str, ...] | None = None
     default: Any = None
     values: dict[str, str] | None = None
     strip: str | None = None
@@ -99,6 +103,7 @@ class TableMap:
     drop_duplicates: bool
     drop_if_empty: tuple[str, ...]
     columns: tuple[ColumnMap, ...]
+    merge: tuple[Path, str] | None = None  # (file, key column): a left join before mapping
 
 
 @dataclass(frozen=True)
@@ -129,13 +134,19 @@ def _column(mapping: Path, table: str, target: str, spec: Any) -> ColumnMap:
     unknown = sorted(set(spec) - _COLUMN_KEYS)
     if unknown:
         raise _fail(mapping, where, f"unknown key(s) {unknown}; known: {sorted(_COLUMN_KEYS)}")
-    if "from" not in spec and "default" not in spec and "generate" not in spec:
-        raise _fail(mapping, where, "needs `from`, `default` or `generate`")
+    if not {"from", "template", "default", "generate"} & set(spec):
+        raise _fail(mapping, where, "needs `from`, `template`, `default` or `generate`")
+    if "from" in spec and "template" in spec:
+        raise _fail(mapping, where, "give `from` or `template`, not both")
     if spec.get("generate") not in (None, "row"):
         raise _fail(mapping, where, "`generate` supports only `row`")
     for key in ("values", "replace"):
         if key in spec and not isinstance(spec[key], dict):
             raise _fail(mapping, where, f"`{key}` must map source text to replacement text")
+    if "template" in spec:
+        templates = spec["template"] if isinstance(spec["template"], list) else [spec["template"]]
+        if not templates or not all(isinstance(t, str) for t in templates):
+            raise _fail(mapping, where, "`template` is a text or a list of texts with {column}s")
     for key in ("from", "format", "timezone", "split", "strip", "prefix"):
         if key in spec and not isinstance(spec[key], str):
             raise _fail(mapping, where, f"`{key}` must be text, got {spec[key]!r}")
@@ -150,6 +161,7 @@ def _column(mapping: Path, table: str, target: str, spec: Any) -> ColumnMap:
     return ColumnMap(
         target=target,
         source=spec.get("from"),
+        template=tuple(templates) if "template" in spec else None,
         default=spec.get("default"),
         values={str(k): str(v) for k, v in spec["values"].items()} if "values" in spec else None,
         strip=spec.get("strip"),
@@ -180,6 +192,20 @@ def _table_option(mapping: Path, table: str, spec: dict[str, Any], key: str, def
     if not isinstance(value, str) or not value:
         raise _fail(mapping, f"tables.{table}.{key}", f"must be non-empty text, got {value!r}")
     return value
+
+
+def _merge(mapping: Path, table: str, spec: dict[str, Any], root: Path) -> tuple[Path, str] | None:
+    """``merge: {path: other.csv, key: column}``: the other file's columns joined to each row."""
+    merge = spec.get("merge")
+    if merge is None:
+        return None
+    if (
+        not isinstance(merge, dict)
+        or set(merge) != {"path", "key"}
+        or not all(isinstance(v, str) and v for v in merge.values())
+    ):
+        raise _fail(mapping, f"tables.{table}.merge", "needs exactly `path` and `key` (texts)")
+    return resolved(root / merge["path"]), merge["key"]
 
 
 def _drop_if_empty(mapping: Path, table: str, spec: dict[str, Any]) -> tuple[str, ...]:
@@ -251,6 +277,7 @@ def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Map
             drop_duplicates=bool(spec.get("drop_duplicates", False)),
             drop_if_empty=_drop_if_empty(path, table, spec),
             columns=tuple(_column(path, table, t, s) for t, s in spec["columns"].items()),
+            merge=_merge(path, table, spec, root),
         )
     missing = [t for t, s in TABLES.items() if s.required and not s.allow_empty and t not in tables]
     if missing:
@@ -272,18 +299,52 @@ def _as_key(value: Any) -> str:
     return str(value)
 
 
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+def _filled(df: pd.DataFrame, col: ColumnMap, file: str) -> pd.Series:
+    """Each row's text from the first of the column's templates that is not empty there
+    (missing values count as empty; spaces collapsed)."""
+    out = pd.Series(None, index=df.index, dtype=object)
+    for template in col.template or ():
+        names = _PLACEHOLDER.findall(template)
+        for name in names:
+            if name not in df.columns:
+                raise ContractError(
+                    file,
+                    f"template column not found (in the template of '{col.target}'); the "
+                    f"file has {list(df.columns)}",
+                    column=name,
+                )
+        parts = {n: df[n].astype(object).where(df[n].notna(), "").astype(str) for n in names}
+        pieces = _PLACEHOLDER.split(template)  # literal, name, literal, ..., literal
+        text = pd.Series(pieces[0], index=df.index, dtype=object)
+        for i in range(1, len(pieces), 2):
+            text = text + parts[pieces[i]] + pieces[i + 1]
+        text = text.str.replace(r"\s+", " ", regex=True).str.strip()
+        if not names:
+            empty = text == ""
+        else:  # a template whose columns are all empty says nothing
+            empty = pd.concat([parts[n] == "" for n in names], axis=1).all(axis=1)
+        out = out.where(out.notna(), text.where(~empty))
+    return out
+
+
 def _map_column(df: pd.DataFrame, col: ColumnMap, file: str) -> pd.Series:
     if col.generate == "row":
         return col.prefix + pd.Series(np.arange(1, len(df) + 1), index=df.index).astype(str)
-    if col.source is None:
+    if col.source is None and col.template is None:
         return pd.Series([col.default] * len(df), index=df.index, dtype=object)
-    if col.source not in df.columns:
+    if col.template is not None:
+        s = _filled(df, col, file)
+    elif col.source not in df.columns:
         raise ContractError(
             file,
             f"source column not found (mapped to '{col.target}'); the file has {list(df.columns)}",
             column=col.source,
         )
-    s = df[col.source]
+    else:
+        s = df[col.source]
     if col.strip or col.replace:
         text = s.astype(object).where(s.notna())
         present = text.notna()
@@ -309,6 +370,26 @@ def _map_column(df: pd.DataFrame, col: ColumnMap, file: str) -> pd.Series:
     return s
 
 
+def _merged(df: pd.DataFrame, tm: TableMap, file: str) -> pd.DataFrame:
+    """``df`` with the columns of the merge file, matched on the key (left join: rows
+    without a match keep empty values)."""
+    assert tm.merge is not None
+    path, key = tm.merge
+    other = read_text_table(path, encoding=tm.encoding, null_values=tm.null_values, name=path.name)
+    for frame, name in ((df, file), (other, path.name)):
+        if key not in frame.columns:
+            raise ContractError(
+                name, f"merge key not found; the file has {list(frame.columns)}", column=key
+            )
+    if other[key].duplicated().any():
+        dup = other[key][other[key].duplicated()].iloc[0]
+        raise ContractError(path.name, f"merge key {dup!r} appears twice", column=key)
+    clash = [c for c in other.columns if c in df.columns and c != key]
+    merged = df.merge(other.drop(columns=clash), on=key, how="left", sort=False)
+    merged.index = df.index
+    return merged
+
+
 def import_mapped(
     mapping_file: str | Path,
     *,
@@ -332,6 +413,8 @@ def import_mapped(
             null_values=tm.null_values,
             name=file,
         )
+        if tm.merge is not None:
+            df = _merged(df, tm, file)
         mapped = pd.DataFrame(
             {c.target: _map_column(df, c, file) for c in tm.columns}, index=df.index
         )
