@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from pipelines.candidates.config import CandidateConfig
 from pipelines.candidates.history import History
+from pipelines.candidates.repeats import banned
 from pipelines.io import write_json
 
 
@@ -173,11 +174,12 @@ class Generator(ABC):
         self, batch: UserBatch, n: int, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` best existing items per user (item codes, scores)."""
+        history = self.ctx.history
         idx, best = top_n(
             self.scores(batch),
             n,
-            batch.rows if exclude_seen else None,
-            self.ctx.history.item_exists,
+            banned(batch.rows, history.repeat_allowed) if exclude_seen else None,
+            history.item_exists,
         )
         silent = ~self.answers(batch)
         idx[silent], best[silent] = -1, np.nan

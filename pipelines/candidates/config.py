@@ -10,7 +10,9 @@ import numpy as np
 from pipelines.data.contract import DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
 from pipelines.errors import require_all
 
-# How many candidates each source contributes before the union (300 in total by default).
+REPEAT_MODES = ("auto", "never", "always")
+
+# How many candidates each source contributes before the union (390 in total by default).
 DEFAULT_PER_SOURCE = {
     "als": 80,
     "bpr": 40,
@@ -18,6 +20,8 @@ DEFAULT_PER_SOURCE = {
     "content": 40,
     "popularity": 30,
     "trending": 30,
+    "repeat": 50,
+    "cooccur": 40,
 }
 SOURCES = tuple(DEFAULT_PER_SOURCE)
 
@@ -42,6 +46,17 @@ class CandidateConfig:
     content_history: int = 20  # most recent items in a user's content profile
     trending_days: float = 7.0
     popularity_smoothing: float = 50.0  # pseudo-count of global popularity in group popularity
+    # Buying again (pipelines/candidates/repeats.py): whether a touched item may be shown
+    # again, per top-level category: auto (from its repurchase rate), never, always.
+    repeats: str = "auto"
+    repeat_min_rate: float = 0.02  # auto: allowed where >= this share of buyers buy again
+    repeat_prior: float = 20.0  # pseudo-buyers who never bought again, in a category's rate
+    repeat_categories: dict[str, str] = field(default_factory=dict)  # top category -> rule
+    repeat_half_life_days: float = 90.0  # the buy-again score's decay since the last purchase
+    # Basket / session co-occurrence (pipelines/candidates/cooccur.py)
+    cooccur_neighbours: int = 100  # kept per item
+    cooccur_history: int = 10  # a shopper's most recent items it starts from
+    cooccur_next_weight: float = 0.5  # weight of next-session transitions vs same-session pairs
     per_source: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PER_SOURCE))
     threads: int = 0  # for ALS and item-kNN; 0 = every core (both stay repeatable)
     # BPR's SGD is hogwild with several threads (run to run differences of a few percent
@@ -67,6 +82,17 @@ class CandidateConfig:
             (self.trending_days > 0, "trending_days must be > 0"),
             (self.threads >= 0, "threads must be >= 0"),
             (self.bpr_threads >= 0, "bpr_threads must be >= 0"),
+            (self.repeats in REPEAT_MODES, f"repeats must be one of {', '.join(REPEAT_MODES)}"),
+            (
+                all(v in REPEAT_MODES for v in self.repeat_categories.values()),
+                f"repeat_categories values must be one of {', '.join(REPEAT_MODES)}",
+            ),
+            (0 <= self.repeat_min_rate <= 1, "repeat_min_rate must be in [0, 1]"),
+            (self.repeat_prior >= 0, "repeat_prior must be >= 0"),
+            (self.repeat_half_life_days > 0, "repeat_half_life_days must be > 0"),
+            (self.cooccur_neighbours >= 1, "cooccur_neighbours must be >= 1"),
+            (self.cooccur_history >= 1, "cooccur_history must be >= 1"),
+            (self.cooccur_next_weight >= 0, "cooccur_next_weight must be >= 0"),
             (
                 set(self.per_source) <= set(SOURCES),
                 f"per_source names unknown sources; known: {', '.join(SOURCES)}",

@@ -9,6 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from pipelines.candidates.config import CandidateConfig
+from pipelines.candidates.repeats import Repeats, repeat_stats
+from pipelines.candidates.sessions import keep_latest, session_cooccurrence
 from pipelines.data.timeline import DAY, Timeline
 
 
@@ -31,6 +33,8 @@ class History:
     user_last: np.ndarray  # per user: time of the latest event (NaN: none)
     user_mean_ts: np.ndarray  # per user: mean time of their events (NaN: none)
     item_mean_ts: np.ndarray  # per item: mean time of its events (NaN: none)
+    repeats: Repeats | None = None  # purchase statistics and the repeat policy
+    cooccurrence: sp.csr_matrix | None = None  # item x item basket/session relation
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -83,26 +87,19 @@ class History:
             user_last=user_last,
             user_mean_ts=mean_time(user, tl.n_users),
             item_mean_ts=mean_time(item, tl.n_items),
+            repeats=repeat_stats(tl, selected, now, cfg),
+            cooccurrence=session_cooccurrence(tl, selected, cfg)
+            if cfg.per_source.get("cooccur", 0) > 0
+            else None,
         )
+
+    @property
+    def repeat_allowed(self) -> np.ndarray | None:
+        """Bool per item: may be shown again to a shopper who touched it (None: never)."""
+        return None if self.repeats is None else self.repeats.allowed
 
     def recent_rows(self, users: np.ndarray, keep: int) -> sp.csr_matrix:
         """The rows of ``users`` keeping each user's ``keep`` most recently touched items."""
         rows = self.matrix[users]
         times = self.last_seen[users]
         return keep_latest(rows, times, keep)
-
-
-def keep_latest(rows: sp.csr_matrix, times: sp.csr_matrix, keep: int) -> sp.csr_matrix:
-    """Keep, per row, the ``keep`` entries with the latest ``times`` (same sparsity)."""
-    lengths = np.diff(rows.indptr)
-    if lengths.max(initial=0) <= keep:
-        return rows
-    row_of = np.repeat(np.arange(rows.shape[0]), lengths)
-    order = np.lexsort((-times.data, row_of))
-    rank = np.arange(len(order)) - rows.indptr[row_of[order]]
-    chosen = np.sort(order[rank < keep])
-    out = sp.csr_matrix(
-        (rows.data[chosen], rows.indices[chosen], np.r_[0, np.cumsum(np.minimum(lengths, keep))]),
-        shape=rows.shape,
-    )
-    return out

@@ -77,11 +77,13 @@ def evaluate_cmd(
     table.add_column("metric")
     table.add_column("challenger", justify="right")
     table.add_column("champion", justify="right")
-    table.add_column("popularity", justify="right")
+    baselines = result.comparison.baselines
+    for name in baselines:
+        table.add_column(escape(name), justify="right")
     for m in ("ndcg", "recall", "precision", "map", "hit_rate", "mrr", "coverage"):
         key = f"{m}@{k}"
         row = [key]
-        for scores in (result.challenger, result.champion, result.popularity):
+        for scores in (result.challenger, result.champion, *baselines.values()):
             row.append(
                 "–" if scores is None else f"{scores.values['all'].get(key, float('nan')):.4f}"
             )

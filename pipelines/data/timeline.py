@@ -53,6 +53,7 @@ class Timeline:
     brand: np.ndarray  # per item: code into `brands`, -1 for none
     brands: np.ndarray
     order: np.ndarray  # per sorted event: its row in events.parquet
+    session: np.ndarray | None = None  # per sorted event: a session code (int64), if loaded
 
     @property
     def n_users(self) -> int:
@@ -99,7 +100,7 @@ def load_timeline(snap: Snapshot) -> Timeline:
     if snap.manifest.get("image_embedding_dim"):
         item_cols.append("image_embedding")
     items_t = snap.read("items", columns=item_cols)
-    ev = snap.read("events", columns=["user_id", "item_id", "event_type", "ts"])
+    ev = snap.read("events", columns=["user_id", "item_id", "event_type", "ts", "session_id"])
 
     user = _codes(ev.column("user_id"), users_t.column("user_id").combine_chunks(), "user")
     item = _codes(ev.column("item_id"), items_t.column("item_id").combine_chunks(), "item")
@@ -129,7 +130,30 @@ def load_timeline(snap: Snapshot) -> Timeline:
         brand=brand_codes.astype(np.int32),
         brands=np.asarray(brands, dtype=object),
         order=order,
+        session=_sessions(ev.column("session_id"), user, ts)[order],
     )
+
+
+def _sessions(column: pa.ChunkedArray, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """A session code per event (file order): its ``session_id``, or where that is null,
+    the shopper's UTC day (one visit a day)."""
+    sid = pd.Series(column.to_pandas(), dtype=object)
+    missing = sid.isna().to_numpy()
+    if missing.any():
+        day = np.floor(ts / DAY).astype(np.int64)
+        own = "\x00" + pd.Series(user, dtype=str) + "@" + pd.Series(day, dtype=str)
+        sid = sid.where(~missing, own)  # "\x00...": never equal to a real session id
+    codes, _ = pd.factorize(sid)
+    return codes.astype(np.int64)
+
+
+def session_codes(tl: Timeline, selected: np.ndarray | slice) -> np.ndarray:
+    """The session code of the events ``selected``: the loaded ``session``, or without
+    one, the shopper's UTC day."""
+    if tl.session is not None:
+        return tl.session[selected]
+    day = np.floor(tl.ts[selected] / DAY).astype(np.int64)
+    return tl.user[selected].astype(np.int64) * 1_000_000 + day
 
 
 def category_medians(tl: Timeline, t: float) -> np.ndarray:

@@ -12,8 +12,16 @@ refused.
 
 Files: ``users.parquet`` (user_id, new, segment, age, gender, region), ``truth.parquet``
 (user_id, item_id, relevance), ``items.parquet`` (item_id, category, available,
-cold, history_users), ``seen.parquet`` (user_id, item_id touched before the
-window, for the popularity baseline) and ``eval_set.json`` (written last).
+cold, history_users), ``seen.parquet`` (user_id, item_id touched before the window;
+``allowed``: whether it may be shown again, ``buys``: purchase occasions, ``last_ts``: the
+latest touch, for the baselines) and ``eval_set.json`` (written last).
+
+**Repeats** (``[evaluate] repeats``): whether an item a shopper touched before the window
+counts as a hit when they buy it again in the window. ``excluded`` never (the classic
+protocol), ``allowed`` always, ``auto`` (default) follows the candidates' repeat policy
+(``[candidates] repeats`` and its thresholds, :mod:`pipelines.candidates.repeats`) as
+measured on the events before the window: re-bought groceries count, a second look at a
+television does not. The resolved policy is frozen with the set.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.candidates.config import CandidateConfig
+from pipelines.candidates.repeats import repeat_stats
 from pipelines.data.contract import DEFAULT_GRADES, EVENT_TYPES
 from pipelines.data.snapshot import Snapshot
 from pipelines.data.timeline import (
@@ -44,10 +54,13 @@ from pipelines.io import publish, sha256_file, sha256_json, staging_folder, writ
 
 log = logging.getLogger(__name__)
 FOLDER = "evaluation"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: repeats (seen.parquet's allowed, buys, last_ts)
 FILES = ("users", "truth", "items", "seen")
 # The settings that decide which rows the set holds; the others only change the scoring.
-FROZEN = ("holdout_days", "max_users", "grades", "min_grade", "exclude_seen", "seed")
+FROZEN = ("holdout_days", "max_users", "grades", "min_grade", "repeats", "seed")
+REPEATS = ("auto", "allowed", "excluded")
+# The candidates' settings that decide the repeat policy under ``repeats = "auto"``.
+REPEAT_RULE = ("repeats", "repeat_min_rate", "repeat_prior", "repeat_categories")
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ class EvalConfig:
     max_users: int = 20_000
     grades: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRADES))
     min_grade: int = 1
-    exclude_seen: bool = True
+    repeats: str = "auto"  # does a re-bought item count as a hit (module docstring)
     top_categories: int = 5
     min_slice_users: int = 30
     bootstrap: int = 1_000
@@ -76,6 +89,7 @@ class EvalConfig:
             (set(self.grades) == set(EVENT_TYPES), f"grades needs exactly {sorted(EVENT_TYPES)}"),
             (all(0 <= g <= 30 for g in self.grades.values()), "grades must be in 0..30"),
             (self.min_grade >= 1, "min_grade must be >= 1"),
+            (self.repeats in REPEATS, f"repeats must be one of {', '.join(REPEATS)}"),
             (self.top_categories >= 0, "top_categories must be >= 0"),
             (self.min_slice_users >= 1, "min_slice_users must be >= 1"),
             (self.bootstrap >= 100, "bootstrap must be >= 100 draws"),
@@ -87,10 +101,16 @@ class EvalConfig:
     def max_k(self) -> int:
         return max(self.k)
 
-    def frozen(self) -> dict[str, Any]:
+    def frozen(self, candidates: CandidateConfig | None = None) -> dict[str, Any]:
+        """The settings frozen with the set; under ``repeats = "auto"`` also the
+        candidates' repeat rule it follows."""
         d = asdict(self)
         d["holdout_days"] = float(self.holdout_days)  # 7 and 7.0 are one setting
-        return {name: d[name] for name in FROZEN}
+        out = {name: d[name] for name in FROZEN}
+        if self.repeats == "auto":
+            c = asdict(candidates or CandidateConfig())
+            out["repeat_rule"] = {name: c[name] for name in REPEAT_RULE}
+        return json.loads(json.dumps(out))
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,7 @@ class EvalSet:
     seen: pd.DataFrame
     history_users: int  # shoppers with any event before the window (novelty's denominator)
     config: dict[str, Any]
+    repeat_policy: dict[str, Any] = field(default_factory=dict)  # what counts again
 
     def describe(self) -> dict[str, Any]:
         """The JSON-ready summary every verdict and report carries."""
@@ -118,14 +139,18 @@ class EvalSet:
             "new_users": int(self.users["new"].sum()),
             "truth_rows": len(self.truth),
             "config": self.config,
+            "repeats": {k: v for k, v in self.repeat_policy.items() if k != "categories"},
             "folder": str(self.folder),
         }
 
 
-def freeze_eval_set(snapshot: str | Path, cfg: EvalConfig) -> EvalSet:
+def freeze_eval_set(
+    snapshot: str | Path, cfg: EvalConfig, candidates: CandidateConfig | None = None
+) -> EvalSet:
     """The snapshot's evaluation set: read (and verified) when it exists, else built and
-    written once. Raises :class:`ShopMLError` when the stored set was changed or was
-    frozen with other settings."""
+    written once (``candidates``: whose repeat policy ``repeats = "auto"`` follows).
+    Raises :class:`ShopMLError` when the stored set was changed or was frozen with other
+    settings."""
     snap = Snapshot.open(snapshot)
     folder = snap.path / FOLDER
     if (folder / "eval_set.json").is_file():
@@ -135,12 +160,12 @@ def freeze_eval_set(snapshot: str | Path, cfg: EvalConfig) -> EvalSet:
                 f"{folder} belongs to snapshot {es.snapshot_id[:12]}, not {snap.id[:12]}; "
                 "the snapshot folder was replaced: delete the evaluation folder to freeze anew"
             )
-        wanted = json.loads(json.dumps(cfg.frozen()))
+        wanted = cfg.frozen(candidates)
         if es.config != wanted:
             diff = ", ".join(
-                f"{k} {es.config.get(k)!r} (asked {wanted[k]!r})"
-                for k in FROZEN
-                if es.config.get(k) != wanted[k]
+                f"{k} {es.config.get(k)!r} (asked {wanted.get(k)!r})"
+                for k in sorted(set(wanted) | set(es.config))
+                if es.config.get(k) != wanted.get(k)
             )
             raise ShopMLError(
                 f"the evaluation set of {snap.path} was frozen with other settings: {diff}. "
@@ -148,10 +173,10 @@ def freeze_eval_set(snapshot: str | Path, cfg: EvalConfig) -> EvalSet:
                 "[evaluate] settings, or a new snapshot"
             )
         return es
-    return _build(snap, cfg, folder)
+    return _build(snap, cfg, candidates or CandidateConfig(), folder)
 
 
-def _build(snap: Snapshot, cfg: EvalConfig, folder: Path) -> EvalSet:
+def _build(snap: Snapshot, cfg: EvalConfig, candidates: CandidateConfig, folder: Path) -> EvalSet:
     start, end = holdout_window(snap, cfg.holdout_days)
     tl = load_timeline(snap)
     t0, t1 = start.timestamp(), end.timestamp()
@@ -168,9 +193,14 @@ def _build(snap: Snapshot, cfg: EvalConfig, folder: Path) -> EvalSet:
     grade = grade[grade >= cfg.min_grade]
     keys = grade.index.to_numpy(np.int64)
     before_key = np.unique(tl.user[:n_before].astype(np.int64) * tl.n_items + tl.item[:n_before])
-    if cfg.exclude_seen:  # the recommender never repeats an item the user touched
-        fresh = ~np.isin(keys, before_key)
-        keys, grade = keys[fresh], grade[fresh]
+    stats = repeat_stats(tl, slice(0, n_before), t0, candidates)
+    if cfg.repeats == "auto":
+        allowed = stats.allowed
+    else:
+        allowed = np.full(tl.n_items, cfg.repeats == "allowed")
+    # an item touched before counts again only where repeats are allowed
+    fresh = ~np.isin(keys, before_key) | allowed[keys % tl.n_items]
+    keys, grade = keys[fresh], grade[fresh]
     user_codes = np.unique(keys // tl.n_items)
     if len(user_codes) == 0:
         raise ShopMLError(
@@ -216,15 +246,29 @@ def _build(snap: Snapshot, cfg: EvalConfig, folder: Path) -> EvalSet:
         }
     )
     in_eval = np.isin(pair_users, user_codes)
+    seen_users, seen_items = pair_users[in_eval], before_key[in_eval] % tl.n_items
+    last = (
+        pd.Series(tl.ts[:n_before])
+        .groupby(tl.user[:n_before].astype(np.int64) * tl.n_items + tl.item[:n_before])
+        .max()
+    )
     seen = pd.DataFrame(
         {
-            "user_id": user_ids[pair_users[in_eval]],
-            "item_id": item_ids[before_key[in_eval] % tl.n_items],
+            "user_id": user_ids[seen_users],
+            "item_id": item_ids[seen_items],
+            "allowed": allowed[seen_items],
+            "buys": np.asarray(stats.buys[seen_users, seen_items]).ravel().astype(np.int64),
+            "last_ts": last.reindex(before_key[in_eval]).to_numpy(dtype=float),
         }
     )
     n_history = int((events_before > 0).sum())
     tables = {"users": users, "truth": truth, "items": items, "seen": seen}
-    return _write(snap, cfg, folder, tables, start, end, n_history)
+    policy = {
+        "repeats": cfg.repeats,
+        "allowed_items": int(allowed.sum()),
+        "categories": stats.policy if cfg.repeats == "auto" else {},
+    }
+    return _write(snap, cfg, candidates, folder, tables, start, end, n_history, policy)
 
 
 def _segments(tl: Any, t: float) -> np.ndarray:
@@ -246,11 +290,13 @@ def _digest(manifest: dict[str, Any]) -> str:
 def _write(
     snap: Snapshot,
     cfg: EvalConfig,
+    candidates: CandidateConfig,
     folder: Path,
     tables: dict[str, pd.DataFrame],
     start: datetime,
     end: datetime,
     history_users: int,
+    policy: dict[str, Any],
 ) -> EvalSet:
     with staging_folder(folder) as tmp:
         files = {}
@@ -263,9 +309,10 @@ def _write(
             "snapshot_id": snap.id,
             "window_start": start.isoformat(),
             "window_end": end.isoformat(),
-            "config": json.loads(json.dumps(cfg.frozen())),
+            "config": cfg.frozen(candidates),
             "files": files,
             "history_users": history_users,
+            "repeat_policy": policy,
             "counts": {name: len(t) for name, t in tables.items()},
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -308,6 +355,12 @@ def load_eval_set(folder: str | Path) -> EvalSet:
             raise ShopMLError(refuse.format(f"{f.name} differs from its recorded sha256"))
     if manifest.get("hash") != _digest(manifest):
         raise ShopMLError(refuse.format("eval_set.json was edited"))
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ShopMLError(
+            f"the evaluation set {folder} was frozen by an older ShopML (format "
+            f"{manifest.get('format_version')}, this one writes {FORMAT_VERSION}); delete the "
+            "folder to freeze it anew (earlier evaluations then no longer compare)"
+        )
     tables = {name: pd.read_parquet(folder / f"{name}.parquet") for name in FILES}
     return EvalSet(
         folder=folder,
@@ -321,4 +374,5 @@ def load_eval_set(folder: str | Path) -> EvalSet:
         seen=tables["seen"],
         history_users=int(manifest["history_users"]),
         config=manifest["config"],
+        repeat_policy=manifest.get("repeat_policy", {}),
     )

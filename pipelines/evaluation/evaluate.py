@@ -3,8 +3,8 @@ evaluation set, judge the gate, write the verdict and the reviewer's report, log
 
 Every model is scored on the same rows (:mod:`pipelines.evaluation.evalset`) with the metrics of
 :mod:`pipelines.ranking.metrics`, overall and per slice (new vs returning users, each user
-segment, cold items, the top categories); a popularity baseline is scored on the same
-rows. Headline metrics get percentile bootstrap intervals, and the challenger - champion
+segment, cold items, the top categories); the simple baselines (popularity, buy-again +
+popularity, the challenger's best single candidate source) are scored on the same rows. Headline metrics get percentile bootstrap intervals, and the challenger - champion
 difference a paired one. :mod:`pipelines.evaluation.gate` turns them into a verdict with one reason
 per check; :mod:`pipelines.evaluation.report` writes ``report.html`` and ``summary.md``. With a
 registered challenger, all of it goes to the challenger's MLflow run and model version.
@@ -20,15 +20,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from pipelines.candidates import CandidateConfig
 from pipelines.data.snapshot import Snapshot
 from pipelines.errors import ConfigError, ShopMLError
 from pipelines.evaluation import report
 from pipelines.evaluation.bootstrap import Interval
 from pipelines.evaluation.evalset import EvalConfig, EvalSet, freeze_eval_set
 from pipelines.evaluation.gate import GateConfig, Judgement, judge
-from pipelines.evaluation.scoring import ALL, Comparison, ModelScores, popularity_lists, score_lists
+from pipelines.evaluation.scoring import (
+    ALL,
+    BUY_AGAIN,
+    POPULARITY,
+    Comparison,
+    ModelScores,
+    buy_again_lists,
+    popularity_lists,
+    score_lists,
+)
 from pipelines.io import finite_or_none, folder_digest, write_json, write_text
 from pipelines.keys import sign, signing_key
 from pipelines.progress import progress_reporter
@@ -54,6 +65,8 @@ VERDICT_SIGNATURE = "verdict.sig"  # HMAC-SHA256 of verdict.json's bytes
 class EvaluateConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    # whose repeat policy ``[evaluate] repeats = "auto"`` follows
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
 
     def __post_init__(self) -> None:
         for check in self.gate.checks:
@@ -70,6 +83,7 @@ class EvaluateConfig:
         return cls(
             evaluate=config_section(EvalConfig, path, "evaluate"),
             gate=config_section(GateConfig, path, "gate"),
+            candidates=config_section(CandidateConfig, path, "candidates"),
         )
 
 
@@ -115,6 +129,61 @@ def _model_lists(rec: Any, es: EvalSet, k: int, label: str) -> pd.DataFrame:
         )
 
 
+def source_lists(
+    rec: Recommender, es: EvalSet, k: int, batch: int = 1_000
+) -> dict[str, pd.DataFrame]:
+    """Each candidate source's own top ``k`` for the evaluation users (what the source
+    would show alone: the same repeat policy, demographics for new shoppers)."""
+    users = es.users
+    out: dict[str, list[pd.DataFrame]] = {name: [] for name in rec.generators}
+    for lo in range(0, len(users), batch):
+        part = users.iloc[lo : lo + batch]
+        ids = part["user_id"].to_numpy(dtype=object)
+        b = rec.ctx.batch(
+            ids,
+            age=part["age"].to_numpy(dtype=float),
+            gender=part["gender"].to_numpy(dtype=object),
+            region=part["region"].to_numpy(dtype=object),
+        )
+        for name, gen in rec.generators.items():
+            idx, best = gen.top(b, k)
+            r, c = np.nonzero(idx >= 0)
+            out[name].append(
+                pd.DataFrame(
+                    {
+                        "user_id": ids[r],
+                        "rank": c + 1,
+                        "item_id": rec.ctx.item_ids[idx[r, c]],
+                        "score": best[r, c].astype(float),
+                    }
+                )
+            )
+    return {n: pd.concat(p, ignore_index=True) for n, p in out.items() if p}
+
+
+def score_baselines(
+    es: EvalSet, cfg: EvalConfig, rec: Recommender | None
+) -> dict[str, ModelScores]:
+    """Popularity, buy-again + popularity (when the set lets anything count again) and
+    the best single source of ``rec`` on the headline metric, scored on ``es``."""
+    k = cfg.max_k
+    out = {POPULARITY: score_lists(popularity_lists(es, k), es, cfg, label=POPULARITY)}
+    if "allowed" in es.seen.columns and bool(es.seen["allowed"].any()):
+        out[BUY_AGAIN] = score_lists(buy_again_lists(es, k), es, cfg, label=BUY_AGAIN)
+    if rec is not None:
+        headline = f"ndcg@{cfg.headline_k}"
+        with progress_reporter("scoring each candidate source", "sources") as update:
+            lists = source_lists(rec, es, k)
+            scored = {}
+            for i, (name, frame) in enumerate(lists.items(), start=1):
+                scored[name] = score_lists(frame, es, cfg, label=f"source: {name}")
+                update(i, len(lists))
+        if scored:
+            best = max(scored, key=lambda n: scored[n].values[ALL].get(headline, -1.0))
+            out[f"best source ({best})"] = scored[best]
+    return out
+
+
 def _check_unseen(rec: Any, es: EvalSet, label: str, uri: str) -> str:
     """The model's training time; refuse a model that learned from the window's events."""
     until = datetime.fromtimestamp(float(rec.ctx.history.now), tz=UTC)
@@ -130,7 +199,7 @@ def _check_unseen(rec: Any, es: EvalSet, label: str, uri: str) -> str:
 
 def score_model(
     ref: Any, es: EvalSet, cfg: EvalConfig, settings: Settings, label: str
-) -> ModelScores:
+) -> tuple[ModelScores, Recommender]:
     """Load the model behind ``ref``, refuse it if it saw the window, score its lists."""
     bundle = bundle_path(ref.uri, settings)
     rec = Recommender.load(bundle)
@@ -149,7 +218,7 @@ def score_model(
     )
     scores.seconds = time.perf_counter() - started
     scores.bundle_sha256 = folder_digest(bundle)
-    return scores
+    return scores, rec
 
 
 def evaluate(
@@ -170,9 +239,9 @@ def evaluate(
     cfg = cfg or EvaluateConfig()
     ecfg = cfg.evaluate
     ensure_validated(Snapshot.open(snapshot_uri))  # never score on a quarantined snapshot
-    es = freeze_eval_set(snapshot_uri, ecfg)
+    es = freeze_eval_set(snapshot_uri, ecfg, cfg.candidates)
     ref = resolve(model_uri, settings)
-    challenger = score_model(ref, es, ecfg, settings, "challenger")
+    challenger, rec = score_model(ref, es, ecfg, settings, "challenger")
     notes: list[str] = []
     champ_ref: ModelRef | None = None
     if use_champion:
@@ -186,13 +255,15 @@ def evaluate(
             ref.version,
         ):
             notes.append(f"the model is the champion itself (version {ref.version})")
-        champion = score_model(champ_ref, es, ecfg, settings, "champion")
-    popularity = score_lists(popularity_lists(es, ecfg.max_k), es, ecfg, label="popularity")
-    cmp = Comparison.of(challenger, champion, popularity, ecfg)
+        champion, _ = score_model(champ_ref, es, ecfg, settings, "champion")
+    baselines = score_baselines(es, ecfg, rec)
+    del rec
+    cmp = Comparison.of(challenger, champion, baselines, ecfg)
     judgement = judge(
         cfg.gate,
         challenger.values,
-        popularity=popularity.values,
+        popularity=cmp.popularity.values,
+        baselines={name: b.values for name, b in baselines.items()},
         champion=None if champion is None else champion.values,
         differences=cmp.diff,
         slice_users={name: len(t) for name, t in challenger.slices.items()},
@@ -260,7 +331,11 @@ def _metrics_doc(es: EvalSet, cmp: Comparison) -> dict[str, Any]:
         "eval_set": es.describe(),
         "challenger": model(cmp.challenger, cmp.own),
         "champion": None if cmp.champion is None else model(cmp.champion, cmp.champ_own),
-        "popularity": model(cmp.popularity, {}),
+        "popularity": model(cmp.popularity, cmp.baseline_own[POPULARITY]),
+        "baselines": {
+            name: {**model(b, cmp.baseline_own[name]), "difference": _ivs(cmp.baseline_diff[name])}
+            for name, b in cmp.baselines.items()
+        },
         "difference_intervals": _ivs(cmp.diff),
     }
 

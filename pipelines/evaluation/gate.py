@@ -3,8 +3,10 @@
 Like TFX's Evaluator, a check on one metric (optionally on one slice) may hold:
 
 - value thresholds: ``min`` / ``max`` on the challenger's value;
-- a baseline threshold: ``over_popularity``, the relative change against the popularity
-  baseline scored on the same evaluation set (0.0 = at least as good as popularity);
+- baseline thresholds: ``over_baselines``, the relative change against the best of the
+  simple baselines scored on the same evaluation set (popularity, buy-again + popularity,
+  the challenger's best single candidate source; 0.0 = at least as good as the best of
+  them), and ``over_popularity``, against popularity alone;
 - change thresholds against the champion: ``absolute`` (challenger - champion) and
   ``relative`` ((challenger - champion) / champion), judged in the check's ``direction``
   (higher is better: the change must be >= the threshold; lower: <=). With ``use_ci`` the
@@ -41,6 +43,7 @@ class Check:
     min: float | None = None
     max: float | None = None
     over_popularity: float | None = None
+    over_baselines: float | None = None
     absolute: float | None = None
     relative: float | None = None
     direction: Direction = "higher"
@@ -55,13 +58,14 @@ class Check:
             )
         if self.direction not in ("higher", "lower"):
             raise ConfigError(f"gate check {self.metric}: direction must be 'higher' or 'lower'")
-        if all(
-            v is None
-            for v in (self.min, self.max, self.over_popularity, self.absolute, self.relative)
-        ):
+        thresholds = (
+            self.min, self.max, self.over_popularity, self.over_baselines, self.absolute,
+            self.relative,
+        )  # fmt: skip
+        if all(v is None for v in thresholds):
             raise ConfigError(
                 f"gate check {self.metric}: set at least one of min, max, over_popularity, "
-                "absolute, relative"
+                "over_baselines, absolute, relative"
             )
 
     @property
@@ -71,7 +75,7 @@ class Check:
 
 def _default_checks() -> list[Check]:
     return [
-        Check("ndcg@10", over_popularity=0.0, relative=-0.01),
+        Check("ndcg@10", over_baselines=0.0, relative=-0.01),
         Check("recall@10", relative=-0.02),
         Check("coverage@10", absolute=-0.05),
         Check("ndcg@10", slice="new_users", over_popularity=-0.05),
@@ -174,6 +178,7 @@ def judge(
     *,
     popularity: Values,
     champion: Values | None,
+    baselines: Mapping[str, Values] | None = None,
     differences: Mapping[tuple[str, str], Interval] | None = None,
     slice_users: Mapping[str, int] | None = None,
     min_slice_users: int = 1,
@@ -182,7 +187,9 @@ def judge(
 ) -> Judgement:
     """Judge every check of ``cfg``; ``differences`` maps (slice, metric) to the bootstrap
     interval of challenger - champion (needed by ``use_ci`` checks), ``intervals`` the
-    challenger's own (wide ones are flagged)."""
+    challenger's own (wide ones are flagged); ``baselines`` every simple baseline by name
+    (``over_baselines`` checks judge against the best; default: popularity alone)."""
+    every_baseline = dict(baselines or {"popularity": popularity})
     outcomes: list[Outcome] = []
     notes: list[str] = []
     n_all = (slice_users or {}).get("all")
@@ -233,7 +240,18 @@ def judge(
         value = challenger[check.slice].get(check.metric, math.nan)
         outcomes.extend(_value_outcomes(check, label, value))
         if check.over_popularity is not None:
-            outcomes.append(_baseline_outcome(check, label, value, popularity))
+            outcomes.append(
+                _baseline_outcome(
+                    check, label, value, "popularity", popularity, check.over_popularity
+                )
+            )
+        if check.over_baselines is not None:
+            name, best = best_of(every_baseline, check.slice, check.metric, check.direction)
+            outcomes.append(
+                _baseline_outcome(
+                    check, label, value, f"best baseline ({name})", best, check.over_baselines
+                )
+            )
         if champion is not None:
             outcomes.extend(
                 _change_outcomes(
@@ -291,17 +309,36 @@ def _sign(check: Check) -> str:
     return "≥" if check.direction == "higher" else "≤"
 
 
-def _baseline_outcome(check: Check, label: str, value: float, popularity: Values) -> Outcome:
-    base = popularity.get(check.slice, {}).get(check.metric, math.nan)
+def best_of(
+    baselines: Mapping[str, Values], slice_name: str, metric: str, direction: Direction
+) -> tuple[str, Values]:
+    """The baseline best on ``metric`` in ``slice_name`` (the highest when higher is
+    better): its name and values. Baselines without the metric there are passed over."""
+    sign = 1.0 if direction == "higher" else -1.0
+    scored = [
+        (sign * v, name)
+        for name, values in baselines.items()
+        if not math.isnan(v := values.get(slice_name, {}).get(metric, math.nan))
+    ]
+    if not scored:
+        name = next(iter(baselines))
+        return name, baselines[name]
+    name = max(scored, key=lambda t: t[0])[1]  # the first listed wins a tie
+    return name, baselines[name]
+
+
+def _baseline_outcome(
+    check: Check, label: str, value: float, name: str, baseline: Values, threshold: float
+) -> Outcome:
+    base = baseline.get(check.slice, {}).get(check.metric, math.nan)
     lift = _rel(value, base) if not (math.isnan(value) or math.isnan(base)) else math.nan
-    threshold = float(check.over_popularity)  # type: ignore[arg-type]
     ok = _compare(check, lift, threshold)
     return Outcome(
         "baseline",
         check.metric,
         check.slice,
         ok,
-        f"{label} {_num(value)} vs popularity {_num(base)}: {_pct(lift)}, "
+        f"{label} {_num(value)} vs {name} {_num(base)}: {_pct(lift)}, "
         f"needs {_sign(check)} {_pct(threshold)}: {_verdict_word(ok)}",
         value=value,
         reference=base,

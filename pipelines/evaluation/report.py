@@ -169,6 +169,47 @@ def _headline_rows(names: list[str], cmp: Comparison) -> str:
     return "\n".join(rows)
 
 
+def _baseline_rows(cmp: Comparison, k: int) -> str:
+    """One row per simple baseline: its nDCG, recall and hit rate at ``k`` (with the
+    interval of nDCG) and the challenger's paired difference in nDCG."""
+    key = f"ndcg@{k}"
+    best, _ = cmp.best_baseline(key)
+    rows = []
+    for name, b in cmp.baselines.items():
+        v = b.values["all"]
+        diff = cmp.baseline_diff[name].get(("all", key))
+        c = cmp.challenger.values["all"].get(key)
+        d = "–" if c is None or v.get(key) is None else f"{c - v[key]:+.4f}"
+        mark = " <small>(best)</small>" if name == best else ""
+        rows.append(
+            f"<tr><td>{html.escape(name)}{mark}</td>"
+            f"<td>{_fmt(v.get(key))} <small>{_ci(cmp.baseline_own[name].get(('all', key)))}</small></td>"
+            f"<td>{_fmt(v.get(f'recall@{k}'))}</td><td>{_fmt(v.get(f'hit_rate@{k}'))}</td>"
+            f"<td>{d} <small>{_ci(diff, True)}</small></td></tr>"
+        )
+    return "\n".join(rows)
+
+
+def _repeats_text(es: EvalSet) -> str:
+    policy = es.repeat_policy
+    mode = policy.get("repeats", es.config.get("repeats", "excluded"))
+    if mode == "excluded":
+        return "excluded: an item a shopper touched before the window never counts as a hit"
+    if mode == "allowed":
+        return "allowed: a re-bought item counts as a hit"
+    allowed = sorted(
+        c for c, p in policy.get("categories", {}).items() if p.get("repeats") == "allowed"
+    )
+    never = sorted(
+        c for c, p in policy.get("categories", {}).items() if p.get("repeats") != "allowed"
+    )
+    shown = ", ".join(allowed[:8]) + (" …" if len(allowed) > 8 else "")
+    return (
+        f"auto (the candidates' policy): re-bought items count in {len(allowed)} top-level "
+        f"categories ({html.escape(shown) or 'none'}), not in {len(never)}"
+    )
+
+
 def _slice_rows(cmp: Comparison, k: int, min_users: int) -> str:
     challenger, champion, popularity = cmp.challenger, cmp.champion, cmp.popularity
     rows = []
@@ -229,9 +270,15 @@ def render_html(es: EvalSet, cfg: EvalConfig, judgement: Judgement, cmp: Compari
 <table>
 <tr><th>challenger</th><td><code>{html.escape(str(challenger.uri))}</code>, trained until {html.escape(str(challenger.train_until))}</td></tr>
 <tr><th>champion</th><td>{champ_text}</td></tr>
-<tr><th>baseline</th><td>popularity: items by shoppers who touched them before the window, seen items removed</td></tr>
+<tr><th>baselines</th><td>popularity: items by shoppers who touched them before the window; buy-again + popularity: each shopper's items bought on two or more occasions, most often first, then popularity; the challenger's best single candidate source. Each skips what may not be shown again</td></tr>
+<tr><th>repeats</th><td>{_repeats_text(es)}</td></tr>
 <tr><th>evaluation set</th><td>hash <code>{d["hash"][:16]}</code> of snapshot <code>{d["snapshot_id"][:12]}</code>; window {es.start:%Y-%m-%d %H:%M} to {es.end:%Y-%m-%d %H:%M} UTC; {d["users"]:,} users ({d["new_users"]:,} new), {d["truth_rows"]:,} relevant (user, item) pairs</td></tr>
 <tr><th>intervals</th><td>{cfg.confidence * 100:g}% percentile bootstrap over users, {cfg.bootstrap:,} draws; the difference is paired</td></tr>
+</table>
+<h2>Simple baselines at k={k}</h2>
+<p>Scored on the same users and items; the last column is the challenger's paired difference in nDCG.</p>
+<table><tr><th>baseline</th><th>ndcg [CI]</th><th>recall</th><th>hit rate</th><th>challenger − baseline [CI]</th></tr>
+{_baseline_rows(cmp, k)}
 </table>
 <h2>Headline metrics at k={k}</h2>
 <table><tr><th>metric</th><th>challenger [CI]</th><th>champion [CI]</th><th>difference [CI]</th><th>popularity</th></tr>
@@ -278,8 +325,16 @@ def render_summary(
         ch = None if champion is None else champion.values["all"].get(n)
         d = "–" if ch is None or c is None else f"{c - ch:+.4f} {_ci(diff.get(('all', n)), True)}"
         lines.append(f"| {m} | {_fmt(c)} {_ci(own.get(('all', n)))} | {_fmt(ch)} | {d} |")
+    key = f"ndcg@{k}"
+    lines += ["", f"| baseline | {key} | challenger − baseline [CI] |", "|---|---|---|"]
+    for name, b in cmp.baselines.items():
+        v = b.values["all"].get(key)
+        c = challenger.values["all"].get(key)
+        d = "–" if v is None or c is None else f"{c - v:+.4f}"
+        lines.append(
+            f"| {name} | {_fmt(v)} | {d} {_ci(cmp.baseline_diff[name].get(('all', key)), True)} |"
+        )
     if champion is not None:
-        key = f"ndcg@{k}"
         changes = sorted(
             (challenger.values[s][key] - champion.values[s][key], s)
             for s in challenger.values

@@ -1,5 +1,11 @@
 """Scoring recommendation lists on a frozen evaluation set: every metric at every k,
-overall and per slice, a popularity baseline on the same rows, bootstrap intervals.
+overall and per slice, the simple baselines on the same rows, bootstrap intervals.
+
+Baselines (docs/evaluation.md): ``popularity`` (the items most shoppers touched before the
+window), ``buy-again + popularity`` (the items a shopper bought on two or more occasions,
+most often first, then popularity) and the best single candidate source of the
+challenger (its own top list). Every baseline skips the items a shopper touched that may
+not be shown again (the set's repeat policy).
 
 Slices (docs/evaluation.md): ``all``, ``new_users`` / ``returning_users``, each user
 ``segment=<s>``, ``cold_items`` and the most frequent categories ``category=<c>`` (at the
@@ -50,18 +56,43 @@ class ModelScores:
         return [f"{m}@{k}" for m in (*METRICS, "novelty", "ild")]
 
 
-def popularity_lists(es: EvalSet, k: int) -> pd.DataFrame:
+POPULARITY = "popularity"
+BUY_AGAIN = "buy-again + popularity"
+
+
+def _banned(es: EvalSet) -> pd.DataFrame:
+    """The seen pairs that may not be shown again (all of them in a set without the
+    ``allowed`` column)."""
+    seen = es.seen
+    return seen[~seen["allowed"]] if "allowed" in seen.columns else seen
+
+
+def popularity_lists(es: EvalSet, k: int, first: pd.DataFrame | None = None) -> pd.DataFrame:
     """The baseline: items available at the window's start by how many shoppers touched
-    them before it (ties by item id), minus what each user already touched."""
+    them before it (ties by item id), minus what each user touched that may not be shown
+    again. ``first`` (user_id, item_id in order) puts those items ahead for their users."""
     items = es.items[es.items["available"]].sort_values(
         ["history_users", "item_id"], ascending=[False, True]
     )
     order = items["item_id"].to_numpy(dtype=object)
     counts = items["history_users"].to_numpy(dtype=float)
     position = pd.Series(np.arange(len(order)), index=order)
-    seen_pos = es.seen.assign(p=position.reindex(es.seen["item_id"]).to_numpy())
+    banned = _banned(es)
+    if first is not None:  # listed ahead: never a second time from popularity
+        banned = pd.concat([banned[["user_id", "item_id"]], first[["user_id", "item_id"]]])
+    seen_pos = banned.assign(p=position.reindex(banned["item_id"]).to_numpy())
     seen_pos = seen_pos.dropna(subset=["p"])
-    by_user = {u: np.sort(g.to_numpy(dtype=np.int64)) for u, g in seen_pos.groupby("user_id")["p"]}
+    by_user = {
+        u: np.unique(g.to_numpy(dtype=np.int64)) for u, g in seen_pos.groupby("user_id")["p"]
+    }
+    ahead = (
+        {}
+        if first is None
+        else {
+            u: position.reindex(g).dropna().to_numpy(dtype=np.int64)
+            for u, g in first.groupby("user_id", sort=False)["item_id"]
+        }
+    )
     users: list[str] = []
     ranks: list[int] = []
     picks: list[np.ndarray] = []
@@ -69,7 +100,8 @@ def popularity_lists(es: EvalSet, k: int) -> pd.DataFrame:
     for u in es.users["user_id"]:
         skip = by_user.get(u, empty)
         pool = np.arange(min(k + len(skip), len(order)))
-        top = np.setdiff1d(pool, skip, assume_unique=True)[:k]
+        top = np.concatenate([ahead.get(u, empty), np.setdiff1d(pool, skip, assume_unique=True)])
+        top = top[:k]
         users.extend([u] * len(top))
         ranks.extend(range(1, len(top) + 1))
         picks.append(top)
@@ -77,6 +109,20 @@ def popularity_lists(es: EvalSet, k: int) -> pd.DataFrame:
     return pd.DataFrame(
         {"user_id": users, "rank": ranks, "item_id": order[chosen], "score": counts[chosen]}
     )
+
+
+def buy_again_lists(es: EvalSet, k: int) -> pd.DataFrame:
+    """The buy-again baseline: each shopper's items bought on two or more occasions before
+    the window that may be shown again, most occasions first (the latest on ties), then
+    popularity. With repeats excluded it is the popularity baseline."""
+    seen = es.seen
+    if "buys" not in seen.columns:
+        return popularity_lists(es, k)
+    again = seen[seen["allowed"] & (seen["buys"] >= 2)]
+    again = again.sort_values(
+        ["user_id", "buys", "last_ts", "item_id"], ascending=[True, False, False, True]
+    )
+    return popularity_lists(es, k, first=again.groupby("user_id", sort=False).head(k))
 
 
 def category_groups(category: pd.Series) -> pd.Series:
@@ -214,28 +260,53 @@ class Comparison:
 
     challenger: ModelScores
     champion: ModelScores | None
-    popularity: ModelScores
+    baselines: dict[str, ModelScores]  # name -> scores; "popularity" always among them
     own: Intervals
     champ_own: Intervals
     diff: Intervals
+    baseline_own: dict[str, Intervals]  # each baseline's own intervals (overall slice)
+    baseline_diff: dict[str, Intervals]  # challenger - baseline, paired (overall slice)
 
     @classmethod
     def of(
         cls,
         challenger: ModelScores,
         champion: ModelScores | None,
-        popularity: ModelScores,
+        baselines: dict[str, ModelScores],
         cfg: EvalConfig,
     ) -> Comparison:
+        if POPULARITY not in baselines:
+            raise ValueError("the baselines must include popularity")
         return cls(
             challenger=challenger,
             champion=champion,
-            popularity=popularity,
+            baselines=baselines,
             own=intervals(challenger, cfg, slices=(ALL,)),
             champ_own={} if champion is None else intervals(champion, cfg, slices=(ALL,)),
             diff={} if champion is None else intervals(challenger, cfg, champion),
+            baseline_own={n: intervals(b, cfg, slices=(ALL,)) for n, b in baselines.items()},
+            baseline_diff={
+                n: intervals(challenger, cfg, b, slices=(ALL,)) for n, b in baselines.items()
+            },
         )
 
     @property
+    def popularity(self) -> ModelScores:
+        return self.baselines[POPULARITY]
+
+    def best_baseline(self, metric: str, slice_name: str = ALL) -> tuple[str, float]:
+        """The baseline with the highest ``metric`` on ``slice_name`` (name, value)."""
+        values = {
+            n: b.values.get(slice_name, {}).get(metric, math.nan) for n, b in self.baselines.items()
+        }
+        finite = {n: v for n, v in values.items() if not math.isnan(v)}
+        if not finite:
+            return POPULARITY, math.nan
+        name = max(finite, key=lambda n: finite[n])
+        return name, finite[name]
+
+    @property
     def models(self) -> list[ModelScores]:
-        return [s for s in (self.challenger, self.champion, self.popularity) if s is not None]
+        return [
+            s for s in (self.challenger, self.champion, *self.baselines.values()) if s is not None
+        ]

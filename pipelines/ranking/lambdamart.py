@@ -39,6 +39,10 @@ class LambdaMARTConfig:
     feature_fraction: float = 0.8
     eval_at: int = 10
     seed: int = 0
+    # A categorical column with more distinct training values than this is split as a
+    # number instead: LightGBM overfits categories with few rows each (a grocery catalog
+    # has thousands of product types).
+    max_categories: int = 64
 
     def lambdamart_checks(self) -> list[tuple[bool, str]]:
         """``(ok, message)`` pairs for :func:`pipelines.errors.require_all`."""
@@ -50,6 +54,7 @@ class LambdaMARTConfig:
             (self.min_data_in_leaf >= 1, "min_data_in_leaf must be >= 1"),
             (0 < self.feature_fraction <= 1, "feature_fraction must be in (0, 1]"),
             (self.eval_at >= 1, "eval_at must be >= 1"),
+            (self.max_categories >= 2, "max_categories must be >= 2"),
         ]
 
     def params(self) -> dict[str, Any]:
@@ -78,7 +83,8 @@ def fit_lambdamart(
 ) -> tuple[Any, dict[str, list[float]]]:
     """Fit on ``train``, early-stop on ``valid``; returns (booster, nDCG learning curves
     ``{"train": [...], "validation": [...]}``). ``categorical`` names columns of
-    ``names`` LightGBM splits as categories. Both sets need at least one group."""
+    ``names`` LightGBM splits as categories (those with at most ``cfg.max_categories``
+    distinct training values). Both sets need at least one group."""
     import lightgbm as lgb
 
     if not len(train.groups) or not len(valid.groups):
@@ -88,7 +94,7 @@ def fit_lambdamart(
         train.y,
         group=train.groups,
         feature_name=names,
-        categorical_feature=[names.index(c) for c in categorical if c in names],
+        categorical_feature=categorical_columns(train.x, names, categorical, cfg.max_categories),
         free_raw_data=False,
     )
     dvalid = lgb.Dataset(valid.x, valid.y, group=valid.groups, reference=dtrain)
@@ -106,6 +112,22 @@ def fit_lambdamart(
     )
     key = f"ndcg@{cfg.eval_at}"
     return booster, {split: list(curves[split][key]) for split in ("train", "validation")}
+
+
+def categorical_columns(
+    x: np.ndarray, names: list[str], categorical: tuple[str, ...], max_categories: int
+) -> list[int]:
+    """The columns of ``categorical`` that LightGBM splits as categories: present, with at
+    most ``max_categories`` distinct (non-missing) values in ``x``."""
+    out = []
+    for c in categorical:
+        if c not in names:
+            continue
+        j = names.index(c)
+        values = x[:, j]
+        if len(np.unique(values[np.isfinite(values)])) <= max_categories:
+            out.append(j)
+    return out
 
 
 def predict(booster: Any, x: np.ndarray) -> np.ndarray:

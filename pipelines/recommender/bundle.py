@@ -38,6 +38,7 @@ from pipelines.candidates import (
     UserBatch,
 )
 from pipelines.candidates.base import item_rows
+from pipelines.candidates.repeats import Repeats
 from pipelines.data.timeline import Timeline
 from pipelines.errors import ShopMLError
 from pipelines.features.item_content import documents, tfidf
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from pipelines.recommender.predict import RecommendRequest
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: purchase statistics and the repeat policy (repeats/)
 
 
 def item_side(tl: Timeline) -> ItemSide:
@@ -236,6 +237,7 @@ class Recommender:
             per_source or self.cfg.per_source,
             self.ctx.history.item_exists,
             excluded=excluded,
+            repeat_allowed=self.ctx.history.repeat_allowed,
         )
         x = features(cands, batch_users, self.ctx, self.items, self.genders, self.store)
         return cands, x
@@ -316,9 +318,12 @@ class Recommender:
         if request.explain and len(keep):
             contrib = contributions(self.booster, x[keep])
             names = self.feature_names
+            bought = x[keep, names.index("buy_count")] > 0
             out["reasons"] = [
-                "; ".join(reasons(c, names, int(i), self.items, has_history=bool(h)))
-                for c, i, h in zip(contrib, cands.item[keep], history[cands.pos[keep]], strict=True)
+                "; ".join(reasons(c, names, int(i), self.items, has_history=bool(h), bought=b))
+                for c, i, h, b in zip(
+                    contrib, cands.item[keep], history[cands.pos[keep]], bought, strict=True
+                )
             ]
         return out
 
@@ -328,6 +333,8 @@ class Recommender:
         h, side = self.ctx.history, self.ctx.side
         sp.save_npz(folder / "history_matrix.npz", h.matrix)
         sp.save_npz(folder / "history_last_seen.npz", h.last_seen)
+        if h.repeats is not None:
+            h.repeats.save(folder / "repeats")
         arrays: dict[str, Any] = {
             "item_exists": h.item_exists,
             "trending": h.trending,
@@ -408,6 +415,7 @@ class Recommender:
             user_last=a["user_last"],
             user_mean_ts=a["user_mean_ts"],
             item_mean_ts=a["item_mean_ts"],
+            repeats=Repeats.load(folder / "repeats") if (folder / "repeats").is_dir() else None,
         )
         side = SideInfo(
             content=a.get("content"),

@@ -27,7 +27,17 @@ REASONS = {
     "item_log_price": "priced for you",
     "item_category": "in {category}",
     "item_top_category": "in {top_category}",
+    "repeat": "you buy it regularly",
+    "cooccur": "often bought together with items you bought recently",
+    "buy_count": "you have bought it before",
+    "days_since_bought": "time to stock up again",
+    "due_ratio": "time to stock up again",
+    "item_repurchase_rate": "shoppers buy it again and again",
+    "category_repurchase_rate": "{top_category} shoppers restock often",
 }
+
+# Reasons about the shopper's own purchases of the item: said only when they bought it.
+BOUGHT_BASED = frozenset({"repeat", "buy_count", "days_since_bought", "due_ratio"})
 
 
 # Reasons that speak of the shopper's own history: never said to a shopper without one.
@@ -43,6 +53,8 @@ HISTORY_BASED = frozenset(
         "price_vs_user",
         "time_gap_days",
         "item_log_price",
+        "cooccur",
+        *BOUGHT_BASED,
     }
 )
 
@@ -53,11 +65,16 @@ def _base(feature: str) -> str:
     )
 
 
-def reason_for(feature: str, item: int, items: ItemSide, *, has_history: bool = True) -> str | None:
+def reason_for(
+    feature: str, item: int, items: ItemSide, *, has_history: bool = True, bought: bool = False
+) -> str | None:
     """Words for one feature's push on ``item``; None for user-only features (they
-    move every candidate of a user alike, so they explain nothing about the choice) and,
-    for a shopper without history, for every reason that would speak of one."""
+    move every candidate of a user alike, so they explain nothing about the choice),
+    for a shopper without history for every reason that would speak of one, and for an
+    item the shopper never bought for every buy-again reason."""
     if not has_history and _base(feature) in HISTORY_BASED:
+        return None
+    if not bought and _base(feature) in BOUGHT_BASED:
         return None
     if feature.startswith("store_item_"):
         name = feature.removeprefix("store_item_")
@@ -82,14 +99,15 @@ def reasons(
     items: ItemSide,
     *,
     has_history: bool = True,
+    bought: bool = False,
     top: int = 3,
 ) -> list[str]:
     """The ``top`` distinct reasons for ``item`` (one row of contributions); for a shopper
     without history (no events, no recent items) only reasons about the item and people
-    like them."""
+    like them; buy-again reasons only when they ``bought`` it."""
     return explain(
         contributions,
         names,
-        lambda f: reason_for(f, item, items, has_history=has_history),
+        lambda f: reason_for(f, item, items, has_history=has_history, bought=bought),
         top=top,
     )

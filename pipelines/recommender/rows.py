@@ -20,6 +20,9 @@ import scipy.sparse as sp
 from feature_store.services import RECOMMENDER_ITEM_FEATURES, RECOMMENDER_USER_FEATURES
 from pipelines.candidates import Generator, UserBatch
 from pipelines.candidates.base import Context, shared_top, top_n
+from pipelines.candidates.repeat import repeat_parts
+from pipelines.candidates.repeats import Repeats
+from pipelines.candidates.repeats import banned as seen_banned
 from pipelines.data.timeline import DAY
 
 # Feature-store columns the ranker reads when a feature build is available: the
@@ -77,15 +80,17 @@ def union(
     allowed: np.ndarray,
     exclude_seen: bool = True,
     excluded: sp.csr_matrix | None = None,
+    repeat_allowed: np.ndarray | None = None,
 ) -> Candidates:
     """Each source's top list, deduplicated per user, with every source's score and rank.
-    Items a user has seen (``exclude_seen``) or that ``excluded`` lists for them (one row
-    per batch user) are never candidates."""
+    Items a user has seen (``exclude_seen``; except items ``repeat_allowed`` lets be shown
+    again) or that ``excluded`` lists for them (one row per batch user) are never
+    candidates."""
     n_items = len(allowed)
     said = {name: gen.answers(batch) for name, gen in generators.items()}
     shared = {name: gen.shared(batch) for name, gen in generators.items()}
     full = {name: gen.scores(batch) for name, gen in generators.items() if shared[name] is None}
-    banned = batch.rows if exclude_seen else None
+    banned = seen_banned(batch.rows, repeat_allowed) if exclude_seen else None
     if excluded is not None and excluded.nnz:
         banned = excluded if banned is None else (banned + excluded).tocsr()
     keys, rank_keys, rank_vals = [], [], []
@@ -168,6 +173,31 @@ def _within_user_z(scores: np.ndarray, pos: np.ndarray, n_users: int) -> np.ndar
     return out
 
 
+def _repeat_columns(
+    repeats: Repeats | None, codes: np.ndarray, item: np.ndarray
+) -> list[np.ndarray]:
+    """Times bought, days since the last purchase, that ÷ the typical interval, the item's
+    and its category's repurchase rates, and the share of the shopper's purchases that
+    were of items they had bought before (NaN without purchase statistics)."""
+    if repeats is None:
+        return [np.full((len(item), 1), np.nan, dtype=np.float32)] * 6
+    buys, days, ratio = repeat_parts(repeats, codes, item)
+    users, at = np.unique(codes, return_inverse=True)
+    rows = repeats.buys[np.maximum(users, 0)]
+    total = np.asarray(rows.sum(axis=1)).ravel()
+    share = np.where(
+        (users >= 0) & (total > 0), (total - np.diff(rows.indptr)) / np.maximum(total, 1), np.nan
+    )
+    return [
+        buys[:, None],
+        days[:, None],
+        ratio[:, None],
+        repeats.item_rate[item][:, None],
+        repeats.category_rate[item][:, None],
+        share[at].astype(np.float32)[:, None],
+    ]
+
+
 def feature_names(sources: list[str], with_store: bool) -> list[str]:
     names = [f"{s}_score" for s in sources] + [f"{s}_rank" for s in sources]
     names += [f"{s}_zscore" for s in sources]
@@ -190,6 +220,12 @@ def feature_names(sources: list[str], with_store: bool) -> list[str]:
         "brand_affinity",
         "price_vs_user",
         "time_gap_days",
+        "buy_count",
+        "days_since_bought",
+        "due_ratio",
+        "item_repurchase_rate",
+        "category_repurchase_rate",
+        "user_repeat_share",
     ]
     if with_store:
         names += [f"store_user_{n}" for n in STORE_USER_FEATURES]
@@ -250,6 +286,7 @@ def features(
         np.where(brand_of >= 0, brand_aff[pos, np.maximum(brand_of, 0)], np.nan)[:, None],
         (log_price[item] - user_log_price[pos])[:, None],
         ((h.item_mean_ts[item] - np.where(known, h.user_mean_ts[safe], np.nan)) / DAY)[:, None],
+        *_repeat_columns(h.repeats, np.where(in_history, codes, -1), item),
     ]
     if store is not None:
         user_store = np.where(known[:, None], store.users[safe], np.nan)

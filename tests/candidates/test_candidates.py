@@ -12,9 +12,9 @@ from pipelines.candidates.als import ALSGenerator
 from pipelines.candidates.base import top_n
 from pipelines.candidates.bpr import FOLD_IN_RIDGE, BPRGenerator
 from pipelines.candidates.content import ContentGenerator
-from pipelines.candidates.history import keep_latest
 from pipelines.candidates.itemitem import ItemItemGenerator, ease
 from pipelines.candidates.popularity import PopularityGenerator, TrendingGenerator
+from pipelines.candidates.sessions import keep_latest
 from pipelines.data.contract import EVENT_TYPES
 from pipelines.data.timeline import DAY, Timeline
 

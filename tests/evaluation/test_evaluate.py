@@ -66,7 +66,7 @@ def test_training_holds_out_the_evaluation_window(shop: Shop) -> None:
 
 def test_eval_set_is_the_windows_new_graded_interactions(shop: Shop, tmp_path: Path) -> None:
     snapshot = _copy(shop, tmp_path)
-    es = freeze_eval_set(snapshot, EvalConfig())
+    es = freeze_eval_set(snapshot, EvalConfig(repeats="excluded"))
     end = snapshot_end(Snapshot.open(snapshot))
     start = end - timedelta(days=7)
     assert (es.start, es.end) == (start, end)
@@ -91,9 +91,49 @@ def test_eval_set_is_the_windows_new_graded_interactions(shop: Shop, tmp_path: P
     assert (items["history_users"] == touched.reindex(items.index, fill_value=0)).all()
     assert (items["cold"] == (items["history_users"] == 0)).all()
     # frozen: the second call reads the same rows under the same hash
-    again = freeze_eval_set(snapshot, EvalConfig())
+    again = freeze_eval_set(snapshot, EvalConfig(repeats="excluded"))
     assert again.hash == es.hash
     pd.testing.assert_frame_equal(again.truth, es.truth)
+    with pytest.raises(ShopMLError, match="repeats 'excluded'"):
+        freeze_eval_set(snapshot, EvalConfig(repeats="allowed"))
+
+
+def test_repeats_decide_whether_a_rebought_item_is_a_hit(shop: Shop, tmp_path: Path) -> None:
+    """allowed: an item bought before and again in the window is in the truth; excluded:
+    never; auto: only where the candidates' repeat policy allows it (and then the
+    buy-again baseline finds it)."""
+    sets = {
+        mode: freeze_eval_set(_copy(shop, tmp_path / mode), EvalConfig(repeats=mode))
+        for mode in ("allowed", "excluded", "auto")
+    }
+    pairs = {
+        m: set(zip(es.truth["user_id"], es.truth["item_id"], strict=True)) for m, es in sets.items()
+    }
+    seen = sets["allowed"].seen
+    seen_pairs = set(zip(seen["user_id"], seen["item_id"], strict=True))
+    again = pairs["allowed"] & seen_pairs
+    assert again, "the generated shop has shoppers who buy an item again"
+    assert not pairs["excluded"] & seen_pairs
+    assert pairs["allowed"] - again == pairs["excluded"]
+    auto = sets["auto"]
+    allowed = set(auto.seen.loc[auto.seen["allowed"], "item_id"])
+    assert 0 < len(allowed) < auto.items.shape[0], "consumables allowed, durables not"
+    assert {p for p in pairs["auto"] & seen_pairs} == {p for p in again if p[1] in allowed}
+    assert auto.describe()["repeats"]["repeats"] == "auto"
+    # a re-bought item is a hit for a list that shows it
+    from pipelines.evaluation.scoring import buy_again_lists, popularity_lists, score_lists
+
+    cfg = EvalConfig(repeats="auto")
+    lists = buy_again_lists(auto, 10)
+    first = lists.groupby("user_id").head(1)
+    regulars = auto.seen[auto.seen["allowed"] & (auto.seen["buys"] >= 2)]
+    top = regulars.sort_values(["user_id", "buys", "last_ts"], ascending=[True, False, False])
+    top = top.groupby("user_id").head(1).set_index("user_id")["item_id"]
+    assert (first.set_index("user_id")["item_id"].reindex(top.index) == top).all()
+    assert (
+        score_lists(lists, auto, cfg, label="b").values["all"]["ndcg@10"]
+        > score_lists(popularity_lists(auto, 10), auto, cfg, label="p").values["all"]["ndcg@10"]
+    )
 
 
 def test_a_changed_eval_set_or_other_settings_are_refused(shop: Shop, tmp_path: Path) -> None:
@@ -125,8 +165,9 @@ def test_popularity_baseline_ranks_by_shoppers_and_skips_seen_items(
     es = freeze_eval_set(_copy(shop, tmp_path), EvalConfig())
     lists = popularity_lists(es, 10)
     assert lists.groupby("user_id").size().eq(10).all()
-    seen = set(zip(es.seen["user_id"], es.seen["item_id"], strict=True))
-    assert not any(p in seen for p in zip(lists["user_id"], lists["item_id"], strict=True))
+    banned = es.seen[~es.seen["allowed"]]
+    never = set(zip(banned["user_id"], banned["item_id"], strict=True))
+    assert not any(p in never for p in zip(lists["user_id"], lists["item_id"], strict=True))
     new_user = es.users.loc[es.users["new"], "user_id"].iloc[0]
     available = es.items[es.items["available"]].sort_values(
         ["history_users", "item_id"], ascending=[False, True]

@@ -205,3 +205,57 @@ def test_a_wide_interval_is_flagged() -> None:
     assert judge(cfg, values, popularity=values, champion=None, intervals=narrow).notes == []
     with pytest.raises(ConfigError, match="min_users must be >= 1"):
         GateConfig(min_users=0)
+
+
+BUY_AGAIN = {"all": {"ndcg@10": 0.310, "recall@10": 0.25}, "new_users": {"ndcg@10": 0.10}}
+SOURCE = {"all": {"ndcg@10": 0.290, "recall@10": 0.28}, "new_users": {"ndcg@10": 0.05}}
+BASELINES = {"popularity": POP, "buy-again + popularity": BUY_AGAIN, "best source (als)": SOURCE}
+
+
+def test_over_baselines_judges_against_the_best_simple_baseline() -> None:
+    cfg = GateConfig([Check("ndcg@10", over_baselines=0.0)])
+    # above popularity (0.25) and the best source (0.29), below buy-again (0.31): refused
+    j = judge(cfg, values(0.300), popularity=POP, baselines=BASELINES, champion=None)
+    assert not j.blessed
+    assert j.outcomes[0].reason == (
+        "ndcg@10 0.300 vs best baseline (buy-again + popularity) 0.310: -3.2%, needs ≥ +0.0%: fail"
+    )
+    assert j.outcomes[0].reference == 0.310
+    ok = judge(cfg, values(0.320), popularity=POP, baselines=BASELINES, champion=None)
+    assert ok.blessed
+    # per slice, the best baseline of that slice: popularity and buy-again tie on new users,
+    # the first listed is named
+    new = GateConfig([Check("ndcg@10", slice="new_users", over_baselines=-0.05)])
+    j = judge(new, values(0.400, new=0.096), popularity=POP, baselines=BASELINES, champion=None)
+    assert j.blessed
+    assert "vs best baseline (popularity) 0.100: -4.0%" in j.outcomes[0].reason
+    # lower-is-better metrics pick the lowest baseline
+    low = {"a": {"all": {"ndcg@10": 0.2}}, "b": {"all": {"ndcg@10": 0.1}}}
+    j = judge(
+        GateConfig([Check("ndcg@10", over_baselines=0.0, direction="lower")]),
+        {"all": {"ndcg@10": 0.15}},
+        popularity=low["a"],
+        baselines=low,
+        champion=None,
+    )
+    assert "best baseline (b)" in j.outcomes[0].reason and not j.blessed
+
+
+def test_the_default_gate_never_blesses_a_model_below_buy_again() -> None:
+    cfg = GateConfig()
+    champion, challenger = values(0.280), values(0.305)
+    for v in (champion, challenger):
+        v["all"]["coverage@10"] = 0.5
+    j = judge(cfg, challenger, popularity=POP, baselines=BASELINES, champion=champion)
+    assert not j.blessed  # +9% over the champion, +22% over popularity, below buy-again
+    failed = [o for o in j.outcomes if o.passed is False]
+    assert [o.kind for o in failed] == ["baseline"]
+    assert "buy-again + popularity" in failed[0].reason
+    # without the baselines, only popularity is known: the same model passes
+    assert judge(cfg, challenger, popularity=POP, champion=champion).blessed
+
+
+def test_a_check_needs_a_threshold_and_over_baselines_is_one() -> None:
+    assert Check("ndcg@10", over_baselines=0.0).over_baselines == 0.0
+    with pytest.raises(ConfigError, match="over_baselines"):
+        Check("ndcg@10")

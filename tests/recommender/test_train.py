@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from pipelines.candidates import SOURCES
 from pipelines.cli import app
 from pipelines.data.snapshot import Snapshot
 from pipelines.data.timeline import DAY, load_timeline
@@ -70,7 +71,8 @@ def test_registered_as_challenger_with_tags_runs_and_snapshot_input(trained: Tra
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
     )
     names = {r.info.run_name for r in children}
-    assert names == {"als", "bpr", "itemitem", "content", "popularity", "trending", "ranker"}
+    assert names == {*SOURCES, "ranker"}
+    assert {"repeat", "cooccur"} <= names
     ranker = next(r for r in children if r.info.run_name == "ranker")
     curve = client.get_metric_history(ranker.info.run_id, "validation_ndcg")
     assert len(curve) >= 2
@@ -119,17 +121,18 @@ def test_every_kind_of_user_gets_k_items_and_reasons(trained: Trained) -> None:
     out = predict_frame(rec, frame, k=7, explain=True)
     assert out.groupby("user_id").size().to_dict() == {u: 7 for u in frame["user_id"]}
     assert out["reasons"].str.len().gt(0).all()
+    # items the user touched come back only where the repeat policy allows it
+    allowed = set(rec.ctx.item_ids[rec.ctx.history.repeat_allowed])
+    assert len(allowed) < len(rec.ctx.item_ids), "the generated shop has durables"
     folded = out[out["user_id"] == "folded"]
-    assert not set(folded["item_id"]) & set(some_items), (
-        "items the user touched are not shown again"
-    )
+    assert not (set(folded["item_id"]) & set(some_items)) - allowed
     heavy = out[out["user_id"] == frame["user_id"][0]]
     seen = set(
         rec.ctx.item_ids[
             rec.ctx.history.matrix[rec.ctx.user_ids.tolist().index(frame["user_id"][0])].indices
         ]
     )
-    assert not set(heavy["item_id"]) & seen
+    assert not (set(heavy["item_id"]) & seen) - allowed
     vocabulary = (
         "similar",
         "popular",
@@ -144,6 +147,9 @@ def test_every_kind_of_user_gets_k_items_and_reasons(trained: Trained) -> None:
         "when you",
         "priced",
         " in ",
+        "stock up",
+        "regularly",
+        "again",
     )
     assert any(any(v in r for v in vocabulary) for r in out["reasons"])
 

@@ -49,6 +49,7 @@ IMPORTER_VERSION = "1"
 _TABLE_KEYS = {
     "path",
     "merge",
+    "drop_unknown",
     "format",
     "encoding",
     "delimiter",
@@ -104,6 +105,7 @@ class TableMap:
     drop_if_empty: tuple[str, ...]
     columns: tuple[ColumnMap, ...]
     merge: tuple[Path, str] | None = None  # (file, key column): a left join before mapping
+    drop_unknown: bool = False  # drop rows whose user_id / item_id the other tables lack
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,7 @@ def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Map
             drop_if_empty=_drop_if_empty(path, table, spec),
             columns=tuple(_column(path, table, t, s) for t, s in spec["columns"].items()),
             merge=_merge(path, table, spec, root),
+            drop_unknown=bool(spec.get("drop_unknown", False)),
         )
     missing = [t for t, s in TABLES.items() if s.required and not s.allow_empty and t not in tables]
     if missing:
@@ -390,6 +393,34 @@ def _merged(df: pd.DataFrame, tm: TableMap, file: str) -> pd.DataFrame:
     return merged
 
 
+def _drop_unknown(
+    name: str,
+    mapped: pd.DataFrame,
+    rows: np.ndarray,
+    tables: dict[str, Any],
+    file: str,
+    notes: list[str],
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Drop the rows that name a user or item the tables imported before lack (noted)."""
+    keep = np.ones(len(mapped), dtype=bool)
+    for column, table in (("user_id", "users"), ("item_id", "items")):
+        if column not in mapped.columns:
+            continue
+        if table not in tables:
+            raise ContractError(
+                file, f"drop_unknown needs the {table} table listed before {name} in the mapping"
+            )
+        known = set(tables[table].column(column).to_pylist())
+        unknown = ~mapped[column].astype(str).isin(known).to_numpy()
+        if unknown.any():
+            notes.append(
+                f"{name}: {int(unknown.sum()):,} rows of {file} name a {column} not in {table} "
+                "and were dropped"
+            )
+        keep &= ~unknown
+    return mapped[keep], rows[keep]
+
+
 def import_mapped(
     mapping_file: str | Path,
     *,
@@ -400,7 +431,7 @@ def import_mapped(
     """Import the files a mapping names into a snapshot at ``out`` (atomically)."""
     check_target(out, overwrite)  # a conflicting --out is refused before any reading
     mapping = load_mapping(mapping_file, base_dir=base_dir)
-    tables = {}
+    tables: dict[str, Any] = {}
     notes: list[str] = []
     for name, tm in mapping.tables.items():
         file = tm.path.name
@@ -434,6 +465,8 @@ def import_mapped(
                     f"{name}: {int((~keep).sum()):,} rows of {file} repeat an earlier {'/'.join(key)} and were dropped"
                 )
             mapped, rows = mapped[keep], rows[keep]
+        if tm.drop_unknown:
+            mapped, rows = _drop_unknown(name, mapped, rows, tables, file, notes)
         tables[name] = table = conform(
             name, mapped, file=file, parse={c.target: c.parse for c in tm.columns}, row_numbers=rows
         )

@@ -1,0 +1,58 @@
+"""Basket and session co-occurrence: "shoppers who bought this also bought".
+
+Two items are related when they are touched (viewed, carted, bought) in the same session
+(a basket), or one in a shopper's session and the other in that shopper's next session
+(next-basket transitions, weighted ``cooccur_next_weight``). The counts are normalised like
+a cosine, ``c_ij / sqrt(n_i n_j)`` with ``n_i`` the sessions holding ``i``, and each item
+keeps its ``cooccur_neighbours`` strongest relations. A shopper's scores are those relations
+summed over their ``cooccur_history`` most recent items, each weighted by its
+time-decayed confidence: it needs one session of history, or just the items of an
+anonymous session (``recent_items``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipelines.candidates.base import Context, Generator, UserBatch
+
+
+class CooccurGenerator(Generator):
+    name = "cooccur"
+
+    def _fit(self, ctx: Context) -> None:
+        relation = ctx.history.cooccurrence
+        n = len(ctx.item_ids)
+        self.relation = (
+            relation if relation is not None else sp.csr_matrix((n, n), dtype=np.float32)
+        )
+
+    def _recent(self, batch: UserBatch) -> sp.csr_matrix:
+        rows = batch.rows
+        known = batch.known
+        if known.any():  # known shoppers start from their most recent items
+            codes = np.where(known, batch.codes, 0)
+            recent = self.ctx.history.recent_rows(codes, self.cfg.cooccur_history)
+            rows = (
+                sp.diags(known.astype(np.float32)) @ recent
+                + sp.diags((~known).astype(np.float32)) @ rows
+            ).tocsr()
+        return rows
+
+    def answers(self, batch: UserBatch) -> np.ndarray:
+        reach = self._recent(batch) @ self.relation
+        return np.diff(reach.tocsr().indptr) > 0
+
+    def scores(self, batch: UserBatch) -> np.ndarray:
+        out = np.asarray((self._recent(batch) @ self.relation).toarray(), dtype=np.float32)
+        out[out <= 0] = np.nan  # unrelated: not on the list (never padded)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"relation": self.relation}
+
+    def set_state(self, arrays: dict[str, Any]) -> None:
+        self.relation = arrays["relation"]

@@ -1,0 +1,89 @@
+"""Buy again: the items a shopper bought before, when they are due again.
+
+For each item a shopper bought (in a category where repeats are allowed, see
+:mod:`pipelines.candidates.repeats`), with ``b`` purchase occasions, ``d`` days since the
+last one and ``g`` the typical days between purchases (the shopper's own mean gap when
+they bought it twice or more, else the item's, else its category's; 30 without any)::
+
+    score = log(1 + b) * (0.5 + 0.5 * min(d / g, 1)) * 0.5 ** (d / repeat_half_life_days)
+
+Bought more often scores higher; an item bought yesterday and usually bought monthly is
+not due yet (half weight); one long forgotten decays away. The ranker sees the parts as
+features (times bought, days since, due ratio, the item's and category's repurchase
+rates) and learns how much each matters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipelines.candidates.base import Context, Generator, UserBatch
+from pipelines.candidates.repeats import Repeats
+from pipelines.data.timeline import DAY
+
+
+def repeat_parts(
+    repeats: Repeats, codes: np.ndarray, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times bought, days since the last purchase, days since ÷ typical interval) of the
+    pairs (user code, item code); 0 / NaN / NaN where the user never bought the item or is
+    unknown (code -1)."""
+    known = codes >= 0
+    safe = np.where(known, codes, 0)
+    buys = np.asarray(repeats.buys[safe, items]).ravel()
+    buys = np.where(known, buys, 0.0)
+    last = np.asarray(repeats.last_bought[safe, items]).ravel()
+    gap = np.asarray(repeats.mean_gap_days[safe, items]).ravel()
+    bought = buys > 0
+    days = np.where(bought, -(last + 1.0) / DAY, np.nan)
+    ratio = np.where(bought, days / repeats.interval(gap, items), np.nan)
+    return buys.astype(np.float32), days.astype(np.float32), ratio.astype(np.float32)
+
+
+def repeat_score(
+    buys: np.ndarray, days: np.ndarray, ratio: np.ndarray, half_life: float
+) -> np.ndarray:
+    """The module docstring's score (0 where never bought)."""
+    due = 0.5 + 0.5 * np.minimum(np.nan_to_num(ratio, nan=0.0), 1.0)
+    decay = np.power(0.5, np.nan_to_num(days, nan=0.0) / half_life)
+    return np.where(buys > 0, np.log1p(buys) * due * decay, 0.0).astype(np.float32)
+
+
+class RepeatGenerator(Generator):
+    name = "repeat"
+
+    def _fit(self, ctx: Context) -> None:
+        del ctx  # the history's purchase statistics are all it needs
+
+    def _bought(self, batch: UserBatch) -> sp.csr_matrix:
+        """The batch's rows of purchase occasions, on allowed items, known users only."""
+        repeats = self.ctx.history.repeats
+        n_items = len(self.ctx.item_ids)
+        if repeats is None or not repeats.any_allowed:
+            return sp.csr_matrix((len(batch), n_items), dtype=np.float32)
+        known = batch.codes >= 0
+        rows = repeats.buys[np.where(known, batch.codes, 0)]
+        keep = (
+            sp.diags(known.astype(np.float32)) @ rows @ sp.diags(repeats.allowed.astype(np.float32))
+        )
+        out = sp.csr_matrix(keep)
+        out.eliminate_zeros()
+        return out
+
+    def answers(self, batch: UserBatch) -> np.ndarray:
+        return np.diff(self._bought(batch).indptr) > 0
+
+    def scores(self, batch: UserBatch) -> np.ndarray:
+        repeats = self.ctx.history.repeats
+        # NaN: not bought, so not on the list (never padded with arbitrary items)
+        out = np.full((len(batch), len(self.ctx.item_ids)), np.nan, dtype=np.float32)
+        bought = self._bought(batch).tocoo()
+        if repeats is None or not bought.nnz:
+            return out
+        codes = batch.codes[bought.row]
+        buys, days, ratio = repeat_parts(repeats, codes, bought.col)
+        out[bought.row, bought.col] = repeat_score(
+            buys, days, ratio, self.cfg.repeat_half_life_days
+        )
+        return out
