@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from pipelines.candidates.ann import ItemIndex, approximate_top
 from pipelines.candidates.config import CandidateConfig
 from pipelines.candidates.history import History
 from pipelines.candidates.repeats import banned
@@ -138,6 +139,7 @@ class Generator(ABC):
         self.cfg = cfg
         self._ctx: Context | None = None
         self.fit_seconds = 0.0
+        self.ann: ItemIndex | None = None  # approximate retrieval (pipelines/candidates/ann.py)
 
     @property
     def ctx(self) -> Context:
@@ -150,7 +152,51 @@ class Generator(ABC):
         started = time.perf_counter()
         self._ctx = ctx
         self._fit(ctx)
+        self._build_index()
         self.fit_seconds = time.perf_counter() - started
+
+    # --- dot-product sources: approximate retrieval on large catalogs
+    def query_vectors(self, batch: UserBatch) -> np.ndarray | None:
+        """For a source that scores ``query · item``: the batch's query vectors (None:
+        not such a source)."""
+        del batch
+        return None
+
+    def item_vectors(self) -> np.ndarray | None:
+        """The item vectors of a dot-product source (None: not such a source)."""
+        return None
+
+    def _build_index(self) -> None:
+        vectors = self.item_vectors()
+        min_items = self.cfg.ann_min_items
+        self.ann = None
+        if vectors is None or min_items == 0 or len(vectors) < min_items:
+            return
+        self.ann = ItemIndex.build(
+            vectors, self.ctx.history.item_exists, method=self.cfg.ann_method,
+            neighbours=self.cfg.ann_neighbours,
+            ef_construction=self.cfg.ann_ef_construction, ef_search=self.cfg.ann_ef_search,
+        )  # fmt: skip
+
+    def approximate(
+        self, batch: UserBatch, n: int, banned: sp.csr_matrix | None, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` best items per user from the index (needs ``self.ann``)."""
+        assert self.ann is not None
+        queries = self.query_vectors(batch)
+        vectors = self.item_vectors()
+        assert queries is not None and vectors is not None
+        return approximate_top(
+            self.ann, queries, vectors, n, banned, allowed, pool=self.cfg.ann_pool
+        )
+
+    def pair_scores(self, batch: UserBatch, pos: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The scores of (batch position, item) pairs: a dot product for dot-product
+        sources, else read from the dense ``scores``."""
+        queries, vectors = self.query_vectors(batch), self.item_vectors()
+        if queries is None or vectors is None:
+            return np.asarray(self.scores(batch)[pos, items], dtype=np.float32)
+        return np.einsum("rd,rd->r", queries[pos], vectors[items]).astype(np.float32)
 
     @abstractmethod
     def _fit(self, ctx: Context) -> None: ...
@@ -175,12 +221,11 @@ class Generator(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` best existing items per user (item codes, scores)."""
         history = self.ctx.history
-        idx, best = top_n(
-            self.scores(batch),
-            n,
-            banned(batch.rows, history.repeat_allowed) if exclude_seen else None,
-            history.item_exists,
-        )
+        skip = banned(batch.rows, history.repeat_allowed) if exclude_seen else None
+        if self.ann is not None:
+            idx, best = self.approximate(batch, n, skip, history.item_exists)
+        else:
+            idx, best = top_n(self.scores(batch), n, skip, history.item_exists)
         silent = ~self.answers(batch)
         idx[silent], best[silent] = -1, np.nan
         return idx, best
@@ -206,6 +251,8 @@ class Generator(ABC):
         meta = {"name": self.name, "config": asdict(self.cfg), "fit_seconds": self.fit_seconds}
         write_json(folder / f"{self.name}.json", meta)
         state = self.state()
+        if self.ann is not None:
+            state = {**state, "ann_index": self.ann.to_bytes(), "ann_items": self.ann.items}
         np.savez(
             folder / f"{self.name}.npz", **{k: v for k, v in state.items() if not sp.issparse(v)}
         )
@@ -224,6 +271,10 @@ class Generator(ABC):
             arrays[path.name.split(".")[1]] = sp.load_npz(path).tocsr()
         gen._ctx = ctx
         gen.set_state(arrays)
+        if "ann_index" in arrays:
+            gen.ann = ItemIndex.from_bytes(
+                arrays["ann_index"], arrays["ann_items"], gen.cfg.ann_ef_search
+            )
         return gen
 
 

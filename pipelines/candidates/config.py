@@ -57,6 +57,14 @@ class CandidateConfig:
     cooccur_neighbours: int = 100  # kept per item
     cooccur_history: int = 10  # a shopper's most recent items it starts from
     cooccur_next_weight: float = 0.5  # weight of next-session transitions vs same-session pairs
+    # FAISS retrieval (pipelines/candidates/ann.py) for ALS, BPR and content from this many
+    # items on (0: never): "flat" exact search, or an "hnsw" graph (approximate)
+    ann_min_items: int = 20_000
+    ann_method: str = "flat"
+    ann_neighbours: int = 32
+    ann_ef_construction: int = 100
+    ann_ef_search: int = 300
+    ann_pool: int = 300  # items asked of the graph per shopper before the seen ones are removed
     per_source: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PER_SOURCE))
     threads: int = 0  # for ALS and item-kNN; 0 = every core (both stay repeatable)
     # BPR's SGD is hogwild with several threads (run to run differences of a few percent
@@ -93,6 +101,12 @@ class CandidateConfig:
             (self.cooccur_neighbours >= 1, "cooccur_neighbours must be >= 1"),
             (self.cooccur_history >= 1, "cooccur_history must be >= 1"),
             (self.cooccur_next_weight >= 0, "cooccur_next_weight must be >= 0"),
+            (self.ann_min_items >= 0, "ann_min_items must be >= 0 (0: always exact)"),
+            (self.ann_method in ("flat", "hnsw"), "ann_method must be flat or hnsw"),
+            (self.ann_neighbours >= 4, "ann_neighbours must be >= 4"),
+            (self.ann_ef_construction >= 8, "ann_ef_construction must be >= 8"),
+            (self.ann_ef_search >= 8, "ann_ef_search must be >= 8"),
+            (self.ann_pool >= 1, "ann_pool must be >= 1"),
             (
                 set(self.per_source) <= set(SOURCES),
                 f"per_source names unknown sources; known: {', '.join(SOURCES)}",

@@ -46,6 +46,13 @@ class ContentGenerator(Generator):
             return np.zeros(len(batch), dtype=bool)
         return np.linalg.norm(self.profiles(batch), axis=1) > 0
 
+    def query_vectors(self, batch: UserBatch) -> np.ndarray | None:
+        return None if self.ctx.side.content is None else self.profiles(batch)
+
+    def item_vectors(self) -> np.ndarray | None:
+        content = self.ctx.side.content
+        return None if content is None else np.asarray(content, dtype=np.float32)
+
     def scores(self, batch: UserBatch) -> np.ndarray:
         content = self.ctx.side.content
         if content is None:

@@ -61,6 +61,12 @@ class FactorGenerator(Generator):
     def scores(self, batch: UserBatch) -> np.ndarray:
         return self.user_vectors(batch) @ self.model.item_factors.T
 
+    def query_vectors(self, batch: UserBatch) -> np.ndarray:
+        return self.user_vectors(batch)
+
+    def item_vectors(self) -> np.ndarray:
+        return np.asarray(self.model.item_factors, dtype=np.float32)
+
     def state(self) -> dict[str, Any]:
         return {"user_factors": self.model.user_factors, "item_factors": self.model.item_factors}
 

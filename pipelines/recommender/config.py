@@ -46,13 +46,18 @@ class RankerConfig(LambdaMARTConfig):
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """The ``[train]`` table: how many label windows the ranker learns from."""
+    """The ``[train]`` table: how many label windows the ranker learns from, and how far
+    apart their starts are (``fold_step_days``; default ``[ranker] label_days``: windows
+    side by side; shorter: overlapping windows, more rows from a short history)."""
 
     folds: int = 2
+    fold_step_days: float | None = None
 
     def __post_init__(self) -> None:
         if self.folds < 1:
             raise ConfigError("train config: folds must be >= 1")
+        if self.fold_step_days is not None and not self.fold_step_days > 0:
+            raise ConfigError("train config: fold_step_days must be > 0")
 
 
 @dataclass(frozen=True)

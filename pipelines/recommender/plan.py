@@ -82,7 +82,8 @@ def plan_training(
     until = (until or holdout_window(snap, cfg.holdout_days)[0]).astimezone(UTC)
     now = until.timestamp()
     label_s = cfg.ranker.label_days * DAY
-    cutoffs = [now - j * label_s for j in range(1, cfg.train.folds + 1)]
+    step_s = (cfg.train.fold_step_days or cfg.ranker.label_days) * DAY
+    cutoffs = [now - label_s - j * step_s for j in range(cfg.train.folds)]
     first = _first_event(snap)
     if first is None or cutoffs[-1] <= first:
         span = 0.0 if first is None else (now - first) / DAY

@@ -89,7 +89,13 @@ def union(
     n_items = len(allowed)
     said = {name: gen.answers(batch) for name, gen in generators.items()}
     shared = {name: gen.shared(batch) for name, gen in generators.items()}
-    full = {name: gen.scores(batch) for name, gen in generators.items() if shared[name] is None}
+    # dense scores over the catalog, except for sources with an approximate index (they
+    # are asked for their top list and scored on the candidates only) and shared ones
+    full = {
+        name: gen.scores(batch)
+        for name, gen in generators.items()
+        if shared[name] is None and gen.ann is None
+    }
     banned = seen_banned(batch.rows, repeat_allowed) if exclude_seen else None
     if excluded is not None and excluded.nnz:
         banned = excluded if banned is None else (banned + excluded).tocsr()
@@ -99,10 +105,12 @@ def union(
         if n <= 0:
             continue
         group_scores = shared[name]
-        if group_scores is None:
+        if group_scores is not None:
+            idx = shared_top(*group_scores, n, banned, allowed)
+        elif name in full:
             idx, _ = top_n(full[name], n, banned, allowed)
         else:
-            idx = shared_top(*group_scores, n, banned, allowed)
+            idx, _ = generators[name].approximate(batch, n, banned, allowed)
         idx[~said[name]] = -1
         pos = np.repeat(np.arange(len(batch)), idx.shape[1]).reshape(idx.shape)
         ok = idx >= 0
@@ -119,10 +127,12 @@ def union(
 
     def gathered(name: str) -> np.ndarray:
         group_scores = shared[name]
-        if group_scores is None:
+        if group_scores is not None:
+            group, rows = group_scores
+            return rows[group[pos], item]
+        if name in full:
             return full[name][pos, item]
-        group, rows = group_scores
-        return rows[group[pos], item]
+        return generators[name].pair_scores(batch, pos, item)
 
     scores = np.column_stack(
         [np.where(said[name][pos], gathered(name), np.nan) for name in generators]
