@@ -68,6 +68,7 @@ def main() -> None:
         print(
             f"  vs best single ({ml['best_single']['name']}): {ml['pipeline_vs_best_single']:+.1%}"
         )
+        print(f"  repeat policy resolved to: {ml['repeats']['resolved']}")
     else:
         print(f"MovieLens-100K not found at {args.movielens}: skipped")
 

@@ -97,6 +97,52 @@ def top_n(
     return idx.astype(np.int64), best
 
 
+def lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, missing: float) -> np.ndarray:
+    """``matrix[rows, cols]`` for a CSR matrix with sorted indices, ``missing`` where the
+    entry is absent (float32)."""
+    m = matrix.tocsr()
+    m.sort_indices()
+    out = np.full(len(rows), missing, dtype=np.float32)
+    if not m.nnz or not len(rows):
+        return out
+    keys = (
+        np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * m.shape[1] + m.indices
+    )
+    want = rows.astype(np.int64) * m.shape[1] + cols
+    at = np.clip(np.searchsorted(keys, want), 0, len(keys) - 1)
+    hit = keys[at] == want
+    out[hit] = m.data[at[hit]]
+    return out
+
+
+def sparse_top(
+    scores: sp.csr_matrix, n: int, banned: sp.csr_matrix | None, allowed: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_n` over the entries of a sparse score matrix (absent entries are never
+    listed): the ``n`` best per row, skipping ``banned`` entries and items not ``allowed``;
+    -1/NaN pads."""
+    m = sp.csr_matrix(scores, dtype=np.float32)
+    m.sum_duplicates()
+    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    cols, vals = m.indices.astype(np.int64), m.data
+    ok = np.isfinite(vals)
+    if allowed is not None:
+        ok &= allowed[cols]
+    if banned is not None and banned.nnz:
+        ok &= np.isnan(lookup(banned, rows, cols, np.nan))
+    rows, cols, vals = rows[ok], cols[ok], vals[ok]
+    order = np.lexsort((cols, -vals, rows))  # per row: best first, ties by item code
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    start = np.searchsorted(rows, rows, side="left")
+    rank = np.arange(len(rows)) - start
+    keep = rank < n
+    idx = np.full((m.shape[0], max(n, 0)), -1, dtype=np.int64)
+    best = np.full((m.shape[0], max(n, 0)), np.nan, dtype=np.float32)
+    idx[rows[keep], rank[keep]] = cols[keep]
+    best[rows[keep], rank[keep]] = vals[keep]
+    return idx, best
+
+
 def shared_top(
     group: np.ndarray,
     rows: np.ndarray,
@@ -190,13 +236,27 @@ class Generator(ABC):
             self.ann, queries, vectors, n, banned, allowed, pool=self.cfg.ann_pool
         )
 
+    # --- sparse sources: only the items they relate to a shopper carry a score
+    missing_score: ClassVar[float] = 0.0  # the dense score of an item a sparse row lacks
+
+    def sparse_scores(self, batch: UserBatch) -> sp.csr_matrix | None:
+        """For a source whose scores are a sparse product (item-kNN, buy-again,
+        co-occurrence): the batch's scores as a sparse matrix, equal to ``scores`` on its
+        entries and ``missing_score`` elsewhere (None: a dense source). Listing and scoring
+        from it never builds a users x catalog array."""
+        del batch
+        return None
+
     def pair_scores(self, batch: UserBatch, pos: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The scores of (batch position, item) pairs: a dot product for dot-product
-        sources, else read from the dense ``scores``."""
+        sources, a lookup for sparse ones, else read from the dense ``scores``."""
         queries, vectors = self.query_vectors(batch), self.item_vectors()
-        if queries is None or vectors is None:
-            return np.asarray(self.scores(batch)[pos, items], dtype=np.float32)
-        return np.einsum("rd,rd->r", queries[pos], vectors[items]).astype(np.float32)
+        if queries is not None and vectors is not None:
+            return np.einsum("rd,rd->r", queries[pos], vectors[items]).astype(np.float32)
+        sparse = self.sparse_scores(batch)
+        if sparse is not None:
+            return lookup(sparse, pos, items, self.missing_score)
+        return np.asarray(self.scores(batch)[pos, items], dtype=np.float32)
 
     @abstractmethod
     def _fit(self, ctx: Context) -> None: ...
@@ -222,8 +282,11 @@ class Generator(ABC):
         """The ``n`` best existing items per user (item codes, scores)."""
         history = self.ctx.history
         skip = banned(batch.rows, history.repeat_allowed) if exclude_seen else None
+        sparse = None if self.ann is not None else self.sparse_scores(batch)
         if self.ann is not None:
             idx, best = self.approximate(batch, n, skip, history.item_exists)
+        elif sparse is not None:
+            idx, best = sparse_top(sparse, n, skip, history.item_exists)
         else:
             idx, best = top_n(self.scores(batch), n, skip, history.item_exists)
         silent = ~self.answers(batch)

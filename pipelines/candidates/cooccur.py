@@ -46,9 +46,18 @@ class CooccurGenerator(Generator):
         reach = self._recent(batch) @ self.relation
         return np.diff(reach.tocsr().indptr) > 0
 
+    missing_score = float("nan")  # unrelated: not on the list, never padded
+
+    def sparse_scores(self, batch: UserBatch) -> sp.csr_matrix:
+        out = sp.csr_matrix(self._recent(batch) @ self.relation, dtype=np.float32)
+        out.data[out.data <= 0] = 0
+        out.eliminate_zeros()
+        return out
+
     def scores(self, batch: UserBatch) -> np.ndarray:
-        out = np.asarray((self._recent(batch) @ self.relation).toarray(), dtype=np.float32)
-        out[out <= 0] = np.nan  # unrelated: not on the list (never padded)
+        out = np.full((len(batch), len(self.ctx.item_ids)), np.nan, dtype=np.float32)
+        s = self.sparse_scores(batch).tocoo()
+        out[s.row, s.col] = s.data
         return out
 
     def state(self) -> dict[str, Any]:

@@ -55,6 +55,13 @@ class ItemItemGenerator(Generator):
                 knn.fit(unit, show_progress=False)
             self.weights = knn.similarity.tocsr().astype(np.float32)
 
+    def sparse_scores(self, batch: UserBatch) -> sp.csr_matrix | None:
+        if self.method != "knn":
+            return None  # EASE's weights are dense
+        out = sp.csr_matrix(binary(batch.rows) @ self.weights, dtype=np.float32)
+        out.eliminate_zeros()
+        return out
+
     def scores(self, batch: UserBatch) -> np.ndarray:
         product = binary(batch.rows) @ self.weights
         return np.asarray(product.toarray() if sp.issparse(product) else product, dtype=np.float32)

@@ -74,16 +74,23 @@ class RepeatGenerator(Generator):
     def answers(self, batch: UserBatch) -> np.ndarray:
         return np.diff(self._bought(batch).indptr) > 0
 
-    def scores(self, batch: UserBatch) -> np.ndarray:
+    missing_score = float("nan")  # not bought: not on the list, never padded
+
+    def sparse_scores(self, batch: UserBatch) -> sp.csr_matrix:
         repeats = self.ctx.history.repeats
-        # NaN: not bought, so not on the list (never padded with arbitrary items)
-        out = np.full((len(batch), len(self.ctx.item_ids)), np.nan, dtype=np.float32)
         bought = self._bought(batch).tocoo()
+        shape = (len(batch), len(self.ctx.item_ids))
         if repeats is None or not bought.nnz:
-            return out
+            return sp.csr_matrix(shape, dtype=np.float32)
         codes = batch.codes[bought.row]
         buys, days, ratio = repeat_parts(repeats, codes, bought.col)
-        out[bought.row, bought.col] = repeat_score(
-            buys, days, ratio, self.cfg.repeat_half_life_days
-        )
+        score = repeat_score(buys, days, ratio, self.cfg.repeat_half_life_days)
+        # a score that decayed to 0 stays a tiny one: the entry means "bought"
+        score = np.maximum(score, np.float32(1e-30))
+        return sp.csr_matrix((score, (bought.row, bought.col)), shape=shape, dtype=np.float32)
+
+    def scores(self, batch: UserBatch) -> np.ndarray:
+        out = np.full((len(batch), len(self.ctx.item_ids)), np.nan, dtype=np.float32)
+        s = self.sparse_scores(batch).tocoo()
+        out[s.row, s.col] = s.data
         return out

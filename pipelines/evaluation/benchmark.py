@@ -151,6 +151,23 @@ def global_popularity(ctx: Context, users: np.ndarray, k: int) -> pd.DataFrame:
     )
 
 
+def repeat_summary(rec: Any) -> dict[str, Any]:
+    """What the repeat policy of a trained model resolved to: the mode and, per top-level
+    category, allowed or never (MovieLens must come out never everywhere)."""
+    repeats = rec.ctx.history.repeats
+    if repeats is None:
+        return {"resolved": "never", "categories": {}}
+    cats = {c: p["repeats"] for c, p in repeats.policy.items()}
+    allowed = sum(v == "allowed" for v in cats.values())
+    resolved = "never" if allowed == 0 else ("allowed" if allowed == len(cats) else "mixed")
+    return {
+        "mode": rec.cfg.repeats,
+        "resolved": resolved,
+        "allowed_items": int(repeats.allowed.sum()),
+        "categories": cats,
+    }
+
+
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {m: round(v, 4) for m, v in metrics.items()}
 
@@ -213,6 +230,7 @@ def movielens(
             scores["re-ranked pipeline"]["ndcg"] / best_single[0] - 1, 4
         ),
         "target_ndcg": 0.50,
+        "repeats": repeat_summary(rec),
         "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
         "ranker": {k: round(v, 4) for k, v in result.metrics.items()},
@@ -324,6 +342,7 @@ def synthetic(
             - 1,
             4,
         ),
+        "repeats": repeat_summary(rec),
         "recommend_users": n_rec,
         "recommend_seconds": round(recommend_seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),

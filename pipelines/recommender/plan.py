@@ -5,8 +5,9 @@ all in one process for ``shopml train``):
 1. :func:`plan_training` validates the snapshot and fixes the training time ``until``
    (default: the start of the evaluation window, ``[evaluate] holdout_days`` before the
    midnight after the last event) and the folds: fold j (j = 1..folds) fits the sources on
-   the events before ``until - j * label_days`` and labels the ranker's candidates with
-   the events of the ``label_days`` that follow; the plan goes to ``plan.json``.
+   the events before ``until - label_days - (j - 1) * fold_step_days`` (the step defaults
+   to ``label_days``) and labels the ranker's candidates with the events of the
+   ``label_days`` that follow; the plan goes to ``plan.json``.
 2. :func:`prepare_features` builds the snapshot's feature tables into the run's own folder,
    point in time.
 3. :func:`train_candidates` runs the candidate stage (``stage/``).

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from feature_store.services import RECOMMENDER_ITEM_FEATURES, RECOMMENDER_USER_FEATURES
 from pipelines.candidates import Generator, UserBatch
-from pipelines.candidates.base import Context, shared_top, top_n
+from pipelines.candidates.base import Context, lookup, shared_top, sparse_top, top_n
 from pipelines.candidates.repeat import repeat_parts
 from pipelines.candidates.repeats import Repeats
 from pipelines.candidates.repeats import banned as seen_banned
@@ -91,10 +91,15 @@ def union(
     shared = {name: gen.shared(batch) for name, gen in generators.items()}
     # dense scores over the catalog, except for sources with an approximate index (they
     # are asked for their top list and scored on the candidates only) and shared ones
+    sparse = {
+        name: gen.sparse_scores(batch)
+        for name, gen in generators.items()
+        if shared[name] is None and gen.ann is None
+    }
     full = {
         name: gen.scores(batch)
         for name, gen in generators.items()
-        if shared[name] is None and gen.ann is None
+        if shared[name] is None and gen.ann is None and sparse[name] is None
     }
     banned = seen_banned(batch.rows, repeat_allowed) if exclude_seen else None
     if excluded is not None and excluded.nnz:
@@ -109,6 +114,8 @@ def union(
             idx = shared_top(*group_scores, n, banned, allowed)
         elif name in full:
             idx, _ = top_n(full[name], n, banned, allowed)
+        elif sparse.get(name) is not None:
+            idx, _ = sparse_top(sparse[name], n, banned, allowed)
         else:
             idx, _ = generators[name].approximate(batch, n, banned, allowed)
         idx[~said[name]] = -1
@@ -132,6 +139,9 @@ def union(
             return rows[group[pos], item]
         if name in full:
             return full[name][pos, item]
+        matrix = sparse.get(name)
+        if matrix is not None:
+            return lookup(matrix, pos, item, generators[name].missing_score)
         return generators[name].pair_scores(batch, pos, item)
 
     scores = np.column_stack(

@@ -89,3 +89,39 @@ def test_content_without_vectors_stays_exact() -> None:
     gen = ContentGenerator(cfg)
     gen.fit(context(tl, cfg))
     assert gen.ann is None  # no content vectors: nothing to index
+
+
+def test_sparse_sources_list_and_score_as_their_dense_scores() -> None:
+    """item-kNN, buy-again and co-occurrence list from sparse rows: the same items and
+    scores as ranking their dense scores (without the dense zero-score padding)."""
+    from pipelines.candidates.base import lookup, sparse_top
+    from pipelines.candidates.cooccur import CooccurGenerator
+    from pipelines.candidates.itemitem import ItemItemGenerator
+    from pipelines.candidates.repeat import RepeatGenerator
+
+    events = [(u, i, "purchase", d) for u, i, _, d in random_events(40, 60, 6, seed=4)]
+    events += [(u, i, "purchase", d + 3.0) for u, i, _, d in random_events(40, 60, 3, seed=5)]
+    tl = timeline(events, 40, 60)
+    cfg = CandidateConfig(ease_max_items=10, repeat_min_rate=0.0)  # item-kNN, repeats allowed
+    ctx = context(tl, cfg)
+    batch = ctx.batch([f"u{i}" for i in range(40)] + ["walk-in"], recent_items=[[]] * 40 + [["i3"]])
+    for cls in (ItemItemGenerator, RepeatGenerator, CooccurGenerator):
+        gen = cls(cfg)
+        gen.fit(ctx)
+        sparse = gen.sparse_scores(batch)
+        assert sparse is not None, cls.name
+        dense = gen.scores(batch)
+        m = sparse.tocoo()
+        np.testing.assert_allclose(dense[m.row, m.col], m.data, rtol=1e-6)
+        off = np.ones(dense.shape, dtype=bool)
+        off[m.row, m.col] = False
+        assert np.all(np.isnan(dense[off]) if np.isnan(gen.missing_score) else dense[off] == 0)
+        banned = batch.rows
+        got, got_s = sparse_top(sparse, 10, banned, None)
+        want, want_s = top_n(np.where(off, -np.inf, dense), 10, banned, None)
+        np.testing.assert_allclose(got_s, want_s, rtol=1e-6)  # same scores, best first
+        assert ((got >= 0) == (want >= 0)).all()
+        pos, items = np.array([0, 1, 40]), np.array([2, 5, 7])
+        np.testing.assert_allclose(
+            lookup(sparse, pos, items, gen.missing_score), dense[pos, items], rtol=1e-6
+        )

@@ -334,3 +334,19 @@ def test_train_on_the_movielens_import(tmp_path: Path) -> None:
     assert outcome.version == 1
     recs = outcome.result.recommender.recommend(RecommendRequest(["1", "2", "unknown"], 10))
     assert recs.groupby("user_id").size().to_dict() == {"1": 10, "2": 10, "unknown": 10}
+
+
+def test_label_windows_side_by_side_or_overlapping(trained_shop: TrainedShop) -> None:
+    from dataclasses import replace
+
+    from pipelines.recommender.config import TrainOptions
+    from pipelines.recommender.plan import plan_training
+
+    side = plan_training(trained_shop.snapshot, replace(LIGHT, train=TrainOptions(folds=3)))
+    now = side.until.timestamp()
+    assert [round((now - c) / DAY, 6) for c in side.cutoffs] == [7.0, 14.0, 21.0]
+    overlap = plan_training(
+        trained_shop.snapshot, replace(LIGHT, train=TrainOptions(folds=3, fold_step_days=2.0))
+    )
+    assert [round((now - c) / DAY, 6) for c in overlap.cutoffs] == [7.0, 9.0, 11.0]
+    assert overlap.history_days < side.history_days
