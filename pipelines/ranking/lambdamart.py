@@ -35,6 +35,10 @@ class LambdaMARTConfig:
     learning_rate: float = 0.05
     max_rounds: int = 400
     early_stopping_rounds: int = 40
+    # Keep at least this many rounds when the validation peaks earlier: on a small shop the
+    # validation users are few and their nDCG noisy, and a peak after a handful of rounds
+    # is noise, not the best model (0: trust early stopping)
+    min_rounds: int = 0
     min_data_in_leaf: int = 50
     feature_fraction: float = 0.8
     eval_at: int = 10
@@ -51,6 +55,7 @@ class LambdaMARTConfig:
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.max_rounds >= 1, "max_rounds must be >= 1"),
             (self.early_stopping_rounds >= 1, "early_stopping_rounds must be >= 1"),
+            (0 <= self.min_rounds <= self.max_rounds, "min_rounds must be in 0..max_rounds"),
             (self.min_data_in_leaf >= 1, "min_data_in_leaf must be >= 1"),
             (0 < self.feature_fraction <= 1, "feature_fraction must be in (0, 1]"),
             (self.eval_at >= 1, "eval_at must be >= 1"),
@@ -110,6 +115,17 @@ def fit_lambdamart(
             lgb.record_evaluation(curves),
         ],
     )
+    if booster.best_iteration < cfg.min_rounds:  # stopped on noise: train min_rounds
+        curves = {}
+        booster = lgb.train(
+            cfg.params(),
+            dtrain,
+            num_boost_round=cfg.min_rounds,
+            valid_sets=[dtrain, dvalid],
+            valid_names=["train", "validation"],
+            callbacks=[lgb.record_evaluation(curves)],
+        )
+        booster.best_iteration = cfg.min_rounds
     key = f"ndcg@{cfg.eval_at}"
     return booster, {split: list(curves[split][key]) for split in ("train", "validation")}
 
