@@ -62,6 +62,18 @@ class UserBatch:
             in_history=None if self.in_history is None else self.in_history[idx],
         )
 
+    def recent(self, history: History, keep: int) -> sp.csr_matrix:
+        """Each user's rows keeping, for users in ``history``, their ``keep`` most recently
+        touched items (folded-in users keep the rows they were given)."""
+        known = self.known
+        if not known.any():
+            return self.rows
+        recent = history.recent_rows(np.where(known, self.codes, 0), keep)
+        return (
+            sp.diags(known.astype(np.float32)) @ recent
+            + sp.diags((~known).astype(np.float32)) @ self.rows
+        ).tocsr()
+
     @property
     def known(self) -> np.ndarray:
         """Users whose rows are their events in the fitted history (the others, if they

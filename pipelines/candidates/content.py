@@ -12,7 +12,6 @@ Nothing is learned from interactions, so new items score as soon as their conten
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from pipelines.candidates.base import Context, Generator, UserBatch
 
@@ -27,15 +26,7 @@ class ContentGenerator(Generator):
         content = self.ctx.side.content
         if content is None:
             return np.zeros((len(batch), 1), dtype=np.float32)
-        rows = batch.rows
-        known = batch.known
-        if known.any():  # known users: keep their most recent items
-            codes = np.where(known, batch.codes, 0)
-            recent = self.ctx.history.recent_rows(codes, self.cfg.content_history)
-            rows = (
-                sp.diags(known.astype(np.float32)) @ recent
-                + sp.diags((~known).astype(np.float32)) @ rows
-            ).tocsr()
+        rows = batch.recent(self.ctx.history, self.cfg.content_history)
         prof = np.asarray(rows @ content, dtype=np.float32)
         norms = np.linalg.norm(prof, axis=1, keepdims=True)
         return np.where(norms > 0, prof / np.maximum(norms, 1e-12), 0.0).astype(np.float32)

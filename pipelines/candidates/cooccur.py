@@ -31,16 +31,7 @@ class CooccurGenerator(Generator):
         )
 
     def _recent(self, batch: UserBatch) -> sp.csr_matrix:
-        rows = batch.rows
-        known = batch.known
-        if known.any():  # known shoppers start from their most recent items
-            codes = np.where(known, batch.codes, 0)
-            recent = self.ctx.history.recent_rows(codes, self.cfg.cooccur_history)
-            rows = (
-                sp.diags(known.astype(np.float32)) @ recent
-                + sp.diags((~known).astype(np.float32)) @ rows
-            ).tocsr()
-        return rows
+        return batch.recent(self.ctx.history, self.cfg.cooccur_history)
 
     def answers(self, batch: UserBatch) -> np.ndarray:
         reach = self._recent(batch) @ self.relation

@@ -103,28 +103,21 @@ def fit_lambdamart(
         free_raw_data=False,
     )
     dvalid = lgb.Dataset(valid.x, valid.y, group=valid.groups, reference=dtrain)
-    curves: dict[str, Any] = {}
-    booster = lgb.train(
-        cfg.params(),
-        dtrain,
-        num_boost_round=cfg.max_rounds,
-        valid_sets=[dtrain, dvalid],
-        valid_names=["train", "validation"],
-        callbacks=[
-            lgb.early_stopping(cfg.early_stopping_rounds, verbose=False),
-            lgb.record_evaluation(curves),
-        ],
-    )
-    if booster.best_iteration < cfg.min_rounds:  # stopped on noise: train min_rounds
-        curves = {}
+
+    def boost(rounds: int, stop: bool) -> tuple[Any, dict[str, Any]]:
+        curves: dict[str, Any] = {}
+        callbacks = [lgb.record_evaluation(curves)]
+        if stop:
+            callbacks.insert(0, lgb.early_stopping(cfg.early_stopping_rounds, verbose=False))
         booster = lgb.train(
-            cfg.params(),
-            dtrain,
-            num_boost_round=cfg.min_rounds,
-            valid_sets=[dtrain, dvalid],
-            valid_names=["train", "validation"],
-            callbacks=[lgb.record_evaluation(curves)],
-        )
+            cfg.params(), dtrain, num_boost_round=rounds, valid_sets=[dtrain, dvalid],
+            valid_names=["train", "validation"], callbacks=callbacks,
+        )  # fmt: skip
+        return booster, curves
+
+    booster, curves = boost(cfg.max_rounds, stop=True)
+    if booster.best_iteration < cfg.min_rounds:  # stopped on noise: train min_rounds
+        booster, curves = boost(cfg.min_rounds, stop=False)
         booster.best_iteration = cfg.min_rounds
     key = f"ndcg@{cfg.eval_at}"
     return booster, {split: list(curves[split][key]) for split in ("train", "validation")}
