@@ -112,30 +112,6 @@ def deal_folds(users: np.ndarray, rows: np.ndarray, k: int, seed: int) -> np.nda
     return fold
 
 
-def generator_lists(
-    ctx: Context, gens: dict[str, Any], users: np.ndarray, k: int
-) -> dict[str, pd.DataFrame]:
-    """Each generator's own top-k (existing items; touched ones only where repeats are
-    allowed) for the user codes ``users``."""
-    out: dict[str, list[pd.DataFrame]] = {name: [] for name in gens}
-    for lo in range(0, len(users), 1000):
-        codes = users[lo : lo + 1000]
-        batch = ctx.batch(ctx.user_ids[codes])
-        for name, gen in gens.items():
-            idx, _ = gen.top(batch, k)
-            b, r = np.nonzero(idx >= 0)
-            out[name].append(
-                pd.DataFrame(
-                    {
-                        "user_id": ctx.user_ids[codes[b]],
-                        "rank": r + 1,
-                        "item_id": ctx.item_ids[idx[b, r]],
-                    }
-                )
-            )
-    return {name: pd.concat(parts, ignore_index=True) for name, parts in out.items()}
-
-
 def global_popularity(ctx: Context, users: np.ndarray, k: int) -> pd.DataFrame:
     """The k most popular existing items for each user (no personalisation), minus what
     they touched that may not be shown again."""
@@ -210,7 +186,7 @@ def movielens(
     scores["global popularity"] = _rounded(
         ranking_metrics(global_popularity(rec.ctx, users, K), truth, K)
     )
-    for name, lists in generator_lists(rec.ctx, rec.generators, users, K).items():
+    for name, lists in rec.source_lists(RecommendRequest(list(rec.ctx.user_ids[users]), K)).items():
         scores[name] = _rounded(ranking_metrics(lists, truth, K))
     reranked = rec.recommend(RecommendRequest(rec.ctx.user_ids[users], K))
     scores["re-ranked pipeline"] = _rounded(ranking_metrics(reranked, truth, K))
@@ -284,7 +260,7 @@ def synthetic(
     for label, group in (("returning users", returning), ("cold-start users", cold)):
         lists = {"global popularity": global_popularity(rec.ctx, group, K)}
         if label == "returning users":
-            lists.update(generator_lists(rec.ctx, rec.generators, group, K))
+            lists.update(rec.source_lists(RecommendRequest(list(rec.ctx.user_ids[group]), K)))
         lists["re-ranked pipeline"] = rec.recommend(RecommendRequest(rec.ctx.user_ids[group], K))
         binary_truth = held.truth(rec.ctx.user_ids, rec.ctx.item_ids, group)
         graded_truth = graded.truth(rec.ctx.user_ids, rec.ctx.item_ids, group, graded=True)

@@ -192,7 +192,13 @@ def _build(snap: Snapshot, cfg: EvalConfig, candidates: CandidateConfig, folder:
     grade = pd.Series(grade_of[tl.etype[held_out]]).groupby(key).max()
     grade = grade[grade >= cfg.min_grade]
     keys = grade.index.to_numpy(np.int64)
-    before_key = np.unique(tl.user[:n_before].astype(np.int64) * tl.n_items + tl.item[:n_before])
+    # the latest touch of each (user, item) before the window; its index: the pairs touched
+    last_touch = (
+        pd.Series(tl.ts[:n_before])
+        .groupby(tl.user[:n_before].astype(np.int64) * tl.n_items + tl.item[:n_before])
+        .max()
+    )
+    before_key = last_touch.index.to_numpy(np.int64)
     stats = repeat_stats(tl, slice(0, n_before), t0, candidates)
     if cfg.repeats == "auto":
         allowed = stats.allowed
@@ -247,18 +253,13 @@ def _build(snap: Snapshot, cfg: EvalConfig, candidates: CandidateConfig, folder:
     )
     in_eval = np.isin(pair_users, user_codes)
     seen_users, seen_items = pair_users[in_eval], before_key[in_eval] % tl.n_items
-    last = (
-        pd.Series(tl.ts[:n_before])
-        .groupby(tl.user[:n_before].astype(np.int64) * tl.n_items + tl.item[:n_before])
-        .max()
-    )
     seen = pd.DataFrame(
         {
             "user_id": user_ids[seen_users],
             "item_id": item_ids[seen_items],
             "allowed": allowed[seen_items],
             "buys": np.asarray(stats.buys[seen_users, seen_items]).ravel().astype(np.int64),
-            "last_ts": last.reindex(before_key[in_eval]).to_numpy(dtype=float),
+            "last_ts": last_touch.to_numpy(dtype=float)[in_eval],
         }
     )
     n_history = int((events_before > 0).sum())

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipelines.candidates import CandidateConfig
@@ -129,38 +128,6 @@ def _model_lists(rec: Any, es: EvalSet, k: int, label: str) -> pd.DataFrame:
         )
 
 
-def source_lists(
-    rec: Recommender, es: EvalSet, k: int, batch: int = 1_000
-) -> dict[str, pd.DataFrame]:
-    """Each candidate source's own top ``k`` for the evaluation users (what the source
-    would show alone: the same repeat policy, demographics for new shoppers)."""
-    users = es.users
-    out: dict[str, list[pd.DataFrame]] = {name: [] for name in rec.generators}
-    for lo in range(0, len(users), batch):
-        part = users.iloc[lo : lo + batch]
-        ids = part["user_id"].to_numpy(dtype=object)
-        b = rec.ctx.batch(
-            ids,
-            age=part["age"].to_numpy(dtype=float),
-            gender=part["gender"].to_numpy(dtype=object),
-            region=part["region"].to_numpy(dtype=object),
-        )
-        for name, gen in rec.generators.items():
-            idx, best = gen.top(b, k)
-            r, c = np.nonzero(idx >= 0)
-            out[name].append(
-                pd.DataFrame(
-                    {
-                        "user_id": ids[r],
-                        "rank": c + 1,
-                        "item_id": rec.ctx.item_ids[idx[r, c]],
-                        "score": best[r, c].astype(float),
-                    }
-                )
-            )
-    return {n: pd.concat(p, ignore_index=True) for n, p in out.items() if p}
-
-
 def score_baselines(
     es: EvalSet, cfg: EvalConfig, rec: Recommender | None
 ) -> dict[str, ModelScores]:
@@ -173,7 +140,15 @@ def score_baselines(
     if rec is not None:
         headline = f"ndcg@{cfg.headline_k}"
         with progress_reporter("scoring each candidate source", "sources") as update:
-            lists = source_lists(rec, es, k)
+            users = es.users
+            request = RecommendRequest(
+                users["user_id"].tolist(),
+                k,
+                age=users["age"].tolist(),
+                gender=users["gender"].tolist(),
+                region=users["region"].tolist(),
+            )
+            lists = rec.source_lists(request)
             scored = {}
             for i, (name, frame) in enumerate(lists.items(), start=1):
                 scored[name] = score_lists(frame, es, cfg, label=f"source: {name}")

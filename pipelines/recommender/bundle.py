@@ -38,7 +38,7 @@ from pipelines.candidates import (
     UserBatch,
 )
 from pipelines.candidates.base import item_rows
-from pipelines.candidates.repeats import Repeats
+from pipelines.candidates.repeats import Repeats, top_categories
 from pipelines.data.timeline import Timeline
 from pipelines.errors import ShopMLError
 from pipelines.features.item_content import documents, tfidf
@@ -64,12 +64,15 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # 2: purchase statistics and the repeat policy (repeats/)
 
 
+def _user_ids(request: RecommendRequest) -> np.ndarray:
+    return np.asarray([str(u) for u in request.user_ids], dtype=object)
+
+
 def item_side(tl: Timeline) -> ItemSide:
-    top = pd.Series(tl.categories).astype(str).str.split("/").str[0]
-    top_codes, top_names = pd.factorize(top)
+    top_codes, top_names = top_categories(tl)
     return ItemSide(
         category=tl.category.astype(np.int64),
-        top_category=top_codes[tl.category].astype(np.int64),
+        top_category=top_codes,
         brand=tl.brand.astype(np.int64),
         price=tl.items["price"].to_numpy(dtype=np.float32),
         created=tl.items["created_s"].to_numpy(dtype=np.float64),
@@ -253,24 +256,14 @@ class Recommender:
         ``progress(done)`` is called with the number of users answered so far."""
         if self.booster is None:
             raise ShopMLError("this recommender has no trained ranker")
-        users = np.asarray([str(u) for u in request.user_ids], dtype=object)
-        recent = None if request.recent_items is None else list(request.recent_items)
+        users = _user_ids(request)
         excluded = (
             None if request.exclude is None else item_rows(list(request.exclude), self.ctx.item_ids)
         )
 
-        def column(values: Sequence[Any] | None, dtype: Any, sl: slice) -> np.ndarray | None:
-            return None if values is None else np.asarray(values, dtype=dtype)[sl]
-
         def one(lo: int) -> pd.DataFrame:
             sl = slice(lo, lo + batch_size)
-            batch = self.ctx.batch(
-                users[sl],
-                recent_items=None if recent is None else recent[sl],
-                age=column(request.age, float, sl),
-                gender=column(request.gender, object, sl),
-                region=column(request.region, object, sl),
-            )
+            batch = self._batch(request, users, sl)
             cands, x = self.rows_for(batch, excluded=None if excluded is None else excluded[sl])
             history = np.diff(batch.rows.indptr) > 0  # events or recent items, per user
             return self._top(users[sl], cands, x, predict(self.booster, x), request, history)
@@ -290,6 +283,49 @@ class Recommender:
                 columns=["user_id", "rank", "item_id", "score", "title", "category"]
             )
         return pd.concat(frames, ignore_index=True)
+
+    def _batch(self, request: RecommendRequest, users: np.ndarray, sl: slice) -> UserBatch:
+        """The users ``sl`` of ``request`` as a batch (recent items and demographics for
+        the users the model does not know)."""
+
+        def column(values: Sequence[Any] | None, dtype: Any) -> np.ndarray | None:
+            return None if values is None else np.asarray(values, dtype=dtype)[sl]
+
+        recent = request.recent_items
+        return self.ctx.batch(
+            users[sl],
+            recent_items=None if recent is None else recent[sl],
+            age=column(request.age, float),
+            gender=column(request.gender, object),
+            region=column(request.region, object),
+        )
+
+    def source_lists(
+        self, request: RecommendRequest, *, batch_size: int = 1_000
+    ) -> dict[str, pd.DataFrame]:
+        """Each candidate source's own top ``request.k`` (user_id, rank, item_id, score):
+        what the source would show alone, under the same repeat policy and cold start
+        (``request.exclude`` and ``explain`` do not apply). The baselines of evaluation
+        and benchmarks."""
+        users = _user_ids(request)
+        out: dict[str, list[pd.DataFrame]] = {name: [] for name in self.generators}
+        for lo in range(0, len(users), batch_size):
+            sl = slice(lo, lo + batch_size)
+            batch = self._batch(request, users, sl)
+            for name, gen in self.generators.items():
+                idx, best = gen.top(batch, request.k)
+                r, c = np.nonzero(idx >= 0)
+                out[name].append(
+                    pd.DataFrame(
+                        {
+                            "user_id": users[sl][r],
+                            "rank": c + 1,
+                            "item_id": self.ctx.item_ids[idx[r, c]],
+                            "score": best[r, c].astype(float),
+                        }
+                    )
+                )
+        return {name: pd.concat(parts, ignore_index=True) for name, parts in out.items() if parts}
 
     def _top(
         self,
