@@ -21,8 +21,8 @@ logging.basicConfig(level=logging.WARNING)
 from datetime import UTC, datetime
 from pathlib import Path
 import numpy as np
-from pipelines.candidates.ann import ItemIndex, approximate_top
-from pipelines.candidates.base import top_n
+from pipelines.candidates.ann import ItemIndex
+from pipelines.candidates.base import approximate_top, top_n
 from pipelines.candidates.repeats import banned as seen_banned
 from pipelines.data.generator import GeneratorConfig, generate_shop
 from pipelines.data.snapshot import Snapshot

@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 
 @dataclass
@@ -87,44 +86,3 @@ class ItemIndex:
         import faiss
 
         return cls(faiss.deserialize_index(np.asarray(data, dtype=np.uint8)), items, ef_search)
-
-
-def approximate_top(
-    index: ItemIndex,
-    queries: np.ndarray,
-    item_vectors: np.ndarray,
-    n: int,
-    banned: sp.csr_matrix | None,
-    allowed: np.ndarray | None,
-    *,
-    pool: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` best items per query (codes, exact dot-product scores), from the index's
-    top ``pool`` (at least ``n`` plus the most banned items of any row, so a shopper's
-    seen items cannot crowd the list out), skipping ``banned`` entries and items not
-    ``allowed``; rows with fewer eligible items pad with -1/NaN."""
-    extra = 0 if banned is None else int(np.diff(banned.indptr).max(initial=0))
-    found = index.search(queries, max(pool, n + extra))
-    ok = found >= 0
-    if allowed is not None:
-        ok &= allowed[np.maximum(found, 0)]
-    if banned is not None and banned.nnz:
-        n_items = len(item_vectors)
-        seen_keys = np.sort(
-            np.repeat(np.arange(banned.shape[0]), np.diff(banned.indptr)).astype(np.int64) * n_items
-            + banned.indices
-        )
-        keys = np.arange(len(found))[:, None].astype(np.int64) * n_items + np.maximum(found, 0)
-        at = np.clip(np.searchsorted(seen_keys, keys), 0, len(seen_keys) - 1)
-        ok &= seen_keys[at] != keys
-    scores = np.where(
-        ok,
-        np.einsum("rkd,rd->rk", item_vectors[np.maximum(found, 0)], queries).astype(np.float32),
-        -np.inf,
-    )
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
-    idx = np.take_along_axis(found, order, axis=1)
-    best = np.take_along_axis(scores, order, axis=1)
-    bad = ~np.isfinite(best)
-    idx[bad], best[bad] = -1, np.nan
-    return idx.astype(np.int64), best.astype(np.float32)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from pipelines.candidates.ann import ItemIndex, approximate_top
+from pipelines.candidates.ann import ItemIndex
 from pipelines.candidates.config import CandidateConfig
 from pipelines.candidates.history import History
 from pipelines.candidates.repeats import banned
@@ -109,20 +109,34 @@ def top_n(
     return idx.astype(np.int64), best
 
 
-def lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, missing: float) -> np.ndarray:
-    """``matrix[rows, cols]`` for a CSR matrix with sorted indices, ``missing`` where the
-    entry is absent (float32)."""
+def _entries(
+    matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """(the matrix with sorted indices, position of each (row, col) among its entries,
+    whether it is an entry); ``cols`` of -1 are never entries."""
     m = matrix.tocsr()
     m.sort_indices()
-    out = np.full(len(rows), missing, dtype=np.float32)
-    if not m.nnz or not len(rows):
-        return out
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    if not m.nnz or not rows.size:
+        return m, np.zeros(rows.shape, dtype=np.int64), np.zeros(rows.shape, dtype=bool)
     keys = (
         np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * m.shape[1] + m.indices
     )
-    want = rows.astype(np.int64) * m.shape[1] + cols
+    want = rows * m.shape[1] + np.maximum(cols, 0)
     at = np.clip(np.searchsorted(keys, want), 0, len(keys) - 1)
-    hit = keys[at] == want
+    return m, at, (keys[at] == want) & (cols >= 0)
+
+
+def has_entry(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Whether each (row, col) is a stored entry of ``matrix`` (any shape of arrays)."""
+    return _entries(matrix, rows, cols)[2]
+
+
+def lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, missing: float) -> np.ndarray:
+    """``matrix[rows, cols]`` for a CSR matrix, ``missing`` where the entry is absent
+    (float32)."""
+    m, at, hit = _entries(matrix, rows, cols)
+    out = np.full(hit.shape, missing, dtype=np.float32)
     out[hit] = m.data[at[hit]]
     return out
 
@@ -141,7 +155,7 @@ def sparse_top(
     if allowed is not None:
         ok &= allowed[cols]
     if banned is not None and banned.nnz:
-        ok &= np.isnan(lookup(banned, rows, cols, np.nan))
+        ok &= ~has_entry(banned, rows, cols)
     rows, cols, vals = rows[ok], cols[ok], vals[ok]
     order = np.lexsort((cols, -vals, rows))  # per row: best first, ties by item code
     rows, cols, vals = rows[order], cols[order], vals[order]
@@ -153,6 +167,41 @@ def sparse_top(
     idx[rows[keep], rank[keep]] = cols[keep]
     best[rows[keep], rank[keep]] = vals[keep]
     return idx, best
+
+
+def approximate_top(
+    index: ItemIndex,
+    queries: np.ndarray,
+    item_vectors: np.ndarray,
+    n: int,
+    banned: sp.csr_matrix | None,
+    allowed: np.ndarray | None,
+    *,
+    pool: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best items per query (codes, exact dot-product scores), from the index's
+    top ``pool`` (at least ``n`` plus the most banned items of any row, so a shopper's
+    seen items cannot crowd the list out), skipping ``banned`` entries and items not
+    ``allowed``; rows with fewer eligible items pad with -1/NaN."""
+    extra = 0 if banned is None else int(np.diff(banned.indptr).max(initial=0))
+    found = index.search(queries, max(pool, n + extra))
+    ok = found >= 0
+    if allowed is not None:
+        ok &= allowed[np.maximum(found, 0)]
+    if banned is not None and banned.nnz:
+        users = np.broadcast_to(np.arange(len(found))[:, None], found.shape)
+        ok &= ~has_entry(banned, users, found)
+    scores = np.where(
+        ok,
+        np.einsum("rkd,rd->rk", item_vectors[np.maximum(found, 0)], queries).astype(np.float32),
+        -np.inf,
+    )
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+    idx = np.take_along_axis(found, order, axis=1)
+    best = np.take_along_axis(scores, order, axis=1)
+    bad = ~np.isfinite(best)
+    idx[bad], best[bad] = -1, np.nan
+    return idx.astype(np.int64), best.astype(np.float32)
 
 
 def shared_top(
@@ -170,11 +219,8 @@ def shared_top(
     idx, _ = top_n(rows, n + extra, None, allowed)
     cand = idx[group]  # (users, n + extra), -1 padded
     if banned is not None and banned.nnz:
-        user_of = np.repeat(np.arange(n_users), seen).astype(np.int64)
-        seen_keys = np.sort(user_of * len(allowed) + banned.indices)
-        keys = np.arange(n_users)[:, None].astype(np.int64) * len(allowed) + cand
-        at = np.clip(np.searchsorted(seen_keys, keys), 0, len(seen_keys) - 1)
-        cand = np.where(seen_keys[at] == keys, -1, cand)
+        users = np.broadcast_to(np.arange(n_users)[:, None], cand.shape)
+        cand = np.where(has_entry(banned, users, cand), -1, cand)
     ok = cand >= 0
     keep = ok & (np.cumsum(ok, axis=1) <= n)
     # compact each row: kept items first, in order

@@ -11,8 +11,8 @@ import scipy.sparse as sp
 
 from pipelines.candidates import CandidateConfig
 from pipelines.candidates.als import ALSGenerator
-from pipelines.candidates.ann import ItemIndex, approximate_top
-from pipelines.candidates.base import top_n
+from pipelines.candidates.ann import ItemIndex
+from pipelines.candidates.base import approximate_top, top_n
 from pipelines.candidates.content import ContentGenerator
 from tests.candidates.test_candidates import context, random_events, timeline
 
