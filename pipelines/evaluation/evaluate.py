@@ -112,50 +112,41 @@ class Evaluation:
         return self.comparison.popularity
 
 
-def _model_lists(rec: Any, es: EvalSet, k: int, label: str) -> pd.DataFrame:
+def _request(es: EvalSet, k: int) -> RecommendRequest:
+    """The evaluation users with their demographics (new shoppers get the cold start)."""
     users = es.users
-    n = len(users)
+    return RecommendRequest(
+        users["user_id"].tolist(),
+        k,
+        age=users["age"].tolist(),
+        gender=users["gender"].tolist(),
+        region=users["region"].tolist(),
+    )
+
+
+def _model_lists(rec: Any, es: EvalSet, k: int, label: str) -> pd.DataFrame:
+    n = len(es.users)
     with progress_reporter(f"scoring the {label}", "users") as update:
-        return rec.recommend(
-            RecommendRequest(
-                users["user_id"].tolist(),
-                k,
-                age=users["age"].tolist(),
-                gender=users["gender"].tolist(),
-                region=users["region"].tolist(),
-            ),
-            progress=lambda done: update(done, n),
-        )
+        return rec.recommend(_request(es, k), progress=lambda done: update(done, n))
 
 
-def score_baselines(
-    es: EvalSet, cfg: EvalConfig, rec: Recommender | None
-) -> dict[str, ModelScores]:
+def score_baselines(es: EvalSet, cfg: EvalConfig, rec: Recommender) -> dict[str, ModelScores]:
     """Popularity, buy-again + popularity (when the set lets anything count again) and
     the best single source of ``rec`` on the headline metric, scored on ``es``."""
     k = cfg.max_k
     out = {POPULARITY: score_lists(popularity_lists(es, k), es, cfg, label=POPULARITY)}
-    if "allowed" in es.seen.columns and bool(es.seen["allowed"].any()):
+    if bool(es.seen["allowed"].any()):
         out[BUY_AGAIN] = score_lists(buy_again_lists(es, k), es, cfg, label=BUY_AGAIN)
-    if rec is not None:
-        headline = f"ndcg@{cfg.headline_k}"
-        with progress_reporter("scoring each candidate source", "sources") as update:
-            users = es.users
-            request = RecommendRequest(
-                users["user_id"].tolist(),
-                k,
-                age=users["age"].tolist(),
-                gender=users["gender"].tolist(),
-                region=users["region"].tolist(),
-            )
-            lists = rec.source_lists(request)
-            scored = {}
-            for i, (name, frame) in enumerate(lists.items(), start=1):
-                scored[name] = score_lists(frame, es, cfg, label=f"source: {name}")
-                update(i, len(lists))
-        if scored:
-            best = max(scored, key=lambda n: scored[n].values[ALL].get(headline, -1.0))
-            out[f"best source ({best})"] = scored[best]
+    headline = f"ndcg@{cfg.headline_k}"
+    with progress_reporter("scoring each candidate source", "sources") as update:
+        lists = rec.source_lists(_request(es, k))
+        scored = {}
+        for i, (name, frame) in enumerate(lists.items(), start=1):
+            scored[name] = score_lists(frame, es, cfg, label=f"source: {name}")
+            update(i, len(lists))
+    if scored:
+        best = max(scored, key=lambda n: scored[n].values[ALL].get(headline, -1.0))
+        out[f"best source ({best})"] = scored[best]
     return out
 
 

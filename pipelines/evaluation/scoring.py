@@ -60,13 +60,6 @@ POPULARITY = "popularity"
 BUY_AGAIN = "buy-again + popularity"
 
 
-def _banned(es: EvalSet) -> pd.DataFrame:
-    """The seen pairs that may not be shown again (all of them in a set without the
-    ``allowed`` column)."""
-    seen = es.seen
-    return seen[~seen["allowed"]] if "allowed" in seen.columns else seen
-
-
 def popularity_lists(es: EvalSet, k: int, first: pd.DataFrame | None = None) -> pd.DataFrame:
     """The baseline: items available at the window's start by how many shoppers touched
     them before it (ties by item id), minus what each user touched that may not be shown
@@ -77,7 +70,7 @@ def popularity_lists(es: EvalSet, k: int, first: pd.DataFrame | None = None) -> 
     order = items["item_id"].to_numpy(dtype=object)
     counts = items["history_users"].to_numpy(dtype=float)
     position = pd.Series(np.arange(len(order)), index=order)
-    banned = _banned(es)
+    banned = es.seen[~es.seen["allowed"]]
     if first is not None:  # listed ahead: never a second time from popularity
         banned = pd.concat([banned[["user_id", "item_id"]], first[["user_id", "item_id"]]])
     seen_pos = banned.assign(p=position.reindex(banned["item_id"]).to_numpy())
@@ -116,8 +109,6 @@ def buy_again_lists(es: EvalSet, k: int) -> pd.DataFrame:
     the window that may be shown again, most occasions first (the latest on ties), then
     popularity. With repeats excluded it is the popularity baseline."""
     seen = es.seen
-    if "buys" not in seen.columns:
-        return popularity_lists(es, k)
     again = seen[seen["allowed"] & (seen["buys"] >= 2)]
     again = again.sort_values(
         ["user_id", "buys", "last_ts", "item_id"], ascending=[True, False, False, True]
