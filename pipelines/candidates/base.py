@@ -84,11 +84,15 @@ class UserBatch:
 
 
 def top_n(
-    scores: np.ndarray, n: int, banned: sp.csr_matrix | None, allowed: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
+    scores: np.ndarray, n: int, banned: sp.csr_matrix | None, allowed: np.ndarray | None,
+    *, overwrite: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The ``n`` best items per row of ``scores`` (best first), skipping ``banned``
-    entries and items not ``allowed``; rows with fewer eligible items pad with -1/NaN."""
-    scores = np.array(scores, dtype=np.float32, copy=True)
+    entries and items not ``allowed``; rows with fewer eligible items pad with -1/NaN.
+    ``overwrite``: a float32 ``scores`` may be changed (banned and disallowed entries
+    set to -inf) instead of copied."""
+    if not (overwrite and scores.dtype == np.float32 and scores.flags.writeable):
+        scores = np.array(scores, dtype=np.float32, copy=True)
     if allowed is not None:
         scores[:, ~allowed] = -np.inf
     if banned is not None and banned.nnz:
@@ -98,6 +102,8 @@ def top_n(
     if n <= 0:
         empty = np.empty((scores.shape[0], 0))
         return empty.astype(np.int64), empty.astype(np.float32)
+    if scores.shape[1] >= max(SELECT_MIN_ITEMS, SELECT_BLOCKS * n):
+        return _block_top(scores, n)
     part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-part_scores, axis=1, kind="stable")
@@ -107,6 +113,74 @@ def top_n(
     idx[bad] = -1
     best[bad] = np.nan
     return idx.astype(np.int64), best
+
+
+SELECT_MIN_ITEMS = 4096  # from this many columns top_n selects through block maxima
+SELECT_BLOCKS = 4  # blocks per wanted item
+
+
+def best_first(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_cols: int) -> np.ndarray:
+    """The order of the (row, col, value) entries by row, then value high to low, then
+    col: ``np.lexsort((cols, -vals, rows))``, as one sort of packed 64-bit keys where the
+    row and col codes fit beside the 32 bits of a float32 (always for a batch of users over
+    a catalog), else that lexsort. ``vals`` must not be NaN; (row, col) pairs unique."""
+    rows = np.asarray(rows, dtype=np.int64)
+    col_bits = max(int(n_cols - 1).bit_length(), 1)
+    row_bits = max(int(rows.max(initial=0)).bit_length(), 1)
+    if row_bits + 32 + col_bits > 63:
+        return np.lexsort((cols, -vals, rows))
+    bits = (np.asarray(vals, dtype=np.float32) + np.float32(0.0)).view(np.uint32)  # -0 is +0
+    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))  # orders like the floats
+    descending = (np.uint32(0xFFFFFFFF) - ascending).astype(np.int64)
+    key = (rows << (32 + col_bits)) | (descending << col_bits) | np.asarray(cols, dtype=np.int64)
+    return np.argsort(key)
+
+
+def _top_entries(
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int, n_cols: int, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best (col, value) entries of each row, best first and ties by col, as
+    (n_rows, n) arrays padded with -1/NaN; entries come grouped by row in row order, with
+    finite values."""
+    n = max(n, 0)
+    counts = np.bincount(rows, minlength=n_rows)
+    order = best_first(rows, cols, vals, n_cols)
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep = rank < n
+    idx = np.full((n_rows, n), -1, dtype=np.int64)
+    best = np.full((n_rows, n), np.nan, dtype=np.float32)
+    idx[rows[keep], rank[keep]] = cols[keep]
+    best[rows[keep], rank[keep]] = vals[keep]
+    return idx, best
+
+
+def _block_top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(``scores`` is the caller's copy and may be changed.) :func:`top_n`'s exact selection for a wide array, without partitioning every row
+    of the catalog: the columns are cut into ``SELECT_BLOCKS * n`` blocks; the n-th best
+    block maximum of a row is at most its n-th best score (n blocks hold a score at least
+    that high), so the scores at or above it are a superset of the top n, a little longer
+    than n. Only they are sorted; ties go to the lower item code."""
+    r, m = scores.shape
+    width = -(-m // (SELECT_BLOCKS * n))
+    full = (m // width) * width
+
+    def block_maxima() -> np.ndarray:
+        head = scores[:, :full].reshape(r, m // width, width).max(axis=2)
+        if full == m:
+            return head
+        return np.concatenate([head, scores[:, full:].max(axis=1, keepdims=True)], axis=1)
+
+    maxima = block_maxima()
+    if np.isnan(maxima).any():  # a NaN score is never listed
+        scores[np.isnan(scores)] = -np.inf
+        maxima = block_maxima()
+    b = maxima.shape[1]
+    floor = np.partition(maxima, b - n, axis=1)[:, b - n]
+    # a row with fewer than n finite scores: its floor is -inf, which is never listed
+    floor = np.maximum(floor, np.finfo(np.float32).min)
+    rows, cols = np.nonzero(scores >= floor[:, None])
+    return _top_entries(rows, cols, scores[rows, cols], r, m, n)
 
 
 def _entries(
@@ -156,17 +230,7 @@ def sparse_top(
         ok &= allowed[cols]
     if banned is not None and banned.nnz:
         ok &= ~has_entry(banned, rows, cols)
-    rows, cols, vals = rows[ok], cols[ok], vals[ok]
-    order = np.lexsort((cols, -vals, rows))  # per row: best first, ties by item code
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    start = np.searchsorted(rows, rows, side="left")
-    rank = np.arange(len(rows)) - start
-    keep = rank < n
-    idx = np.full((m.shape[0], max(n, 0)), -1, dtype=np.int64)
-    best = np.full((m.shape[0], max(n, 0)), np.nan, dtype=np.float32)
-    idx[rows[keep], rank[keep]] = cols[keep]
-    best[rows[keep], rank[keep]] = vals[keep]
-    return idx, best
+    return _top_entries(rows[ok], cols[ok], vals[ok], m.shape[0], m.shape[1], n)
 
 
 def approximate_top(

@@ -113,7 +113,8 @@ def union(
         if group_scores is not None:
             idx = shared_top(*group_scores, n, banned, allowed)
         elif name in full:
-            idx, _ = top_n(full[name], n, banned, allowed)
+            # the scores of banned and disallowed items are never read again
+            idx, _ = top_n(full[name], n, banned, allowed, overwrite=True)
         elif sparse.get(name) is not None:
             idx, _ = sparse_top(sparse[name], n, banned, allowed)
         else:

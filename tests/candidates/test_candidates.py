@@ -302,6 +302,40 @@ def test_top_n_and_keep_latest() -> None:
     assert kept.toarray().tolist() == [[0.0, 2.0, 3.0]]
 
 
+def test_top_n_on_a_wide_catalog_equals_a_full_sort() -> None:
+    """The block-maxima selection of wide arrays lists exactly the best n per row, with
+    banned, disallowed, NaN and tied scores, and rows with fewer eligible items."""
+    from pipelines.candidates.base import SELECT_MIN_ITEMS
+
+    rng = np.random.default_rng(3)
+    m = SELECT_MIN_ITEMS + 1234
+    scores = rng.standard_normal((6, m)).astype(np.float32)
+    scores[1] = np.round(scores[1])  # many ties
+    scores[2, rng.choice(m, 500, replace=False)] = np.nan
+    scores[3, :] = -np.inf
+    scores[3, [5, 77, 4000]] = [1.0, 3.0, 2.0]  # three eligible items only
+    scores[4, m - 7 :] = 100.0  # the best items sit in the ragged last block
+    allowed = rng.random(m) > 0.1
+    allowed[[5, 77, 4000]] = True
+    banned = sp.random(6, m, density=0.01, format="lil", random_state=4)
+    banned[3, :] = 0
+    banned = banned.tocsr()
+    banned.eliminate_zeros()
+    n = 40
+    idx, best = top_n(scores, n, banned, allowed)
+    for r in range(6):
+        row = scores[r].astype(np.float64)
+        ok = allowed & np.isfinite(row)
+        ok[banned[r].indices] = False
+        want = sorted(np.flatnonzero(ok), key=lambda c: (-row[c], c))[:n]
+        got = idx[r][idx[r] >= 0]
+        assert got.tolist() == want
+        assert np.allclose(best[r][: len(want)], row[want])
+        assert np.isnan(best[r][len(want) :]).all()
+    assert idx[3].tolist()[:4] == [77, 4000, 5, -1]
+    assert set(idx[4, :7]) == set(range(m - 7, m)) - set(banned[4].indices)
+
+
 def test_generators_save_and_load_the_same_scores(tmp_path: pytest.TempPathFactory) -> None:
     tl = timeline(random_events(20, 10, 4, seed=5), 20, 10)
     cfg = CandidateConfig(als_factors=3, bpr_factors=3, bpr_iterations=5)
@@ -403,3 +437,28 @@ def test_group_shared_lists_equal_per_user_ranking() -> None:
         )
         seen = batch.rows.toarray() > 0
         assert not seen[np.arange(60)[:, None], np.maximum(shared_idx, 0)][shared_idx >= 0].any()
+
+
+def test_best_first_orders_like_lexsort() -> None:
+    """Packed-key ordering equals lexsort by row, value high to low, then col, for
+    negative, zero, signed-zero, tiny, huge and infinite values and tied values."""
+    from pipelines.candidates.base import best_first
+
+    rng = np.random.default_rng(8)
+    n_rows, n_cols = 700, 50_000
+    pairs = np.unique(rng.integers(0, n_rows * n_cols, 20_000))
+    rows, cols = pairs // n_cols, pairs % n_cols
+    pool = np.array(
+        [-np.inf, -3e38, -2.5, -1e-30, -0.0, 0.0, 1e-30, 0.5, 0.5, 2.0, 3e38, np.inf],
+        dtype=np.float32,
+    )
+    vals = np.where(
+        rng.random(len(rows)) < 0.5,
+        rng.choice(pool, len(rows)),
+        rng.standard_normal(len(rows)).astype(np.float32),
+    ).astype(np.float32)
+    got = best_first(rows, cols, vals, n_cols)
+    want = np.lexsort((cols, -vals.astype(np.float64), rows))
+    assert got.tolist() == want.tolist()
+    wide = best_first(np.array([2**40, 0]), np.array([1, 2]), np.array([1.0, 2.0]), 2**30)
+    assert wide.tolist() == [1, 0]  # too wide to pack: lexsort
