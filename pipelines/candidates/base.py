@@ -140,8 +140,8 @@ def _top_entries(
     rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int, n_cols: int, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` best (col, value) entries of each row, best first and ties by col, as
-    (n_rows, n) arrays padded with -1/NaN; entries come grouped by row in row order, with
-    finite values."""
+    (n_rows, n) arrays padded with -1/NaN; values are finite, (row, col) pairs unique, in
+    any order."""
     n = max(n, 0)
     counts = np.bincount(rows, minlength=n_rows)
     order = best_first(rows, cols, vals, n_cols)
@@ -156,11 +156,12 @@ def _top_entries(
 
 
 def _block_top(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(``scores`` is the caller's copy and may be changed.) :func:`top_n`'s exact selection for a wide array, without partitioning every row
+    """:func:`top_n`'s exact selection for a wide array, without partitioning every row
     of the catalog: the columns are cut into ``SELECT_BLOCKS * n`` blocks; the n-th best
     block maximum of a row is at most its n-th best score (n blocks hold a score at least
     that high), so the scores at or above it are a superset of the top n, a little longer
-    than n. Only they are sorted; ties go to the lower item code."""
+    than n. Only they are sorted; ties go to the lower item code. ``scores`` is top_n's
+    own float32 array (NaN scores are set to -inf in it)."""
     r, m = scores.shape
     width = -(-m // (SELECT_BLOCKS * n))
     full = (m // width) * width
