@@ -182,3 +182,24 @@ def test_operations_page_names_every_command_and_ledger_field() -> None:
         assert target in page
     makefile = (REPO / "Makefile").read_text()
     assert "\nup: setup" in makefile and "\ndown: setup" in makefile
+
+
+def test_search_page_documents_every_option_feature_and_fallback() -> None:
+    import tomllib
+    from dataclasses import asdict
+
+    from pipelines.search.config import SearchConfig
+    from pipelines.search.ranker import FEATURES
+
+    page = (REPO / "docs" / "search.md").read_text()
+    for name in FEATURES:
+        assert f"`{name}`" in page, name
+    for fallback in ("corrected", "relaxed", "category", "popular"):
+        assert f"| `{fallback}` |" in page, fallback
+    example = page.split("## Configuration")[1].split("```toml")[1].split("```")[0]
+    parsed = tomllib.loads(example)["search"]
+    defaults = asdict(SearchConfig())
+    unset = [k for k, v in defaults.items() if v is None]
+    assert parsed == {k: v for k, v in defaults.items() if v is not None}
+    for key in unset:
+        assert f"# {key} = " in example, key

@@ -15,10 +15,11 @@ from pipelines.cli.app import (
     reports_errors,
     write_results,
 )
+from pipelines.errors import ShopMLError
 from pipelines.progress import stage_progress
 
 benchmark_app = typer.Typer(
-    help="Recommendation quality and speed benchmarks.", no_args_is_help=True
+    help="Recommendation and search quality and speed benchmarks.", no_args_is_help=True
 )
 app.add_typer(benchmark_app, name="benchmark")
 
@@ -138,4 +139,79 @@ def benchmark_completejourney_cmd(
         f"({doc['best_baseline']['name']}): {doc['shopml_vs_best_baseline']:+.1%}; target nDCG@10 "
         f"{doc['target_ndcg']}: {'reached' if doc['reaches_target'] else 'missed'}"
     )
+    write_results(doc, out)
+
+
+@benchmark_app.command("search")
+@reports_errors
+def benchmark_search_cmd(
+    snapshot: Annotated[
+        Path, typer.Option(help="Snapshot with a catalog and judgments or a query log.")
+    ],
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="judgments (cross-validated on the judged queries) or log (train on the query log, "
+            "score the last --holdout-days; personal re-ranking)."
+        ),
+    ] = "judgments",
+    holdout_days: Annotated[
+        float, typer.Option(min=1, help="log: days of queries held out.")
+    ] = 7.0,
+    folds: Annotated[
+        int, typer.Option(min=2, max=20, help="Query-grouped cross-validation folds.")
+    ] = 5,
+    config: Annotated[
+        Path | None, typer.Option(help="Pipeline config TOML; its \\[search] table is read.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
+    runs_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write every method's ranked lists here (CSV: method, fold, query, rank, item_id, score)."
+        ),
+    ] = None,
+) -> None:
+    """BM25, semantic, hybrid, learned (and personal) search on a snapshot (whole catalog, k=10)."""
+    from pipelines.evaluation.benchmark import machine
+    from pipelines.evaluation.search_benchmark import run, run_log
+    from pipelines.search.config import SearchConfig
+
+    if protocol not in ("judgments", "log"):
+        raise ShopMLError(f"--protocol {protocol!r}: use judgments or log")
+    cfg = SearchConfig.from_toml(config)
+    if protocol == "log":
+        doc, runs = run_log(snapshot, cfg, holdout_days=holdout_days)
+    else:
+        doc, runs = run(snapshot, cfg, folds=folds)
+    doc["machine"] = machine()
+    doc["date"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    table = Table(
+        "method", "nDCG@10 [95% CI]", "MRR", "R@10", "zero results", "− BM25 [95% CI]", box=None
+    )
+    for name, m in doc["metrics"].items():
+        n, d = m["ndcg"], m["ndcg_minus_bm25"]  # bm25 is every protocol's first method
+        table.add_row(
+            name,
+            f"{n['mean']:.4f} [{n['low']:.4f}, {n['high']:.4f}]",
+            f"{m['mrr']['mean']:.4f}",
+            f"{m['recall']['mean']:.4f}",
+            f"{m['zero_result']['mean']:.1%}",
+            "–" if name == "bm25" else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]",
+        )
+    if protocol == "log":
+        out_console.print(
+            f"{doc['train_queries']:,} training and {doc['test_queries']:,} held-out queries, "
+            f"{doc['items']:,} items; personal vs learned {doc['personal_vs_learned']:+.1%}, "
+            f"vs BM25 {doc['personal_vs_bm25']:+.1%}"
+        )
+    else:
+        out_console.print(
+            f"{doc['queries']} queries, {doc['items']:,} items, {doc['judgments']:,} judgments; {folds}-fold CV"
+        )
+    out_console.print(table)
+    if runs_out is not None:
+        runs_out.parent.mkdir(parents=True, exist_ok=True)
+        runs.to_csv(runs_out, index=False)
+        out_console.print(f"ranked lists written to {runs_out}")
     write_results(doc, out)

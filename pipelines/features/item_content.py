@@ -36,25 +36,42 @@ def documents(tl: Timeline) -> list[str]:
     return list(parts[0] + " " + parts[1] + " " + parts[2].str.replace("/", " ") + " " + parts[3])
 
 
+class TfidfEmbedder:
+    """TF-IDF (words and word pairs, sublinear) reduced by truncated SVD and L2-normalised:
+    fitted on some documents, it embeds any text, so search queries land in the same
+    space as the catalog's item vectors."""
+
+    def __init__(self, dim: int, seed: int) -> None:
+        self.dim = dim
+        self.seed = seed
+        self.vectorizer = TfidfVectorizer(
+            ngram_range=(1, 2), min_df=1, max_features=50_000, sublinear_tf=True
+        )
+        self.svd: TruncatedSVD | None = None
+
+    def fit(self, docs: list[str]) -> TfidfEmbedder:
+        fitted = self.vectorizer.fit_transform(docs)
+        k = min(self.dim, fitted.shape[1] - 1, fitted.shape[0] - 1)
+        if k >= 1:
+            self.svd = TruncatedSVD(n_components=k, random_state=self.seed).fit(fitted)
+        return self
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        matrix = self.vectorizer.transform(texts)
+        dense = matrix.toarray()[:, : self.dim] if self.svd is None else self.svd.transform(matrix)
+        if dense.shape[1] < self.dim:  # tiny catalogs: pad so every build has the same length
+            dense = np.pad(dense, ((0, 0), (0, self.dim - dense.shape[1])))
+        norms = np.linalg.norm(dense, axis=1, keepdims=True)
+        return (dense / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
 def tfidf(docs: list[str], fit_on: np.ndarray, dim: int, seed: int) -> np.ndarray:
     """TF-IDF + truncated SVD fitted on the documents where ``fit_on`` is set, applied to all."""
-    vectorizer = TfidfVectorizer(
-        ngram_range=(1, 2), min_df=1, max_features=50_000, sublinear_tf=True
-    )
-    fitted = vectorizer.fit_transform([d for d, f in zip(docs, fit_on, strict=True) if f])
-    matrix = vectorizer.transform(docs)
-    k = min(dim, fitted.shape[1] - 1, fitted.shape[0] - 1)
-    if k < 1:
-        dense = matrix.toarray()[:, :dim]
-    else:
-        dense = TruncatedSVD(n_components=k, random_state=seed).fit(fitted).transform(matrix)
-    if dense.shape[1] < dim:  # tiny catalogs: pad so every build has the same length
-        dense = np.pad(dense, ((0, 0), (0, dim - dense.shape[1])))
-    norms = np.linalg.norm(dense, axis=1, keepdims=True)
-    return (dense / np.maximum(norms, 1e-12)).astype(np.float32)
+    model = TfidfEmbedder(dim, seed).fit([d for d, f in zip(docs, fit_on, strict=True) if f])
+    return model.transform(docs)
 
 
-def _sentence(docs: list[str]) -> np.ndarray:
+def sentence_embeddings(docs: list[str]) -> np.ndarray:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in the package: never download
     module: Any = importlib.import_module(SENTENCE_PACKAGE)
     model = module.load_model(device="cpu")
@@ -90,7 +107,7 @@ def content_table(tl: Timeline, cfg: FeatureConfig, times: np.ndarray) -> tuple[
     created = tl.items["created_s"].to_numpy()
     fit_time = next((t for t in times if (created < t).sum() >= 2), times[-1])
     if model == "sentence":
-        emb, stamp = _sentence(docs), created
+        emb, stamp = sentence_embeddings(docs), created
     else:
         emb, stamp = (
             tfidf(docs, created < fit_time, cfg.text_dim, cfg.seed),

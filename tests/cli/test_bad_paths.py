@@ -47,6 +47,10 @@ def _commands(p: dict[str, Path], bad: Path) -> list[list[str]]:
         ["evaluate", "--model", str(bad), "--snapshot", str(p["shop"])],
         ["evaluate", "--model", "models:/shopml-recommender/1", "--snapshot", str(bad)],
         ["recommend", "--model", str(bad), "--users", str(bad), "--out", str(p["folder"].parent / "r.csv")],
+        ["search", "train", "--snapshot", str(bad), "--out", str(p["folder"].parent / "s1")],
+        ["search", "query", "--model", str(bad), "shoes"],
+        ["search", "run", "--model", str(bad), "--queries", str(bad), "--out", str(p["folder"].parent / "s.csv")],
+        ["benchmark", "search", "--snapshot", str(bad)],
     ] + ([["data", "generate", "--out", str(bad)]] if bad.is_symlink() else [])  # fmt: skip
     # (an empty folder is a fine --out for `data generate`)
 

@@ -1,0 +1,359 @@
+"""The search index and its never-empty retrieval.
+
+:class:`SearchIndex` holds, for one catalog: the per-field BM25 indexes, the text
+embedding and the items' vectors, the speller, synonyms, the category intent learned
+from the query log, and each item's popularity and conversion. :meth:`SearchIndex.candidates`
+answers a query with the fused top-N and every score the re-ranker reads.
+
+The fallback chain, tried in order until some item matches (within the filters):
+
+1. the query as typed — or, when a word is unknown to the catalog, corrected
+   (``fallback = "corrected"``);
+2. relaxed terms: each term also matches catalog words sharing its first
+   ``relaxed_prefix`` letters (``"relaxed"``);
+3. the query's category intent: items of the categories its terms get clicks in, by
+   intent × popularity (``"category"``);
+4. the most popular items (``"popular"``).
+
+An item matches when its lexical score is positive or its cosine to the query is at
+least ``min_cosine``. A non-empty catalog therefore never answers an empty list unless
+the filters exclude every item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.search import fusion
+from pipelines.search.config import SearchConfig
+from pipelines.search.lexical import FIELDS, LexicalIndex, combine, field_texts
+from pipelines.search.query import CategoryIntent, Speller, load_synonyms
+from pipelines.search.semantic import fit_embedder, load_embedder
+from pipelines.search.text import Analyzer, words
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+MAX_QUERY_CHARS = 500
+ITEM_COLUMNS = ("item_id", "title", "brand", "category", "price")
+
+
+@dataclass
+class Candidates:
+    """One query's fused candidates (best first) and the scores behind them."""
+
+    query: str
+    corrected: str | None  # the query after spelling correction, when a word changed
+    fallback: str | None  # None, "corrected", "relaxed", "category" or "popular"
+    terms: list[str]
+    items: np.ndarray  # item rows, best first
+    fused: np.ndarray
+    lexical: np.ndarray
+    cosine: np.ndarray
+    fields: dict[str, np.ndarray]  # BM25 per field
+    matches: dict[str, np.ndarray]  # distinct query terms the field holds
+    intent: np.ndarray  # P(item's category | query)
+    lexical_rank: np.ndarray
+    semantic_rank: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def documents(items: pd.DataFrame) -> list[str]:
+    """What the embedding reads per item: title, description, category path, brand."""
+    parts = [
+        items[c].fillna("").astype(str) if c in items.columns else pd.Series("", index=items.index)
+        for c in ("title", "description", "category", "brand")
+    ]
+    return list(parts[0] + " " + parts[1] + " " + parts[2].str.replace("/", " ") + " " + parts[3])
+
+
+class SearchIndex:
+    def __init__(
+        self,
+        items: pd.DataFrame,
+        cfg: SearchConfig,
+        lexical: LexicalIndex,
+        embedder: Any,
+        vectors: np.ndarray,
+        speller: Speller,
+        synonyms: dict[str, tuple[str, ...]],
+        intent: CategoryIntent,
+        popularity: np.ndarray,
+        conversion: np.ndarray,
+    ) -> None:
+        self.items = items.reset_index(drop=True)
+        self.item_ids = self.items["item_id"].to_numpy()
+        self.cfg = cfg
+        self.analyzer = Analyzer(stem=cfg.stem, stopwords=cfg.stopwords)
+        self.lexical = lexical
+        self.embedder = embedder
+        self.vectors = vectors
+        self.speller = speller
+        self.synonyms = synonyms
+        self.intent = intent
+        self.popularity = popularity
+        self.conversion = conversion
+        cats = self.items["category"].fillna("").astype(str)
+        self.category_code = pd.Categorical(cats, categories=intent.categories).codes
+        self.category_lower = cats.str.lower().to_numpy()
+        self.price = self.items["price"].to_numpy(dtype=np.float64)
+        self.title_terms = np.array(
+            [len(set(t)) for t in self.analyzer.batch(self.items["title"].fillna("").astype(str))],
+            dtype=np.float32,
+        )
+        self._prefix_vocab: dict[str, dict[str, list[str]]] | None = None
+
+    # -- building -------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        items: pd.DataFrame,
+        cfg: SearchConfig,
+        *,
+        queries: pd.DataFrame | None = None,
+        popularity: np.ndarray | None = None,
+        conversion: np.ndarray | None = None,
+    ) -> SearchIndex:
+        """Index ``items`` (item_id, title, brand, category, description, price).
+
+        ``queries`` (text, clicked_item_ids) teaches the category intent; ``popularity``
+        and ``conversion`` (per item row) order the popular fallback and feed the ranker.
+        """
+        if items.empty:
+            raise ValueError("search index: the catalog has no items")
+        items = items.reset_index(drop=True)
+        analyzer = Analyzer(stem=cfg.stem, stopwords=cfg.stopwords)
+        texts = field_texts(items)
+        lexical = LexicalIndex.build(texts, analyzer, k1=cfg.k1, b=cfg.b)
+        docs = documents(items)
+        embedder = fit_embedder(cfg.embedding, docs, cfg.embedding_dim, cfg.seed)
+        vectors = embedder.transform(docs)
+        speller = Speller.of_texts((t for f in FIELDS for t in texts[f]), cfg.max_edits)
+        synonyms = load_synonyms(cfg.synonyms_file) if cfg.synonyms_file else {}
+        categories = sorted(set(items["category"].fillna("").astype(str)))
+        intent = CategoryIntent(categories, {})
+        if queries is not None and len(queries):
+            code = pd.Series(
+                pd.Categorical(
+                    items["category"].fillna("").astype(str), categories=categories
+                ).codes,
+                index=items["item_id"].to_numpy(),
+            )
+            clicked = [
+                [int(code[i]) for i in ids if i in code.index] if ids is not None else []
+                for ids in queries["clicked_item_ids"]
+            ]
+            intent = CategoryIntent.learn(queries["text"], clicked, categories, analyzer)
+        n = len(items)
+        pop = np.zeros(n) if popularity is None else np.asarray(popularity, dtype=np.float64)
+        conv = np.zeros(n) if conversion is None else np.asarray(conversion, dtype=np.float64)
+        log.info(
+            "search index: %s items, %s fields, %s words, %s intent terms",
+            f"{n:,}", len(lexical.indexes), f"{len(speller.frequency):,}", f"{len(intent.counts):,}",
+        )  # fmt: skip
+        return cls(items, cfg, lexical, embedder, vectors, speller, synonyms, intent, pop, conv)
+
+    def with_params(self, field_weights: dict[str, float], alpha: float) -> SearchIndex:
+        """The same index with other (tuned) field weights and fusion weight."""
+        other = object.__new__(SearchIndex)
+        other.__dict__.update(self.__dict__)
+        other.cfg = replace(self.cfg, field_weights=dict(field_weights), alpha=float(alpha))
+        return other
+
+    def with_state(
+        self, intent: CategoryIntent, popularity: np.ndarray, conversion: np.ndarray
+    ) -> SearchIndex:
+        """The same index with the intent and item statistics of another time."""
+        other = object.__new__(SearchIndex)
+        other.__dict__.update(self.__dict__)
+        other.intent, other.popularity, other.conversion = intent, popularity, conversion
+        return other
+
+    # -- scoring --------------------------------------------------------------------
+    def embed(self, text: str) -> np.ndarray:
+        return np.asarray(self.embedder.transform([text])[0], dtype=np.float32)
+
+    def understand(self, query: str) -> tuple[str, str | None, list[str], list[str]]:
+        """(text used, corrected text or None, terms, synonym terms) of a query."""
+        text = " ".join(words(query[:MAX_QUERY_CHARS]))
+        corrected = None
+        if self.cfg.spelling:
+            fixed, changed = self.speller.correct(text)
+            if changed:
+                corrected = text = fixed
+        terms = self.analyzer.terms(text)
+        syn: list[str] = []
+        for w in words(text):
+            for s in self.synonyms.get(w, ()):
+                syn.extend(self.analyzer.terms(s))
+        syn = [t for t in dict.fromkeys(syn) if t not in terms]
+        return text, corrected, terms, syn
+
+    def raw_scores(self, query: str) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+        """Per-field BM25 (synonyms folded in) and cosine over the whole catalog: what
+        tuning re-weights without scoring again."""
+        text, _, terms, syn = self.understand(query)
+        fields, cosine = self._scores(text, terms, syn)
+        return fields, cosine, terms
+
+    def _scores(
+        self, text: str, terms: list[str], syn: list[str]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        fields = self.lexical.field_scores(terms)
+        if syn and self.cfg.synonym_weight > 0:
+            w = np.float32(self.cfg.synonym_weight)
+            for f, s in self.lexical.field_scores(syn).items():
+                fields[f] = fields[f] + w * s
+        cosine = self.vectors @ self.embed(text) if text else np.zeros(len(self.items), np.float32)
+        return fields, cosine
+
+    def _relaxed_terms(self, terms: list[str]) -> list[str]:
+        if self._prefix_vocab is None:
+            p = self.cfg.relaxed_prefix
+            table: dict[str, dict[str, list[str]]] = {}
+            for f, idx in self.lexical.indexes.items():
+                by: dict[str, list[str]] = {}
+                for t in idx.vocab_dict:
+                    if len(t) >= p:
+                        by.setdefault(t[:p], []).append(t)
+                table[f] = by
+            self._prefix_vocab = table
+        p = self.cfg.relaxed_prefix
+        out: list[str] = []
+        for t in terms:
+            if len(t) < p:
+                continue
+            for by in self._prefix_vocab.values():
+                out.extend(by.get(t[:p], ()))
+        return list(dict.fromkeys(out))
+
+    def filter_mask(
+        self,
+        category: str | None = None,
+        price_min: float | None = None,
+        price_max: float | None = None,
+    ) -> np.ndarray | None:
+        mask = None
+        if category:
+            c = category.strip().lower()
+            m = (self.category_lower == c) | np.char.startswith(
+                self.category_lower.astype(str), c + "/"
+            )
+            mask = m
+        if price_min is not None:
+            m = self.price >= price_min
+            mask = m if mask is None else mask & m
+        if price_max is not None:
+            m = self.price <= price_max
+            mask = m if mask is None else mask & m
+        return mask
+
+    def candidates(
+        self,
+        query: str,
+        *,
+        n: int | None = None,
+        category: str | None = None,
+        price_min: float | None = None,
+        price_max: float | None = None,
+    ) -> Candidates:
+        cfg = self.cfg
+        n = n or cfg.candidates
+        allowed = self.filter_mask(category, price_min, price_max)
+        text, corrected, terms, syn = self.understand(query)
+        fields, cosine = self._scores(text, terms, syn)
+        lexical = combine(fields, cfg.field_weights)
+        fallback = "corrected" if corrected else None
+        matched = (lexical > 0) | (cosine >= cfg.min_cosine)
+        if allowed is not None:
+            matched &= allowed
+        if not matched.any() and terms:
+            relaxed = self._relaxed_terms(terms)
+            if relaxed:
+                fields = self.lexical.field_scores(relaxed)
+                lexical = combine(fields, cfg.field_weights)
+                matched = lexical > 0
+                if allowed is not None:
+                    matched &= allowed
+                fallback = "relaxed" if matched.any() else fallback
+        intent_cat = self.intent.distribution(terms)
+        intent = np.where(self.category_code >= 0, intent_cat[self.category_code], 0.0)
+        if matched.any():
+            rows = np.flatnonzero(matched)
+            fused = fusion.fuse(lexical[rows], cosine[rows], cfg.fusion, cfg.alpha, cfg.rrf_k)
+        else:
+            pop = np.log1p(self.popularity)
+            base = allowed if allowed is not None else np.ones(len(self.items), dtype=bool)
+            cat = base & (intent > 0)
+            if cat.any():
+                rows, fallback = np.flatnonzero(cat), "category"
+                fused = intent[rows] * (1.0 + pop[rows])
+            else:
+                rows, fallback = np.flatnonzero(base), "popular"
+                fused = pop[rows]
+        order = np.lexsort((rows, -fused))[:n]
+        rows, fused = rows[order], fused[order]
+        lex_all, cos_all = lexical[rows], cosine[rows]
+        return Candidates(
+            query=query,
+            corrected=corrected,
+            fallback=fallback,
+            terms=terms,
+            items=rows,
+            fused=fused.astype(np.float64),
+            lexical=lex_all.astype(np.float64),
+            cosine=cos_all.astype(np.float64),
+            fields={f: s[rows].astype(np.float64) for f, s in fields.items()},
+            matches={f: m[rows] for f, m in self.lexical.matches(terms).items()},
+            intent=intent[rows],
+            lexical_rank=fusion.ranks(lex_all),
+            semantic_rank=fusion.ranks(cos_all),
+        )
+
+    # -- persistence ----------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.lexical.save(out / "lexical")
+        self.embedder.save(out / "embedder")
+        np.save(out / "vectors.npy", self.vectors, allow_pickle=False)
+        np.save(out / "popularity.npy", self.popularity, allow_pickle=False)
+        np.save(out / "conversion.npy", self.conversion, allow_pickle=False)
+        self.items[[c for c in ITEM_COLUMNS if c in self.items.columns]].to_parquet(
+            out / "items.parquet", index=False
+        )
+        (out / "speller.json").write_text(json.dumps(self.speller.to_json()))
+        (out / "synonyms.json").write_text(json.dumps(self.synonyms))
+        (out / "intent.json").write_text(self.intent.to_json())
+        (out / "index.json").write_text(
+            json.dumps({"format": FORMAT, "config": self.cfg.as_dict()}, indent=1)
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path, *, mmap: bool = True) -> SearchIndex:
+        src = Path(folder)
+        meta = json.loads((src / "index.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{src}: search index format {meta.get('format')}, expected {FORMAT}")
+        cfg = SearchConfig(**meta["config"])
+        syn = {k: tuple(v) for k, v in json.loads((src / "synonyms.json").read_text()).items()}
+        return cls(
+            pd.read_parquet(src / "items.parquet"),
+            cfg,
+            LexicalIndex.load(src / "lexical", mmap=mmap),
+            load_embedder(src / "embedder"),
+            np.load(src / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False),
+            Speller.from_json(json.loads((src / "speller.json").read_text())),
+            syn,
+            CategoryIntent.from_json((src / "intent.json").read_text()),
+            np.load(src / "popularity.npy", allow_pickle=False),
+            np.load(src / "conversion.npy", allow_pickle=False),
+        )

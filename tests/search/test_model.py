@@ -1,0 +1,209 @@
+"""A search model trained on a generated shop: the re-ranker, save/load, reasons, the
+commands, and the benchmark's methods on the same queries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.errors import ShopMLError
+from pipelines.evaluation.search_benchmark import METHODS
+from pipelines.evaluation.search_benchmark import run as benchmark
+from pipelines.search.config import SearchConfig
+from pipelines.search.model import SearchModel, run_file, train
+from pipelines.search.text import words
+from tests.conftest import Shop
+
+runner = CliRunner()
+ENV = {"COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def model(small_shop: Shop) -> SearchModel:
+    return train(small_shop.path, SearchConfig())  # labels auto: the shop's click log
+
+
+def test_training_on_the_query_log_keeps_the_shoppers_profiles(model: SearchModel) -> None:
+    assert model.booster is not None
+    assert model.info["labels"].startswith("query log:")
+    assert 0 < model.info["first_stage_ndcg_at_10"] <= 1
+    assert model.info["ranker_rounds"] >= SearchConfig().min_rounds
+    assert model.index.intent.counts and model.index.popularity.sum() > 0
+    assert model.profiles is not None and len(model.profiles.user_row) > 100
+
+
+def test_training_on_judgments_when_asked(small_shop: Shop) -> None:
+    m = train(small_shop.path, SearchConfig(labels="judgments"))
+    assert m.booster is not None and m.profiles is None
+    assert m.info["labels"].startswith("judgments:")
+
+
+def test_personal_features_reorder_for_a_shopper_with_an_affinity(model: SearchModel) -> None:
+    assert model.profiles is not None
+    prof = model.profiles
+    # the shopper with the most events, and a query for their favourite brand's category
+    u = max(prof.user_row, key=lambda k: prof.events[prof.user_row[k]])
+    brand_row = prof.brand.getrow(prof.user_row[u])
+    assert brand_row.nnz
+    items = model.index.items
+    moved = 0
+    for leaf in items["category"].value_counts().index[:15]:
+        text = str(leaf).split("/")[-1]
+        anon, c = model.search(text, k=10)
+        again, _ = model.search(text, k=10)
+        pd.testing.assert_frame_equal(anon, again)  # anonymous answers are stable
+        mine, _ = model.search(text, k=10, user=u)
+        nobody, _ = model.search(text, k=10, user="no-such-shopper")
+        pd.testing.assert_frame_equal(anon, nobody)  # unknown = anonymous
+        moved += list(mine["item_id"]) != list(anon["item_id"])
+        p = model.personal(u, c.items)
+        assert p is not None and np.isfinite(p[:, 0]).all()
+    assert moved > 0  # the known shopper's interests change some orders
+
+
+def test_saved_model_answers_the_same(model: SearchModel, tmp_path: Path) -> None:
+    model.save(tmp_path / "m")
+    again = SearchModel.load(tmp_path / "m")
+    title = str(model.index.items["title"].iat[0])
+    for q in (title, title.lower()[:-1], "zzqq"):
+        a, _ = model.search(q, k=10)
+        b, _ = again.search(q, k=10)
+        pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(ShopMLError, match="not empty"):
+        model.save(tmp_path / "m")
+
+
+def test_results_reasons_and_paging(model: SearchModel) -> None:
+    title = str(model.index.items["title"].iat[3])
+    res, c = model.search(title, k=5, explain=True)
+    assert len(res) == 5 and c.fallback is None
+    assert list(res["rank"]) == [1, 2, 3, 4, 5]
+    assert (np.diff(res["score"].to_numpy()) <= 1e-12).all()
+    assert "in the title" in res["reasons"].iat[0]
+    page2, _ = model.search(title, k=5, offset=5)
+    assert list(page2["rank"]) == [6, 7, 8, 9, 10]
+    assert not set(page2["item_id"]) & set(res["item_id"])
+    with pytest.raises(ShopMLError, match="k must be"):
+        model.search(title, k=0)
+
+
+def test_the_learned_ranker_beats_bm25_on_held_out_queries(small_shop: Shop) -> None:
+    doc, runs = benchmark(small_shop.path, SearchConfig(), folds=3)
+    m = doc["metrics"]
+    assert set(m) == set(METHODS) and set(runs["method"]) == set(METHODS)
+    assert m["learned"]["ndcg"]["mean"] > m["bm25"]["ndcg"]["mean"]
+    assert m["learned"]["ndcg_minus_bm25"]["low"] > 0  # paired interval above 0
+    assert m["hybrid"]["ndcg"]["mean"] >= m["semantic"]["ndcg"]["mean"]
+    assert m["learned"]["zero_result"]["mean"] == 0.0
+    # every tuned method's lists come from the fold that held the query out
+    tuned = runs[runs["method"] == "learned"]
+    assert tuned.groupby("query")["fold"].nunique().max() == 1
+    assert sorted(tuned["fold"].unique()) == [0, 1, 2]
+
+
+def test_search_commands(small_shop: Shop, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    res = runner.invoke(
+        app, ["search", "train", "--snapshot", str(small_shop.path), "--out", str(out)], env=ENV
+    )
+    assert res.exit_code == 0, res.output
+    assert "re-ranker" in res.output and (out / "ranker.txt").is_file()
+    res = runner.invoke(
+        app, ["search", "train", "--snapshot", str(small_shop.path), "--out", str(out)], env=ENV
+    )
+    assert res.exit_code == 2 and "--overwrite" in res.output
+
+    model = SearchModel.load(out)
+    title = str(model.index.items["title"].iat[0]).lower()
+    word = max(words(title), key=len)
+    typo = word[0] + word[2] + word[1] + word[3:]
+    res = runner.invoke(
+        app, ["search", "query", "--model", str(out), typo, "--explain", "--k", "3"], env=ENV
+    )
+    assert res.exit_code == 0, res.output
+    assert "fallback corrected" in res.output and word in res.output
+
+    queries = tmp_path / "q.csv"
+    pd.DataFrame({"query": [title, "zzqq"], "user_id": ["u1", ""]}).to_csv(queries, index=False)
+    runs = tmp_path / "runs.parquet"
+    res = runner.invoke(
+        app,
+        ["search", "run", "--model", str(out), "--queries", str(queries), "--out", str(runs)],
+        env=ENV,
+    )
+    assert res.exit_code == 0, res.output
+    got = pd.read_parquet(runs)
+    assert list(got.columns) == ["query", "user_id", "rank", "item_id", "score", "fallback"]
+    assert len(got) == 20 and set(got["fallback"].dropna()) <= {"popular", "category", "relaxed"}
+
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"text": ["x"]}).to_csv(bad, index=False)
+    res = runner.invoke(
+        app,
+        ["search", "run", "--model", str(out), "--queries", str(bad), "--out", str(runs)],
+        env=ENV,
+    )
+    assert res.exit_code == 2 and "bad.csv" in res.output and "query" in res.output
+    empty = tmp_path / "empty.csv"
+    empty.write_text('query\nshoes\n""\n')
+    res = runner.invoke(
+        app,
+        ["search", "run", "--model", str(out), "--queries", str(empty), "--out", str(runs)],
+        env=ENV,
+    )
+    assert res.exit_code == 2 and "row 3, column query" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            "run",
+            "--model",
+            str(out),
+            "--queries",
+            str(queries),
+            "--out",
+            str(tmp_path / "x.txt"),
+        ],
+        env=ENV,
+    )
+    assert res.exit_code == 2 and "--out" in res.output
+
+
+def test_benchmark_command_writes_results_and_runs(small_shop: Shop, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[search]\nrerank = true\nmin_rounds = 20\n")
+    res = runner.invoke(
+        app,
+        ["benchmark", "search", "--snapshot", str(small_shop.path), "--folds", "2", "--config", str(cfg),
+         "--out", str(tmp_path / "r.json"), "--runs-out", str(tmp_path / "runs.csv")],
+        env=ENV,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["config"]["min_rounds"] == 20 and doc["machine"]["cores"] >= 1
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert list(runs.columns) == ["method", "fold", "query", "rank", "item_id", "score"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[search]\nfusion = 'sum'\n")
+    res = runner.invoke(
+        app,
+        ["benchmark", "search", "--snapshot", str(small_shop.path), "--config", str(bad)],
+        env=ENV,
+    )
+    assert res.exit_code == 2 and "fusion must be one of" in res.output
+
+
+def test_run_file_of_a_model_without_judgments(tmp_path: Path, small_shop: Shop) -> None:
+    cfg = SearchConfig(rerank=False, tune=False)
+    m = train(small_shop.path, cfg)
+    assert m.booster is None
+    q = tmp_path / "q.csv"
+    pd.DataFrame({"query": ["anything at all"]}).to_csv(q, index=False)
+    out = run_file(m, q, k=4)
+    assert len(out) == 4 and out["user_id"].isna().all()
