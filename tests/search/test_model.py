@@ -207,3 +207,94 @@ def test_run_file_of_a_model_without_judgments(tmp_path: Path, small_shop: Shop)
     pd.DataFrame({"query": ["anything at all"]}).to_csv(q, index=False)
     out = run_file(m, q, k=4)
     assert len(out) == 4 and out["user_id"].isna().all()
+
+
+def test_the_demo_searches_for_a_returning_and_an_anonymous_shopper(
+    small_shop: Shop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.orchestration import demo
+    from pipelines.settings import load_settings
+
+    demo._search(load_settings(), small_shop.path)
+    out = capsys.readouterr().out
+    assert "for the returning shopper" in out and "for the anonymous shopper" in out
+    assert out.count("#1 ") == 2 and "matches" in out
+    assert (load_settings().home / "search" / "demo" / "model.json").is_file()
+
+
+def test_a_shops_own_catalog_and_judgments_import_and_train(tmp_path: Path) -> None:
+    (tmp_path / "products.csv").write_text(
+        "sku,name,maker,dept,cost\n"
+        "a1,Trail running shoe,Salomon,Sports/Shoes,95\n"
+        "a2,Road running shoe,Nike,Sports/Shoes,80\n"
+        "a3,Leather boot,Clarks,Fashion/Shoes,120\n"
+        "a4,Wireless mouse,Logitech,Electronics/Mice,25\n"
+        "a5,Mouse pad,,Electronics/Accessories,9\n"
+    )
+    (tmp_path / "judged.csv").write_text(
+        "q,sku,grade\nrunning shoe,a1,3\nrunning shoe,a2,3\nrunning shoe,a3,1\nrunning shoe,a4,0\n"
+        "mouse,a4,3\nmouse,a5,2\nmouse,a1,0\nboots,a3,3\nboots,a1,1\nshoe,a2,2\nshoe,a3,2\n"
+    )
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "source: myshop\n"
+        "tables:\n"
+        "  items:\n    path: products.csv\n    columns:\n"
+        "      item_id: sku\n      title: name\n      brand: maker\n      category: dept\n"
+        "      price: cost\n      currency: {default: EUR}\n"
+        "      created_ts: {default: '2024-01-01T00:00:00Z'}\n"
+        "  judgments:\n    path: judged.csv\n    columns:\n"
+        "      query: q\n      item_id: sku\n      relevance: grade\n"
+    )
+    res = runner.invoke(
+        app,
+        ["data", "import", "csv", "--mapping", str(mapping), "--out", str(tmp_path / "snap")],
+        env=ENV,
+    )
+    assert res.exit_code == 0, res.output
+    assert "search snapshot" in res.output
+    m = train(tmp_path / "snap", SearchConfig(min_data_in_leaf=1, min_rounds=5))
+    assert m.info["labels"].startswith("judgments: 4 queries") and m.booster is not None
+    first_stage = train(tmp_path / "snap", SearchConfig(rerank=False))
+    out, _ = first_stage.search("running shoes", k=2, explain=True)
+    assert set(out["item_id"]) == {"a1", "a2"}
+    assert out["category"].iat[0] == "Sports/Shoes"  # the shop's own categories and brands kept
+    # a mapping with users but no events is still refused
+    mapping.write_text(
+        mapping.read_text() + "  users:\n    path: judged.csv\n    columns:\n      user_id: q\n"
+    )
+    res = runner.invoke(
+        app,
+        ["data", "import", "csv", "--mapping", str(mapping), "--out", str(tmp_path / "s2")],
+        env=ENV,
+    )
+    assert res.exit_code == 2 and "missing table(s) ['events']" in res.output
+
+
+def test_the_query_log_protocol_scores_every_method_on_held_out_days(
+    small_shop: Shop, tmp_path: Path
+) -> None:
+    res = runner.invoke(
+        app,
+        ["benchmark", "search", "--snapshot", str(small_shop.path), "--protocol", "log",
+         "--holdout-days", "7", "--out", str(tmp_path / "r.json"), "--runs-out", str(tmp_path / "runs.csv")],
+        env=ENV,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    m = doc["metrics"]
+    assert set(m) == {"bm25", "hybrid", "learned", "personal"}
+    assert doc["train_queries"] > doc["test_queries"] > 20
+    assert m["learned"]["ndcg"]["mean"] > m["bm25"]["ndcg"]["mean"]
+    assert {"misspelled", "correctly_spelled", "returning"} <= set(doc["slices"])
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    answered = runs.groupby("method")["query"].nunique()
+    assert (answered.drop("bm25") == doc["test_queries"]).all()  # never empty
+    assert m["personal"]["zero_result"]["mean"] == 0.0
+    assert answered["bm25"] <= doc["test_queries"]  # plain BM25 finds nothing for some typos
+    res = runner.invoke(
+        app,
+        ["benchmark", "search", "--snapshot", str(small_shop.path), "--protocol", "nope"],
+        env=ENV,
+    )
+    assert res.exit_code == 2 and "--protocol" in res.output

@@ -38,7 +38,7 @@ import pandas as pd
 import yaml
 
 from pipelines.data.conform import ParseOptions, conform
-from pipelines.data.contract import TABLES
+from pipelines.data.contract import TABLES, empty_table
 from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table
 from pipelines.data.snapshot import Snapshot, check_target, write_snapshot
@@ -283,9 +283,12 @@ def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Map
             drop_unknown=bool(spec.get("drop_unknown", False)),
         )
     missing = [t for t, s in TABLES.items() if s.required and not s.allow_empty and t not in tables]
-    if missing:
+    if missing and not catalog_only(tables):
         raise _fail(
-            path, "tables", f"missing table(s) {missing}; a snapshot needs users, items and events"
+            path,
+            "tables",
+            f"missing table(s) {missing}; a snapshot needs users, items and events "
+            "(or, for search, items and judgments alone)",
         )
     source = raw.get("source", path.stem)
     if not isinstance(source, str) or not _SOURCE_NAME.match(source):
@@ -293,6 +296,13 @@ def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Map
             path, "source", f"{source!r} must be a short name of letters, digits, '.', '_' or '-'"
         )
     return Mapping(file=path, source=source, tables=tables)
+
+
+def catalog_only(tables: Any) -> bool:
+    """A catalog-and-judgments mapping: items and judgments, no users and no events (a
+    shop's own judged queries for search; training the recommender refuses it)."""
+    names = set(tables)
+    return {"items", "judgments"} <= names and not names & {"users", "events"}
 
 
 def _as_key(value: Any) -> str:
@@ -477,9 +487,20 @@ def import_mapped(
         "mapping_file": str(resolved(mapping.file)),
         "files": {n: str(tm.path) for n, tm in mapping.tables.items()},
     }
+    only_catalog = catalog_only(mapping.tables)
+    if only_catalog:
+        notes.append("items and judgments only: no users and no events (a search snapshot)")
     with write_snapshot(
-        out, source=f"csv:{mapping.source}", producer=producer, overwrite=overwrite, notes=notes
+        out,
+        source=f"csv:{mapping.source}",
+        producer=producer,
+        overwrite=overwrite,
+        notes=notes,
+        allow_empty=("users", "events") if only_catalog else (),
     ) as w:
+        if only_catalog:
+            w.write_table("users", empty_table("users"), allow_empty=True)
+            w.write_table("events", empty_table("events"), allow_empty=True)
         for name, table in tables.items():
             w.write_table(name, table)
     snap = Snapshot.open(out)
