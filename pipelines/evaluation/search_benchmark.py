@@ -104,7 +104,8 @@ def run(
         weights, alpha, first = ranker.tune(index, tq, tl, k=K)
         fold_index = index.with_params(weights, alpha)
         lex_index = index.with_params(weights, 1.0)
-        booster, _curves = ranker.train(fold_index, tq, tl, cfg)
+        fold_rows = ranker.rows(fold_index, tq, tl)
+        booster, _ = ranker.fit(*ranker.split(fold_rows, cfg.validation_share, cfg.seed), cfg)
         tuned.append({"fold": f, "field_weights": weights, "alpha": alpha,
                       "train_first_stage_ndcg": round(first, 4),
                       "ranker_rounds": int(getattr(booster, "best_iteration", 0) or 0)})  # fmt: skip

@@ -222,42 +222,37 @@ def train(snapshot: str | Path, cfg: SearchConfig) -> SearchModel:
         "embedding": index.embedder.kind,
     }
     booster = profiles = tags = None
+    rows = None
     source = label_source(snap, index, cfg)
-    if source == "queries":
-        data_q = logged(snap, index)
-        if cfg.tune:
-            weights, alpha, first = ranker.tune(index, data_q.texts, data_q.labels)
-            index = index.with_params(weights, alpha)
-            info["first_stage_ndcg_at_10"] = round(first, 4)
-        asof = AsOf(
-            index,
-            load_timeline(snap),
-            queries if queries is not None else pd.DataFrame(),
-            FeatureConfig(),
-        )
-        if cfg.rerank:
-            rows = pit_rows(asof, data_q)
-            booster, curves = ranker.fit(*ranker.split(rows, cfg.validation_share, cfg.seed), cfg)
-            info["ranker_rounds"] = int(booster.best_iteration or booster.current_iteration())
-            info["ranker_validation_ndcg"] = round(max(curves["validation"]), 4)
-        end = snapshot_end(snap).timestamp()
-        _, _, profiles, tags = next(asof.days(np.array([end])))
+    data_q = logged(snap, index) if source == "queries" else None
+    data_j = judged(snap, index) if source == "judgments" else None
+    texts: list[str] = []
+    labels: list[dict[int, int]] = []
+    if data_q is not None:
+        texts, labels = data_q.texts, data_q.labels
         info["labels"] = f"query log: {len(data_q)} clicked queries (click 1, cart 2, purchase 3)"
-    elif source == "judgments":
-        data = judged(snap, index)
-        if cfg.tune:
-            weights, alpha, first = ranker.tune(index, data.queries, data.labels)
-            index = index.with_params(weights, alpha)
-            info["first_stage_ndcg_at_10"] = round(first, 4)
-        if cfg.rerank and len(data.queries) >= 2:
-            booster, curves = ranker.train(index, data.queries, data.labels, cfg)
-            info["ranker_rounds"] = int(booster.best_iteration or booster.current_iteration())
-            info["ranker_validation_ndcg"] = round(max(curves["validation"]), 4)
-        info["labels"] = f"judgments: {len(data.queries)} queries, {len(data.truth)} judged items"
+    elif data_j is not None:
+        texts, labels = data_j.queries, data_j.labels
+        info["labels"] = f"judgments: {len(texts)} queries, {len(data_j.truth)} judged items"
     else:
         info["labels"] = (
             "none: no judgments and no clicked queries; results are the fused first stage"
         )
+    if texts and cfg.tune:
+        weights, alpha, first = ranker.tune(index, texts, labels)
+        index = index.with_params(weights, alpha)
+        info["first_stage_ndcg_at_10"] = round(first, 4)
+    if data_q is not None:  # point-in-time rows, and every shopper's tags at the end
+        log_ = queries if queries is not None else pd.DataFrame()
+        asof = AsOf(index, load_timeline(snap), log_, FeatureConfig())
+        rows = pit_rows(asof, data_q) if cfg.rerank else None
+        _, _, profiles, tags = next(asof.days(np.array([snapshot_end(snap).timestamp()])))
+    elif data_j is not None and cfg.rerank and len(texts) >= 2:
+        rows = ranker.rows(index, texts, labels)
+    if rows is not None:
+        booster, curves = ranker.fit(*ranker.split(rows, cfg.validation_share, cfg.seed), cfg)
+        info["ranker_rounds"] = int(booster.best_iteration or booster.current_iteration())
+        info["ranker_validation_ndcg"] = round(max(curves["validation"]), 4)
     info["config"] = index.cfg.as_dict()
     info["seconds"] = round(time.perf_counter() - started, 1)
     return SearchModel(index, booster, info, profiles, tags)

@@ -149,22 +149,6 @@ def rows(index: SearchIndex, queries: list[str], labels: Sequence[Labels]) -> Ro
     return b.rows()
 
 
-def train(
-    index: SearchIndex, queries: list[str], labels: Sequence[Labels], cfg: SearchConfig
-) -> tuple[Any, dict[str, list[float]]]:
-    """Fit LambdaMART on the queries' candidates; a ``validation_share`` of the queries
-    (chosen by ``seed``) early-stops it."""
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(queries))
-    n_valid = max(1, round(cfg.validation_share * len(queries)))
-    if len(queries) < 2:
-        raise ValueError("the search ranker needs at least two labelled queries")
-    valid, fit_q = order[:n_valid], order[n_valid:]
-    tr = rows(index, [queries[i] for i in fit_q], [labels[i] for i in fit_q])
-    va = rows(index, [queries[i] for i in valid], [labels[i] for i in valid])
-    return fit(tr, va, cfg)
-
-
 def split(rows_: Rows, share: float, seed: int) -> tuple[Rows, Rows]:
     """(training, validation) rows: a ``share`` of the query groups, chosen by ``seed``."""
     n = len(rows_.groups)
