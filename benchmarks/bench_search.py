@@ -50,16 +50,16 @@ with tempfile.TemporaryDirectory() as tmp:
     SearchIndex.build(items, SearchConfig())
     index_s = time.perf_counter() - t
     model = train(Path(tmp) / "shop", SearchConfig())
-    texts = snap.read("queries", columns=["text"]).column("text").to_pylist()[:1000]
+    log = snap.read("queries", columns=["text", "user_id"]).to_pandas().tail(1000)
     lat = []
     with threadpool_limits(1):
-        for q in texts:
+        for q, u in zip(log["text"], log["user_id"]):
             t = time.perf_counter()
-            model.search(q, k=10)
+            model.search(q, k=10, user=u)  # returning shoppers: the personal features too
             lat.append(time.perf_counter() - t)
     lat = np.array(lat) * 1000
     result = {{"items": len(items), "index_seconds": round(index_s, 2),
-              "train_seconds": model.info["seconds"], "queries": len(lat),
+              "train_seconds": model.info["seconds"], "labels": model.info["labels"], "queries": len(lat),
               "p50_ms": round(float(np.percentile(lat, 50)), 2),
               "p99_ms": round(float(np.percentile(lat, 99)), 2),
               "mean_ms": round(float(lat.mean()), 2)}}

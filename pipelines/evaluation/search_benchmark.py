@@ -180,6 +180,7 @@ def summarise(runs: pd.DataFrame, data: Judged, index: SearchIndex, folds: int) 
 
 
 LOG_METHODS = ("bm25", "hybrid", "learned", "personal")
+HEAD_MIN = 10  # head queries: typed 10 or more times in the training log; torso 2-9; tail 0-1
 
 
 def run_log(
@@ -254,9 +255,13 @@ def run_log(
     t = test_q.truth()
     truth = t.assign(item_id=index.item_ids[t["item_id"].to_numpy()])
     metrics, tables = score_methods(all_runs, truth, keys, LOG_METHODS)
+    seen = pd.Series(train_q.texts).value_counts()
+    freq = np.array([int(seen.get(t, 0)) for t in test_q.texts])
     slices = {}
     for name, mask in (("misspelled", misspelled), ("correctly_spelled", ~misspelled),
-                       ("returning", returning), ("new", ~returning)):  # fmt: skip
+                       ("returning", returning), ("new", ~returning),
+                       ("head", freq >= HEAD_MIN), ("torso", (freq >= 2) & (freq < HEAD_MIN)),
+                       ("tail", freq < 2)):  # fmt: skip
         if mask.any():
             slices[name] = {"queries": int(mask.sum()), **interval_table(tables, LOG_METHODS, mask)}
     doc = {

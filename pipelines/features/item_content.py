@@ -10,6 +10,7 @@ later), so content features never depend on items added afterwards.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -71,12 +72,20 @@ def tfidf(docs: list[str], fit_on: np.ndarray, dim: int, seed: int) -> np.ndarra
     return model.transform(docs)
 
 
-def sentence_embeddings(docs: list[str]) -> np.ndarray:
+@functools.lru_cache(maxsize=1)
+def _sentence_model() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in the package: never download
     module: Any = importlib.import_module(SENTENCE_PACKAGE)
-    model = module.load_model(device="cpu")
+    return module.load_model(device="cpu")
+
+
+def sentence_embeddings(docs: list[str]) -> np.ndarray:
+    """The packaged sentence model's L2-normalised embeddings (the model is loaded once
+    per process: search embeds every query with it)."""
     return np.asarray(
-        model.encode(docs, batch_size=64, normalize_embeddings=True, show_progress_bar=False),
+        _sentence_model().encode(
+            docs, batch_size=64, normalize_embeddings=True, show_progress_bar=False
+        ),
         dtype=np.float32,
     )
 
