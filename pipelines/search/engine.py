@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.features.item_content import item_documents
 from pipelines.search import fusion
 from pipelines.search.config import SearchConfig
 from pipelines.search.lexical import FIELDS, LexicalIndex, combine, field_texts
@@ -64,15 +65,6 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.items)
-
-
-def documents(items: pd.DataFrame) -> list[str]:
-    """What the embedding reads per item: title, description, category path, brand."""
-    parts = [
-        items[c].fillna("").astype(str) if c in items.columns else pd.Series("", index=items.index)
-        for c in ("title", "description", "category", "brand")
-    ]
-    return list(parts[0] + " " + parts[1] + " " + parts[2].str.replace("/", " ") + " " + parts[3])
 
 
 class SearchIndex:
@@ -133,7 +125,7 @@ class SearchIndex:
         analyzer = Analyzer(stem=cfg.stem, stopwords=cfg.stopwords)
         texts = field_texts(items)
         lexical = LexicalIndex.build(texts, analyzer, k1=cfg.k1, b=cfg.b)
-        docs = documents(items)
+        docs = item_documents(items)
         embedder = fit_embedder(cfg.embedding, docs, cfg.embedding_dim, cfg.seed)
         vectors = embedder.transform(docs)
         speller = Speller.of_texts((t for f in FIELDS for t in texts[f]), cfg.max_edits)
