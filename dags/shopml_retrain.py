@@ -2,11 +2,20 @@
 ### shopml_retrain
 
 Daily, and whenever a new snapshot lands (the `shopml-snapshot` asset): validate the
-snapshot, build and serve its features, train the candidate generators and the LightGBM
-re-ranker, register the `challenger`, evaluate it against the `champion` on the
-snapshot's frozen evaluation set, and — only when the gate blesses it — ask a reviewer.
-An approval promotes it to the serving bucket (manifest, pointer, ledger, MLflow alias);
-a rejection or no answer within the response time leaves the champion unchanged.
+snapshot, then two branches, each with its own gate, approval and promotion:
+
+- **recommender**: build and serve its features, train the candidate generators and the
+  LightGBM re-ranker, register the `shopml-recommender` challenger, evaluate it against
+  the champion on the snapshot's frozen evaluation set;
+- **search**: index the catalog and tune the first stage, fit the search re-ranker,
+  register the `shopml-search` challenger, evaluate it on the held-out queries against
+  its champion, BM25 and the unpersonalised hybrid.
+
+Only a challenger its gate blesses is put to a reviewer (`await_review`,
+`await_search_review`); an approval promotes that model to the serving bucket (manifest,
+pointer, ledger, MLflow alias); a rejection or no answer within the response time leaves
+its champion unchanged. One branch failing or rejected does not stop the other. Tasks run
+one at a time by default (`SHOPML_MAX_ACTIVE_TASKS`: the embedded stores are SQLite).
 
 Params: `snapshot` (a snapshot folder; empty = the newest under `$SHOPML_HOME/snapshots`),
 `config` (a pipeline TOML file with `[train]`, `[evaluate]`, `[gate]`, ...; empty = defaults).
@@ -44,6 +53,8 @@ ASSIGNED = [
     # run_immediately=False); snapshots and manual triggers run at once.
     catchup=False,
     max_active_runs=1,
+    # the embedded profile's MLflow and online store are SQLite: one writer at a time
+    max_active_tasks=int(os.environ.get("SHOPML_MAX_ACTIVE_TASKS", "1")),
     default_args={"owner": "shopml", "retries": 2, "retry_delay": timedelta(minutes=1)},
     params={
         "snapshot": Param("", type="string", description="snapshot folder; empty: the newest"),
@@ -150,17 +161,87 @@ def shopml_retrain() -> None:
 
         return run_step(notify_step, PromotionResult.from_xcom(result))
 
+    @task(retries=0)  # no retry: a second try would build the same index again
+    def build_search_index(info: XCom) -> XCom:
+        from pipelines.orchestration.steps import RunPayload, search_index_step
+        from pipelines.orchestration.tasks import run_step
+
+        return run_step(search_index_step, RunPayload.from_xcom(info)).to_xcom()
+
+    @task
+    def train_search_ranker(info: XCom) -> XCom:
+        from pipelines.orchestration.steps import RunPayload, search_ranker_step
+        from pipelines.orchestration.tasks import run_step
+
+        return run_step(search_ranker_step, RunPayload.from_xcom(info)).to_xcom()
+
+    @task(retries=0)  # registering twice would make two versions
+    def register_search_challenger(info: XCom) -> XCom:
+        from pipelines.orchestration.steps import RunPayload, search_register_step
+        from pipelines.orchestration.tasks import run_step
+
+        return run_step(search_register_step, RunPayload.from_xcom(info)).to_xcom()
+
+    @task
+    def evaluate_search(info: XCom) -> XCom:
+        from pipelines.orchestration.steps import RunPayload, search_evaluate_step
+        from pipelines.orchestration.tasks import run_step
+
+        return run_step(search_evaluate_step, RunPayload.from_xcom(info)).to_xcom()
+
+    @task.short_circuit
+    def search_gate(info: XCom) -> bool:
+        """Not blessed: the search branch stops here; the recommender's goes on."""
+        return bool(info["search_blessed"])
+
+    await_search_review = ApprovalOperator(
+        task_id="await_search_review",
+        subject=(
+            "Promote shopml-search version "
+            "{{ ti.xcom_pull(task_ids='evaluate_search')['search_version'] }}?"
+        ),
+        body="{{ ti.xcom_pull(task_ids='evaluate_search')['search_summary'] }}",
+        assigned_users=ASSIGNED,
+        defaults="Reject",
+        params={"comment": Param("", type="string", description="goes to the ledger")},
+        response_timeout=timedelta(hours=48),
+        retries=0,
+    )
+
+    @task
+    def promote_search(info: XCom, **context: Any) -> XCom:
+        from pipelines.orchestration.steps import RunPayload, search_promote_step
+        from pipelines.orchestration.tasks import run_step
+
+        return run_step(
+            search_promote_step, RunPayload.from_xcom(info), context["run_id"]
+        ).to_xcom()
+
+    @task
+    def notify_search(result: XCom) -> str:
+        from pipelines.orchestration.steps import PromotionResult, notify_step
+        from pipelines.orchestration.tasks import run_step
+
+        return run_step(notify_step, PromotionResult.from_xcom(result))
+
+    validated = validate_snapshot()
     evaluated = evaluate_challenger(
         register_challenger(
-            train_ranker(
-                train_candidates(materialize_features(build_features(validate_snapshot())))
-            )
+            train_ranker(train_candidates(materialize_features(build_features(validated))))
         )
     )
     passed = gate(evaluated)
     promoted = promote_model(evaluated)
     passed >> await_review >> promoted
     notify(promoted)
+
+    searched = evaluate_search(
+        register_search_challenger(train_search_ranker(build_search_index(validated)))
+    )
+    search_passed = search_gate(searched)
+    search_promoted = promote_search(searched)
+    search_passed >> await_search_review >> search_promoted
+    notify_search(search_promoted)
 
 
 shopml_retrain()

@@ -1,10 +1,10 @@
 """
 ### shopml_rollback
 
-Serve an earlier promoted version again: appends a `rollback` entry to the ledger (the
+Serve an earlier promoted version of `shopml-recommender` or `shopml-search` again: appends a `rollback` entry to the ledger (the
 reason, and who asked: the login that triggered this run, as Airflow authenticated it),
 re-points `current.json` in the serving bucket and the MLflow `champion` alias. Triggered
-by `shopml rollback --to VERSION --reason TEXT`.
+by `shopml rollback --to VERSION --reason TEXT [--model shopml-search]`.
 See docs/operations.md.
 """
 
@@ -26,6 +26,12 @@ from airflow.sdk import Param, dag, task
     default_args={"owner": "shopml", "retries": 1, "retry_delay": timedelta(seconds=30)},
     params={
         "version": Param(1, type="integer", minimum=1, description="version to serve again"),
+        "model": Param(
+            "shopml-recommender",
+            type="string",
+            enum=["shopml-recommender", "shopml-search"],
+            description="which served model",
+        ),
         "reason": Param("", type="string", minLength=3, description="why (goes to the ledger)"),
     },
     tags=["shopml", "rollback"],
@@ -41,6 +47,7 @@ def shopml_rollback() -> None:
         return run_step(
             rollback_step,
             version=int(params["version"]),
+            model=str(params.get("model") or "shopml-recommender"),
             reason=str(params["reason"]),
             # who asked: Airflow's authenticated triggering user, not a parameter
             requested_by=context["dag_run"].triggering_user_name,

@@ -212,6 +212,7 @@ T = TypeVar("T")
 # The tables of a pipeline config file (one file may hold all of them).
 PIPELINE_TABLES = (
     "validation", "features", "train", "candidates", "ranker", "evaluate", "gate", "search",
+    "search_gate",
 )  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,17 @@ review_app = typer.Typer(
 promotions_app = typer.Typer(
     help="The promotion ledger of the serving bucket.", no_args_is_help=True
 )
+
+
+class ServedModel(StrEnum):
+    recommender = "shopml-recommender"
+    search = "shopml-search"
+
+
+ModelOption = Annotated[
+    ServedModel, typer.Option("--model", help="Which served model.", case_sensitive=False)
+]
+REVIEW_TASKS = {"shopml-recommender": "await_review", "shopml-search": "await_search_review"}
 dags_app = typer.Typer(help="Trigger ShopML's Airflow DAGs.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 app.add_typer(promotions_app, name="promotions")
@@ -71,19 +83,22 @@ def review_list_cmd(user: UserOption) -> None:
     for d in pending:
         ti = d.get("task_instance", {})
         who = ", ".join(u.get("name", u.get("id", "")) for u in d.get("assigned_users", []))
+        model = "shopml-search" if ti.get("task_id") == REVIEW_TASKS["shopml-search"] else ""
+        flag = f" (--model {model})" if model else ""
         out_console.print(
-            f"[bold]{escape(str(ti.get('dag_run_id', '')))}[/]  {escape(d['subject'])}  "
+            f"[bold]{escape(str(ti.get('dag_run_id', '')))}[/]{flag}  {escape(d['subject'])}  "
             f"(asked {d['created_at']}; reviewers: {escape(who) or 'anyone'})",
             soft_wrap=True,
         )
         out_console.print(escape(d.get("body") or ""), soft_wrap=True)
 
 
-def _answer(run_id: str, approve: bool, comment: str, user: str) -> None:
-    result = _airflow(user).answer(run_id, approve, comment)
+def _answer(run_id: str, approve: bool, comment: str, user: str, served: ServedModel) -> None:
+    model = served.value
+    result = _airflow(user).answer(run_id, approve, comment, REVIEW_TASKS[model])
     word = "approved" if approve else "rejected"
     by = (result.get("responded_by_user") or {}).get("name", user)
-    out_console.print(f"[bold]{word}[/] {escape(run_id)} as {escape(str(by))}")
+    out_console.print(f"[bold]{word}[/] {model} in {escape(run_id)} as {escape(str(by))}")
 
 
 @review_app.command("approve")
@@ -92,9 +107,10 @@ def review_approve_cmd(
     dag_run: Annotated[str, typer.Argument(help="The retrain DAG run id (see `review list`).")],
     user: UserOption,
     comment: Annotated[str, typer.Option(help="Recorded in the ledger.")] = "",
+    model: ModelOption = ServedModel.recommender,
 ) -> None:
     """Approve a challenger: the DAG promotes it."""
-    _answer(dag_run, True, comment, user)
+    _answer(dag_run, True, comment, user, model)
 
 
 @review_app.command("reject")
@@ -103,21 +119,22 @@ def review_reject_cmd(
     dag_run: Annotated[str, typer.Argument(help="The retrain DAG run id (see `review list`).")],
     user: UserOption,
     comment: Annotated[str, typer.Option(help="Why.")] = "",
+    model: ModelOption = ServedModel.recommender,
 ) -> None:
     """Reject a challenger: the champion stays."""
-    _answer(dag_run, False, comment, user)
+    _answer(dag_run, False, comment, user, model)
 
 
 @promotions_app.command("log")
 @reports_errors
 def promotions_log_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    model: ModelOption = ServedModel.recommender,
 ) -> None:
     """Every promotion and rollback, oldest first, from the serving bucket's ledger."""
     from pipelines.promotion.promote import ledger_entries
-    from pipelines.registry.models import MODEL_NAME
 
-    entries = ledger_entries(load_settings(), MODEL_NAME)
+    entries = ledger_entries(load_settings(), model.value)
     if as_json:
         for entry in entries:
             typer.echo(json.dumps(entry, sort_keys=True))
@@ -141,16 +158,15 @@ def promotions_log_cmd(
 
 @promotions_app.command("verify")
 @reports_errors
-def promotions_verify_cmd() -> None:
+def promotions_verify_cmd(model: ModelOption = ServedModel.recommender) -> None:
     """Check the ledger's chain, current.json and every promoted version's files (exit 1 when
     anything is damaged)."""
     from pipelines.promotion.promote import verify
-    from pipelines.registry.models import MODEL_NAME
 
-    state = verify(load_settings(), MODEL_NAME)
+    state = verify(load_settings(), model.value)
     served = "nothing" if state.pointer is None else f"version {state.pointer['version']}"
     out_console.print(
-        f"{MODEL_NAME}: {len(state.entries)} ledger entries, {served} served, "
+        f"{model.value}: {len(state.entries)} ledger entries, {served} served, "
         f"versions checked: {', '.join(map(str, state.checked_versions)) or 'none'}"
     )
     if state.ok:
@@ -173,14 +189,15 @@ def promote_cmd(
         ),
     ],
     user: UserOption,
+    model: ModelOption = ServedModel.recommender,
 ) -> None:
     """Serve a version that a retrain run evaluated and a reviewer approved (the DAG's
-    promote_model step, by hand: for a run whose promotion failed on the way)."""
+    promote_model / promote_search step, by hand: for a run whose promotion failed)."""
     from pipelines.promotion.promote import promote
 
     settings = load_settings()
-    review = _airflow(user).review(dag_run)
-    out = promote(version=version, settings=settings, review=review)
+    review = _airflow(user).review(dag_run, task_id=REVIEW_TASKS[model.value])
+    out = promote(version=version, settings=settings, review=review, name=model.value)
     state = "promoted" if out.changed else "already served:"
     out_console.print(f"[bold green]{state}[/] version {out.version} (previous {out.previous})")
 
@@ -191,6 +208,7 @@ def rollback_cmd(
     to: Annotated[int, typer.Option("--to", help="An earlier promoted version.")],
     reason: Annotated[str, typer.Option(help="Why (goes to the ledger).")],
     user: UserOption,
+    model: ModelOption = ServedModel.recommender,
 ) -> None:
     """Serve an earlier version again (triggers the shopml_rollback DAG)."""
     from pipelines.orchestration.airflow_api import ROLLBACK_DAG
@@ -198,18 +216,20 @@ def rollback_cmd(
     if len(reason.strip()) < 3:
         raise ShopMLError("--reason: say why (at least 3 characters)")
     from pipelines.promotion.promote import ledger_entries
-    from pipelines.registry.models import MODEL_NAME
 
-    entries = ledger_entries(load_settings(), MODEL_NAME)
+    entries = ledger_entries(load_settings(), model.value)
     promoted = sorted({e["version"] for e in entries if e["action"] == "promote"})
     if to not in promoted:
         raise ShopMLError(
             f"--to {to}: version {to} was never promoted (promoted: "
             f"{', '.join(map(str, promoted)) or 'none'}); nothing triggered"
         )
-    run = _airflow(user).trigger(ROLLBACK_DAG, {"version": to, "reason": reason})
+    run = _airflow(user).trigger(
+        ROLLBACK_DAG, {"version": to, "reason": reason, "model": model.value}
+    )
     out_console.print(
-        f"triggered {ROLLBACK_DAG} run {escape(run['dag_run_id'])} to serve version {to}"
+        f"triggered {ROLLBACK_DAG} run {escape(run['dag_run_id'])} to serve {model.value} "
+        f"version {to}"
     )
 
 

@@ -184,6 +184,7 @@ def judge(
     min_slice_users: int = 1,
     confidence: float = 0.95,
     intervals: Mapping[tuple[str, str], Interval] | None = None,
+    unit: str = "users",
 ) -> Judgement:
     """Judge every check of ``cfg``; ``differences`` maps (slice, metric) to the bootstrap
     interval of challenger - champion (needed by ``use_ci`` checks), ``intervals`` the
@@ -195,15 +196,15 @@ def judge(
     n_all = (slice_users or {}).get("all")
     if n_all is not None and n_all < cfg.min_users:
         reason = (
-            f"too few users to judge: {n_all:,} in the evaluation set, {cfg.min_users:,} "
-            "needed ([gate] min_users); their intervals are too wide to tell models apart"
+            f"too few {unit} to judge: {n_all:,} in the evaluation set, {cfg.min_users:,} "
+            f"needed ({'[gate]' if unit == 'users' else '[search_gate]'} min_users); their intervals are too wide to tell models apart"
         )
         if cfg.allow_few_users:
             notes.append(reason + " (judged anyway: [gate] allow_few_users)")
         else:
             outcomes.append(
                 Outcome(
-                    "size", "users", "all", False, reason + ": fail",
+                    "size", unit, "all", False, reason + ": fail",
                     value=float(n_all), threshold=float(cfg.min_users),
                 )
             )  # fmt: skip
@@ -231,7 +232,7 @@ def judge(
             why = (
                 f"no slice {check.slice!r} in this evaluation set"
                 if check.slice not in challenger
-                else f"only {n} user(s) in the slice, {min_slice_users} needed"
+                else f"only {n} {unit} in the slice, {min_slice_users} needed"
             )
             outcomes.append(
                 Outcome("value", check.metric, check.slice, None, f"{label}: skipped, {why}")

@@ -132,9 +132,11 @@ class AirflowClient:
         detail = self._call("GET", self.review_path(run_id, dag_id, task_id))
         return review_from_hitl(detail, dag_id=dag_id, run_id=run_id, task_id=task_id)
 
-    def answer(self, run_id: str, approve: bool, comment: str) -> dict[str, Any]:
-        """Approve or reject the review of ``run_id`` as this user."""
-        path = self.review_path(run_id)
+    def answer(
+        self, run_id: str, approve: bool, comment: str, task_id: str = REVIEW_TASK
+    ) -> dict[str, Any]:
+        """Approve or reject the review ``task_id`` of ``run_id`` as this user."""
+        path = self.review_path(run_id, task_id=task_id)
         return dict(
             self._call(
                 "PATCH",

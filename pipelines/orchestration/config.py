@@ -1,8 +1,8 @@
 """The pipeline config file: one TOML file with a table per stage, read in one place.
 
 Tables (all optional; docs/operations.md): ``[validation]`` (thresholds of the validation
-suites), ``[features]``, ``[train]``, ``[candidates]``, ``[ranker]``, ``[evaluate]`` and
-``[gate]``. ``[evaluate] holdout_days`` is read by training too: the default training
+suites), ``[features]``, ``[train]``, ``[candidates]``, ``[ranker]``, ``[evaluate]``,
+``[gate]``, ``[search]`` and ``[search_gate]`` (the search branch). ``[evaluate] holdout_days`` is read by training too: the default training
 time is the start of the evaluation window. An unknown table or key is an error naming
 it, so a typo is never silently ignored.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.evaluation.evaluate import EvaluateConfig
+from pipelines.evaluation.search_eval import SearchEvalConfig
 from pipelines.recommender.config import TrainConfig
 from pipelines.settings import check_tables
 from pipelines.validation.config import ValidationConfig
@@ -23,6 +24,7 @@ class PipelineConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    search: SearchEvalConfig = field(default_factory=SearchEvalConfig)
 
     @classmethod
     def from_toml(cls, path: str | Path | None) -> PipelineConfig:
@@ -34,4 +36,5 @@ class PipelineConfig:
             validation=ValidationConfig.from_toml(path),
             train=TrainConfig.from_toml(path),
             evaluate=EvaluateConfig.from_toml(path),
+            search=SearchEvalConfig.from_toml(path),
         )

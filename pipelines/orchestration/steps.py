@@ -29,6 +29,8 @@ from pipelines.recommender.plan import (
     train_ranker,
 )
 from pipelines.registry.challenger import register_challenger
+from pipelines.registry.models import MODEL_NAME
+from pipelines.registry.search import SEARCH_MODEL, register_search
 from pipelines.settings import Settings, load_settings, redact
 from pipelines.validation.validate import validate_snapshot
 
@@ -54,6 +56,12 @@ class RunPayload:
     summary: str = ""  # the evaluation summary: the body of the approval request
     report: str = ""
     eval_set_hash: str = ""
+    # the search branch (its tasks fill these; the recommender's leave them empty)
+    search_version: int | None = None
+    search_model_uri: str = ""
+    search_blessed: bool | None = None
+    search_summary: str = ""
+    search_report: str = ""
 
     def to_xcom(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +94,7 @@ class PromotionResult:
     previous: int | None
     changed: bool
     approved_by: str
+    model: str = MODEL_NAME
 
     def to_xcom(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,17 +213,102 @@ def promote_step(run: RunPayload, dag_run_id: str) -> PromotionResult:
 def notify_step(result: PromotionResult) -> str:
     """One line for the log (and any notifier hooked to this task)."""
     message = (
-        f"shopml-recommender version {result.version} is now served "
+        f"{result.model} version {result.version} is now served "
         f"(previous: {result.previous}; approved by {result.approved_by})"
         if result.changed
-        else f"shopml-recommender version {result.version} was already served"
+        else f"{result.model} version {result.version} was already served"
     )
     log.info(message)
     return message
 
 
+# ----------------------------------------------------------------------------- search
+
+
+def _search_dir(run: RunPayload, name: str) -> Path:
+    return run.folder / "search" / name
+
+
+def search_index_step(run: RunPayload) -> RunPayload:
+    """Index the snapshot's catalog as of the training time and tune the first stage
+    (``[search]`` of the run's config); saved to the run's ``search/prepared``."""
+    from pipelines.search.model import prepare
+
+    cfg = PipelineConfig.from_toml(run.config).search.search
+    prepare(run.snapshot, cfg).save(_search_dir(run, "prepared"), overwrite=True)
+    return run
+
+
+def search_ranker_step(run: RunPayload) -> RunPayload:
+    """Fit the search re-ranker on the prepared index; saved to the run's ``search/model``."""
+    from pipelines.search.model import SearchModel, fit
+
+    cfg = PipelineConfig.from_toml(run.config).search.search
+    model = fit(SearchModel.load(_search_dir(run, "prepared")), run.snapshot, cfg)
+    model.save(_search_dir(run, "model"), overwrite=True)
+    return run
+
+
+def search_register_step(run: RunPayload) -> RunPayload:
+    """Register the run's search model as the next ``shopml-search`` challenger."""
+    from pipelines.search.model import SearchModel
+
+    model = SearchModel.load(_search_dir(run, "model"))
+    out = register_search(model, settings=load_settings())
+    return replace(run, search_version=out.version, search_model_uri=out.uri)
+
+
+def search_evaluate_step(run: RunPayload) -> RunPayload:
+    """Evaluate the search challenger against its champion; the summary is the body of
+    the search approval request."""
+    from pipelines.evaluation.search_eval import evaluate_search
+
+    if not run.search_model_uri:
+        raise ShopMLError("no search model in this run yet (register_search_challenger first)")
+    settings = load_settings()
+    result = evaluate_search(
+        model_uri=run.search_model_uri,
+        snapshot_uri=run.snapshot,
+        settings=settings,
+        cfg=PipelineConfig.from_toml(run.config).search,
+        out_dir=_search_dir(run, "evaluation"),
+    )
+    summary = (result.out_dir / "summary.md").read_text()
+    links = (
+        f"\n\nReport: {(result.out_dir / 'report.html').resolve().as_uri()}\n"
+        f"MLflow: {run.search_model_uri} (experiment shopml-search, "
+        f"tracking {redact(settings.mlflow_tracking_uri)})\n"
+    )
+    return replace(
+        run,
+        search_blessed=result.blessed,
+        search_summary=summary + links,
+        search_report=str(result.out_dir / "report.html"),
+    )
+
+
+def search_promote_step(run: RunPayload, dag_run_id: str) -> PromotionResult:
+    """Promote the run's search challenger on Airflow's record of the search approval
+    (task ``await_search_review``) and the run's signed search verdict."""
+    from pipelines.promotion.promote import REVIEW_TASKS
+
+    if run.search_version is None:
+        raise ShopMLError("no search model version in this run")
+    settings = load_settings()
+    review = service_client(settings).review(dag_run_id, task_id=REVIEW_TASKS[SEARCH_MODEL])
+    out = promote(version=run.search_version, settings=settings, review=review, name=SEARCH_MODEL)
+    return PromotionResult(
+        out.version, out.previous, out.changed, review.responded_by or "", SEARCH_MODEL
+    )
+
+
 def rollback_step(
-    *, version: int, reason: str, requested_by: str | None, dag_run_id: str
+    *,
+    version: int,
+    reason: str,
+    requested_by: str | None,
+    dag_run_id: str,
+    model: str = MODEL_NAME,
 ) -> dict[str, Any]:
     """Roll back, recorded in the ledger as asked by ``requested_by``: the login that
     triggered the DAG run, as Airflow authenticated it (never a free-text parameter)."""
@@ -229,5 +323,6 @@ def rollback_step(
         settings=load_settings(),
         requested_by=requested_by,
         dag_run=dag_run_id,
+        name=model,
     )
-    return {"version": out.version, "previous": out.previous}
+    return {"model": model, "version": out.version, "previous": out.previous}

@@ -3,15 +3,15 @@
 Under the serving bucket URI (``file:///...`` or ``s3://bucket/prefix``)::
 
     <model>/versions/<version>/bundle/...              the model bundle
-    <model>/versions/<version>/feature_service.json    the features the ranker reads
+    <model>/versions/<version>/feature_service.json    the features the ranker reads (recommender)
     <model>/versions/<version>/features/users.parquet  the feature values the bundle serves with
-    <model>/versions/<version>/features/items.parquet
+    <model>/versions/<version>/features/items.parquet  (recommender; a search bundle holds its own)
     <model>/versions/<version>/report/...              verdict.json, report.html, summary.md
     <model>/versions/<version>/manifest.json           sha256 of every file: written last
     <model>/ledger/00000001.json ...                   one entry per promotion or rollback
     <model>/current.json                               the served version and the ledger head
 
-A version is complete when its manifest exists and every file it lists matches its
+``<model>`` is ``shopml-recommender`` or ``shopml-search``. A version is complete when its manifest exists and every file it lists matches its
 sha256; ``current.json`` only ever points at a complete version, and names the ledger
 entry that made it current (:mod:`pipelines.promotion.ledger`).
 """

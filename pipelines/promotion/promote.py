@@ -43,11 +43,14 @@ from pipelines.promotion.verify import UNFINISHED, Verification, verify_model
 from pipelines.recommender.bundle import Recommender
 from pipelines.recommender.rows import STORE_ITEM_FEATURES, STORE_USER_FEATURES
 from pipelines.registry.models import CHAMPION, MODEL_NAME, bundle_path, tag_version
+from pipelines.registry.search import SEARCH_MODEL
 from pipelines.registry.tracking import configure, mlflow_module, quiet_mlflow
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 APPROVE = "Approve"
+# The approval task of each model in the retrain DAG: an approval answers for one model only
+REVIEW_TASKS = {MODEL_NAME: "await_review", SEARCH_MODEL: "await_search_review"}
 VERDICT = "verdict.json"
 SIGNATURE = "verdict.sig"
 
@@ -123,9 +126,20 @@ def verify(settings: Settings, name: str) -> Verification:
 # ----------------------------------------------------------------------------- checks
 
 
-def check_review(review: Review, settings: Settings, *, version: int) -> None:
-    """Refuse unless ``review`` approves and was answered by an assigned reviewer."""
+def check_review(
+    review: Review, settings: Settings, *, version: int, name: str = MODEL_NAME
+) -> None:
+    """Refuse unless ``review`` is the approval request of model ``name``, approves and
+    was answered by an assigned reviewer."""
     where = f"the approval request of {review.dag_id} run {review.dag_run}"
+    expected = REVIEW_TASKS.get(name)
+    if expected is None:
+        raise ShopMLError(f"no approval task is defined for model {name!r}")
+    if review.task_id != expected:
+        raise ShopMLError(
+            f"{where} is task {review.task_id!r}, the approval of another model; {name} is "
+            f"approved by task {expected!r} only"
+        )
     if not review.response_received:
         raise ShopMLError(
             f"{where} has no answer from a reviewer (its task was marked done without one); "
@@ -243,6 +257,21 @@ def _stage(
     (out / layout.REPORT).mkdir()
     for file in layout.REPORT_FILES:
         shutil.copyfile(verdict.folder / file, out / layout.REPORT / file)
+    if name == MODEL_NAME:
+        _stage_features(out)
+    shutil.rmtree(out / "_model", ignore_errors=True)
+    return {
+        "snapshot_id": verdict.body["eval_set"]["snapshot_id"],
+        "eval_set_hash": verdict.body["eval_set"]["hash"],
+        "verdict_sha256": verdict.sha256,
+        "report_sha256": verdict.body["files"]["report.html"],
+        "bundle_sha256": expected,
+    }
+
+
+def _stage_features(out: Path) -> None:
+    """The recommender's feature service and the feature values its bundle serves with
+    (a search bundle carries its own: the index and the shoppers' profiles)."""
     service = {
         "name": recommender_ranker.name,
         "features": [
@@ -261,14 +290,6 @@ def _stage(
         items = items.join(pd.DataFrame(rec.store.items, columns=list(STORE_ITEM_FEATURES)))
     users.to_parquet(out / layout.FEATURES / "users.parquet", index=False)
     items.to_parquet(out / layout.FEATURES / "items.parquet", index=False)
-    shutil.rmtree(out / "_model", ignore_errors=True)
-    return {
-        "snapshot_id": verdict.body["eval_set"]["snapshot_id"],
-        "eval_set_hash": verdict.body["eval_set"]["hash"],
-        "verdict_sha256": verdict.sha256,
-        "report_sha256": verdict.body["files"]["report.html"],
-        "bundle_sha256": expected,
-    }
 
 
 def _upload(bucket: Bucket, name: str, version: int, staged: Path, meta: dict[str, Any]) -> None:
@@ -305,15 +326,23 @@ def _finish(bucket: Bucket, name: str, entry: ledger.Entry, settings: Settings) 
     _client(settings).set_registered_model_alias(name, CHAMPION, str(entry.version))
 
 
+def served_model(name: str | None) -> str:
+    """``name`` when it is a model ShopML serves (default: the recommender), else an error."""
+    name = name or MODEL_NAME
+    if name not in REVIEW_TASKS:
+        raise ShopMLError(f"unknown model {name!r}: ShopML serves {', '.join(REVIEW_TASKS)}")
+    return name
+
+
 def promote(
     *, version: int, settings: Settings, review: Review, name: str | None = None
 ) -> Outcome:
     """Serve ``version`` once every proof holds (module docstring)."""
-    name = name or MODEL_NAME
+    name = served_model(name)
     bucket = _bucket(settings)
     state = verify_model(bucket, name, versions=[version], pending=version)
     state.require_intact(f"promoting {name} version {version}")
-    check_review(review, settings, version=version)
+    check_review(review, settings, version=version, name=name)
     served = None if state.pointer is None else int(state.pointer["version"])
     head = state.head
     if (
@@ -403,7 +432,7 @@ def rollback(
 ) -> Outcome:
     """Serve an earlier promoted ``to_version`` again: ledger entry, pointer, alias.
     ``requested_by`` is the authenticated login that asked (the DAG run's triggering user)."""
-    name = name or MODEL_NAME
+    name = served_model(name)
     if len(reason.strip()) < 3:
         raise ShopMLError("a rollback needs a reason (at least 3 characters)")
     if not requested_by:

@@ -43,6 +43,9 @@ class SearchConfig(LambdaMARTConfig):
     synonyms_file: str | None = None
     synonym_weight: float = 0.5
     relaxed_prefix: int = 4  # relaxed terms: catalog words sharing this many first letters
+    # Held out for the evaluation (`shopml search evaluate`, the retrain DAG's gate)
+    holdout_days: float = 7.0  # the query log's last days: training stops before them
+    judged_holdout: float = 0.2  # share of judged queries (picked by a hash of the text)
     # Re-ranker
     rerank: bool = True
     labels: str = "auto"  # judgments | queries (the click log) | auto: the log when it has enough
@@ -73,6 +76,8 @@ class SearchConfig(LambdaMARTConfig):
             (0 <= self.synonym_weight <= 1, "synonym_weight must be in [0, 1]"),
             (self.relaxed_prefix >= 2, "relaxed_prefix must be >= 2"),
             (self.folds >= 2, "folds must be >= 2"),
+            (self.holdout_days > 0, "holdout_days must be > 0"),
+            (0 <= self.judged_holdout < 1, "judged_holdout must be in [0, 1)"),
             (self.labels in LABELS, f"labels must be one of {LABELS}"),
             (self.min_logged_queries >= 2, "min_logged_queries must be >= 2"),
             (0 < self.validation_share < 1, "validation_share must be in (0, 1)"),

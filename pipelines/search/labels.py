@@ -7,6 +7,7 @@ of items not in the catalog are left out.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,32 @@ def judged(snap: Snapshot, index: SearchIndex) -> Judged:
         {"user_id": j["query"], "item_id": j["item_id"], "relevance": 2.0 ** j["label"] - 1.0}
     )
     return Judged(queries, labels, truth)
+
+
+def held_out(query: str, share: float) -> bool:
+    """Whether a judged query belongs to the evaluation share: the first 32 bits of the
+    sha256 of its text (trimmed, case-folded), as a fraction, fall below ``share``. The
+    rule depends on the text alone, so every snapshot and every model holds out the same
+    queries, and a champion trained on an earlier snapshot never saw the ones it is
+    scored on."""
+    digest = hashlib.sha256(query.strip().casefold().encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
+
+
+def split_judged(data: Judged, share: float) -> tuple[Judged, Judged]:
+    """(training queries, evaluation queries) of ``data`` by :func:`held_out`."""
+    test = [held_out(q, share) for q in data.queries]
+
+    def part(keep: bool) -> Judged:
+        picked = [i for i, t in enumerate(test) if t == keep]
+        names = {data.queries[i] for i in picked}
+        return Judged(
+            [data.queries[i] for i in picked],
+            [data.labels[i] for i in picked],
+            data.truth[data.truth["user_id"].isin(names)].reset_index(drop=True),
+        )
+
+    return part(False), part(True)
 
 
 GRADE_OF_EVENT = {"search_click": 1, "add_to_cart": 2, "purchase": 3}

@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 
 from pipelines.data.snapshot import Snapshot
-from pipelines.data.timeline import load_timeline, snapshot_end
+from pipelines.data.timeline import holdout_window, load_timeline, snapshot_end
 from pipelines.errors import ContractError, ShopMLError
 from pipelines.features.config import FeatureConfig
 from pipelines.io import why_not_a_file
 from pipelines.search import ranker
 from pipelines.search.config import SearchConfig
 from pipelines.search.engine import Candidates, SearchIndex
-from pipelines.search.labels import judged, logged
+from pipelines.search.labels import judged, logged, split_judged
 from pipelines.search.personal import PERSONAL, ItemTags, Profiles, load_tags, save_tags
 from pipelines.search.pit import AsOf
 from pipelines.search.pit import rows as pit_rows
@@ -184,12 +184,17 @@ def reasons(index: SearchIndex, c: Candidates, j: int, personal: np.ndarray | No
     return "; ".join(parts) or "listed by the ranker"
 
 
-def item_stats(snap: Snapshot, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per item: events (all types) and purchases per view, from the snapshot's events."""
+def item_stats(
+    snap: Snapshot, item_ids: np.ndarray, until: float = np.inf
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: events (all types) and purchases per view, from the snapshot's events
+    before ``until`` (epoch seconds)."""
     n = len(item_ids)
     if not snap.rows("events"):
         return np.zeros(n), np.zeros(n)
-    ev = snap.read("events", columns=["item_id", "event_type"]).to_pandas()
+    ev = snap.read("events", columns=["item_id", "event_type", "ts"]).to_pandas()
+    if np.isfinite(until):
+        ev = ev[ev["ts"] < pd.Timestamp(until, unit="s", tz="UTC")]
     row = pd.Series(np.arange(n), index=item_ids)
     r = row.reindex(ev["item_id"]).to_numpy()
     ok = ~np.isnan(r)
@@ -201,18 +206,28 @@ def item_stats(snap: Snapshot, item_ids: np.ndarray) -> tuple[np.ndarray, np.nda
     return events, buys / np.maximum(views, 1.0)
 
 
-def train(snapshot: str | Path, cfg: SearchConfig) -> SearchModel:
-    """Index the snapshot's catalog, tune the first stage and fit the re-ranker on the
-    query log's clicks (point in time, with the shoppers' interest tags) or on the
-    judgments (:func:`label_source`); with neither, the index answers with its fused
-    scores."""
+def training_until(snap: Snapshot, cfg: SearchConfig) -> float:
+    """Where training stops (epoch seconds): the start of the last ``holdout_days`` of
+    the snapshot's events, which the evaluation scores; +inf without events."""
+    if not snap.rows("events"):
+        return float("inf")
+    return holdout_window(snap, cfg.holdout_days)[0].timestamp()
+
+
+def prepare(snapshot: str | Path, cfg: SearchConfig, *, until: float | None = None) -> SearchModel:
+    """The first stage: index the snapshot's catalog as of ``until`` (default
+    :func:`training_until`; popularity, conversion and query intent from the events and
+    queries before it) and tune the field weights and the fusion on the training labels
+    (:func:`label_source`): the log's clicked queries before ``until``, or the judged
+    queries outside the evaluation share. No re-ranker yet (:func:`fit`)."""
     started = time.perf_counter()
     snap = Snapshot.open(snapshot)
     items = snap.read("items").to_pandas()
     if items.empty:
         raise ContractError(str(snap.path), "the snapshot has no items to search")
-    queries = snap.read("queries").to_pandas() if snap.rows("queries") else None
-    events, conversion = item_stats(snap, items["item_id"].to_numpy())
+    t_end = training_until(snap, cfg) if until is None else float(until)
+    queries = _queries_before(snap, t_end)
+    events, conversion = item_stats(snap, items["item_id"].to_numpy(), t_end)
     index = SearchIndex.build(items, cfg, queries=queries, popularity=events, conversion=conversion)
     info: dict[str, Any] = {
         "snapshot_id": snap.id,
@@ -220,48 +235,113 @@ def train(snapshot: str | Path, cfg: SearchConfig) -> SearchModel:
         "items": len(items),
         "query_log_rows": 0 if queries is None else len(queries),
         "embedding": index.embedder.kind,
+        "train_until": None if not np.isfinite(t_end) else _iso(t_end),
+        "judged_holdout": cfg.judged_holdout,
     }
-    booster = profiles = tags = None
-    rows = None
-    source = label_source(snap, index, cfg)
-    data_q = logged(snap, index) if source == "queries" else None
-    data_j = judged(snap, index) if source == "judgments" else None
-    texts: list[str] = []
-    labels: list[dict[int, int]] = []
-    if data_q is not None:
-        texts, labels = data_q.texts, data_q.labels
-        info["labels"] = f"query log: {len(data_q)} clicked queries (click 1, cart 2, purchase 3)"
-    elif data_j is not None:
-        texts, labels = data_j.queries, data_j.labels
-        info["labels"] = f"judgments: {len(texts)} queries, {len(data_j.truth)} judged items"
-    else:
-        info["labels"] = (
-            "none: no judgments and no clicked queries; results are the fused first stage"
-        )
+    source = label_source(snap, index, cfg, until=t_end)
+    texts, labels = _training_labels(snap, index, cfg, source, t_end, info)
     if texts and cfg.tune:
         weights, alpha, first = ranker.tune(index, texts, labels)
         index = index.with_params(weights, alpha)
         info["first_stage_ndcg_at_10"] = round(first, 4)
-    if data_q is not None:  # point-in-time rows, and every shopper's tags at the end
-        log_ = queries if queries is not None else pd.DataFrame()
+    info["label_source"] = source
+    info["config"] = index.cfg.as_dict()
+    info["seconds"] = round(time.perf_counter() - started, 1)
+    return SearchModel(index, None, info)
+
+
+def fit(model: SearchModel, snapshot: str | Path, cfg: SearchConfig) -> SearchModel:
+    """The re-ranker on the prepared model's training labels: point-in-time rows with the
+    shoppers' interest tags from the log, or rows of the judged queries; and every
+    shopper's tags as of the training time. Without labels (or ``rerank = false``) the
+    model answers with its fused scores."""
+    started = time.perf_counter()
+    snap = Snapshot.open(snapshot)
+    if model.info.get("snapshot_id") != snap.id:
+        raise ShopMLError(
+            f"the prepared search model was indexed on snapshot {model.info.get('snapshot_id')}, "
+            f"not on {snap.id} ({snap.path})"
+        )
+    info = dict(model.info)
+    index = model.index
+    until = _epoch(info.get("train_until"))
+    source = info.get("label_source")
+    booster = profiles = tags = None
+    rows = None
+    if source == "queries":
+        data_q = logged(snap, index, end=until)
+        before = _queries_before(snap, until)
+        log_ = before if before is not None else pd.DataFrame()
         asof = AsOf(index, load_timeline(snap), log_, FeatureConfig())
         rows = pit_rows(asof, data_q) if cfg.rerank else None
-        _, _, profiles, tags = next(asof.days(np.array([snapshot_end(snap).timestamp()])))
-    elif data_j is not None and cfg.rerank and len(texts) >= 2:
-        rows = ranker.rows(index, texts, labels)
+        end = min(until, snapshot_end(snap).timestamp())
+        _, _, profiles, tags = next(asof.days(np.array([end])))
+    elif source == "judgments" and cfg.rerank:
+        data_j, _ = split_judged(judged(snap, index), cfg.judged_holdout)
+        if len(data_j.queries) >= 2:
+            rows = ranker.rows(index, data_j.queries, data_j.labels)
     if rows is not None:
         booster, curves = ranker.fit(*ranker.split(rows, cfg.validation_share, cfg.seed), cfg)
         info["ranker_rounds"] = int(booster.best_iteration or booster.current_iteration())
-        info["ranker_validation_ndcg"] = round(max(curves["validation"]), 4)
-    info["config"] = index.cfg.as_dict()
-    info["seconds"] = round(time.perf_counter() - started, 1)
+        info["ranker_validation_ndcg"] = round(float(max(curves["validation"])), 4)
+    info["seconds"] = round(float(info.get("seconds", 0.0)) + time.perf_counter() - started, 1)
     return SearchModel(index, booster, info, profiles, tags)
 
 
-def label_source(snap: Snapshot, index: SearchIndex, cfg: SearchConfig) -> str | None:
-    """Where the re-ranker's labels come from: "judgments", "queries" or None."""
+def train(snapshot: str | Path, cfg: SearchConfig, *, until: float | None = None) -> SearchModel:
+    """``shopml search train``: :func:`prepare` then :func:`fit`."""
+    return fit(prepare(snapshot, cfg, until=until), snapshot, cfg)
+
+
+def _iso(t: float) -> str:
+    return pd.Timestamp(t, unit="s", tz="UTC").isoformat()
+
+
+def _epoch(iso: str | None) -> float:
+    return float("inf") if not iso else pd.Timestamp(iso).timestamp()
+
+
+def _queries_before(snap: Snapshot, until: float) -> pd.DataFrame | None:
+    if not snap.rows("queries"):
+        return None
+    q = snap.read("queries").to_pandas()
+    if np.isfinite(until):
+        q = q[q["ts"] < pd.Timestamp(until, unit="s", tz="UTC")].reset_index(drop=True)
+    return q
+
+
+def _training_labels(
+    snap: Snapshot,
+    index: SearchIndex,
+    cfg: SearchConfig,
+    source: str | None,
+    until: float,
+    info: dict[str, Any],
+) -> tuple[list[str], list[dict[int, int]]]:
+    if source == "queries":
+        data_q = logged(snap, index, end=until)
+        info["labels"] = f"query log: {len(data_q)} clicked queries (click 1, cart 2, purchase 3)"
+        return data_q.texts, data_q.labels
+    if source == "judgments":
+        data_j, held = split_judged(judged(snap, index), cfg.judged_holdout)
+        info["labels"] = (
+            f"judgments: {len(data_j.queries)} queries, {len(data_j.truth)} judged items "
+            f"({len(held.queries)} queries held out for evaluation)"
+        )
+        return data_j.queries, data_j.labels
+    info["labels"] = "none: no judgments and no clicked queries; results are the fused first stage"
+    return [], []
+
+
+def label_source(
+    snap: Snapshot, index: SearchIndex, cfg: SearchConfig, *, until: float = np.inf
+) -> str | None:
+    """Where the re-ranker's labels come from: "judgments", "queries" (the log before
+    ``until``) or None."""
     has_j = snap.has("judgments") and snap.rows("judgments") > 0
-    n_log = len(logged(snap, index)) if snap.rows("queries") and snap.rows("events") else 0
+    n_log = (
+        len(logged(snap, index, end=until)) if snap.rows("queries") and snap.rows("events") else 0
+    )
     if cfg.labels == "judgments":
         if not has_j:
             raise ContractError(
@@ -289,15 +369,23 @@ def run_file(model: SearchModel, queries: str | Path, *, k: int = 10) -> pd.Data
         df = pd.read_parquet(src)
     else:
         df = pd.read_csv(src, dtype=str, keep_default_na=False)
+    return answer_frame(model, df, k=k, source=src.name)
+
+
+def answer_frame(
+    model: SearchModel, df: pd.DataFrame, *, k: int = 10, source: str = "input"
+) -> pd.DataFrame:
+    """Answer each row of ``df`` (``query``, optional ``user_id``): rows query, user_id,
+    rank, item_id, score, fallback. An empty query is refused naming its row."""
     if "query" not in df.columns:
         raise ContractError(
-            src.name, f"no `query` column (columns: {', '.join(map(str, df.columns))})"
+            source, f"no `query` column (columns: {', '.join(map(str, df.columns))})"
         )
     users = df["user_id"] if "user_id" in df.columns else pd.Series([None] * len(df))
     parts = []
     for i, (q, u) in enumerate(zip(df["query"], users, strict=True)):
         if not isinstance(q, str) or not q.strip():
-            raise ContractError(src.name, f"row {i + 2}, column query: empty query")
+            raise ContractError(source, f"row {i + 2}, column query: empty query")
         res, c = model.search(q, k=k, user=u if isinstance(u, str) and u else None)
         parts.append(
             res[["rank", "item_id", "score"]].assign(query=q, user_id=u, fallback=c.fallback)
