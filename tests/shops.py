@@ -37,7 +37,7 @@ LIGHT = TrainConfig(
     ),
     features=FeatureConfig(segment_k_min=2, segment_k_max=3),
 )
-# LIGHT as a pipeline config file (for the DAG and its steps), with a gate every model passes.
+# LIGHT as a pipeline config file (for the DAG and its steps), with gates every model passes.
 LIGHT_TOML = """
 [train]
 folds = 1
@@ -55,6 +55,14 @@ segment_k_min = 2
 segment_k_max = 3
 [[gate.checks]]
 metric = "hit_rate@10"
+min = 0.0
+[search]
+max_rounds = 60
+min_rounds = 20
+[search_gate]
+min_users = 10
+[[search_gate.checks]]
+metric = "ndcg@10"
 min = 0.0
 """
 # The same candidates with a ranker stopped after 3 rounds: a second, weaker version.

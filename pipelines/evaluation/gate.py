@@ -232,7 +232,8 @@ def judge(
             why = (
                 f"no slice {check.slice!r} in this evaluation set"
                 if check.slice not in challenger
-                else f"only {n} {unit} in the slice, {min_slice_users} needed"
+                else f"only {n} {'user(s)' if unit == 'users' else unit} in the slice, "
+                f"{min_slice_users} needed"
             )
             outcomes.append(
                 Outcome("value", check.metric, check.slice, None, f"{label}: skipped, {why}")

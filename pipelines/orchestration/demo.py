@@ -2,10 +2,11 @@
 
 Starts the embedded stack (Airflow on SQLite with the LocalExecutor, MLflow on SQLite, a
 local serving bucket), generates a shop, triggers ``shopml_retrain`` through Airflow's REST
-API, approves as the demo reviewer, waits for the promotion, retrains on a newer snapshot
-to show champion vs challenger, then prints the ledger, recommendations from the served
-model for a returning and a new shopper, a search for a returning and an anonymous
-shopper (a search model trained on the newer snapshot), and where to open the UIs. ``make up`` starts
+API, approves the recommender and the search model as the demo reviewer (each has its own
+approval request), waits for the promotions, retrains on a newer snapshot to show champion
+vs challenger, then prints both ledgers, recommendations from the served recommender for a
+returning and a new shopper, a search by the served search model for a returning and an
+anonymous shopper, and where to open the UIs. ``make up`` starts
 the same stack and leaves it running (``python -m pipelines.orchestration.demo up``; ``down`` stops it).
 """
 
@@ -35,6 +36,7 @@ from pipelines.promotion.promote import ledger_entries, served_version
 from pipelines.recommender.bundle import Recommender
 from pipelines.recommender.predict import RecommendRequest
 from pipelines.registry.models import MODEL_NAME
+from pipelines.registry.search import SEARCH_MODEL
 from pipelines.settings import Settings, load_settings, redact
 
 console = Console()
@@ -42,6 +44,9 @@ REVIEWER = "reviewer"
 # The review is answered after the task has fully paused: an answer within a second of
 # the pause can race Airflow 3.3's executor (see docs/operations.md).
 SETTLE_SECONDS = 8
+# each model's approval task and the task that promotes it
+REVIEWS = {"await_review": "promote_model", "await_search_review": "promote_search"}
+VERDICTS = {"await_review": "evaluation", "await_search_review": "search/evaluation"}
 
 
 def say(text: str) -> None:
@@ -49,9 +54,10 @@ def say(text: str) -> None:
 
 
 def _wait(
-    api: AirflowClient, run_id: str, seen: set[str], *, review: bool, timeout: float = 900
+    api: AirflowClient, run_id: str, seen: set[str], *, reviews: set[str], timeout: float = 1500
 ) -> dict[str, Any]:
-    """Poll the run, printing each task as it finishes; stop at the review or the end."""
+    """Poll the run, printing each task as it finishes; stop when one of ``reviews``
+    awaits an answer, or at the end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         states = api.task_states(RETRAIN_DAG, run_id)
@@ -60,11 +66,12 @@ def _wait(
                 seen.add(task)
                 say(f"  {task}: {state}")
         run = api.dag_run(RETRAIN_DAG, run_id)
-        if review and states.get("await_review") == "awaiting_input":
+        waiting = [t for t in reviews if states.get(t) == "awaiting_input"]
+        if waiting:
             time.sleep(SETTLE_SECONDS)
-            return {"run": run, "states": states}
+            return {"run": run, "states": states, "waiting": waiting}
         if run["state"] in ("success", "failed"):
-            return {"run": run, "states": states}
+            return {"run": run, "states": states, "waiting": []}
         time.sleep(3)
     raise ShopMLError(f"shopml_retrain run {run_id} did not finish within {timeout:.0f} s")
 
@@ -80,28 +87,39 @@ def _retrain(
         f"POST /api/v2/dags/shopml_retrain/dagRuns with conf {{'snapshot': '{snapshot}'}}")  # fmt: skip
     run_id = engineer.trigger(RETRAIN_DAG, {"snapshot": str(snapshot), "config": ""})["dag_run_id"]
     seen: set[str] = set()
-    result = _wait(engineer, run_id, seen, review=True)
-    if result["states"].get("await_review") != "awaiting_input":
+    left = set(REVIEWS)
+    while True:
+        result = _wait(engineer, run_id, seen, reviews=left)
+        if not result["waiting"]:
+            break
+        for task in result["waiting"]:
+            (detail,) = [
+                d
+                for d in reviewer.pending_reviews()
+                if d["task_instance"]["dag_run_id"] == run_id
+                and d["task_instance"]["task_id"] == task
+            ]
+            say(f"approval request ({task}) for '{REVIEWER}': {detail['subject']}")
+            console.print(detail["body"], soft_wrap=True)
+            say(f"approving as '{REVIEWER}' (the configured demo reviewer; only assigned reviewers may answer): "
+                f"PATCH {reviewer.review_path(run_id, task_id=task)} with chosen_options ['Approve']")  # fmt: skip
+            reviewer.answer(run_id, True, f"demo: {label}", task_id=task)
+            left.discard(task)
+    states = result["states"]
+    say(f"run {run_id}: {result['run']['state']}")
+    for task in sorted(left):  # never asked: the gate did not bless that challenger
         say(
-            f"run {run_id} ended without a review ({result['run']['state']}): the gate did not "
-            "bless the challenger, so the champion stays. The verdict's reasons:"
+            f"{task} was not asked ({states.get(task) or 'not reached'}): the gate did not bless "
+            "that challenger, so its champion stays. The verdict's reasons:"
         )
-        verdict = work_dir(settings, run_id) / "evaluation" / "verdict.json"
+        verdict = work_dir(settings, run_id) / VERDICTS[task] / "verdict.json"
         if verdict.is_file():
             for reason in json.loads(verdict.read_text())["reasons"]:
                 console.print(f"  {reason}", soft_wrap=True)
-        return {"run_id": run_id, "promoted": False}
-    (detail,) = [
-        d for d in reviewer.pending_reviews() if d["task_instance"]["dag_run_id"] == run_id
-    ]
-    say(f"approval request for '{REVIEWER}': {detail['subject']}")
-    console.print(detail["body"], soft_wrap=True)
-    say(f"approving as '{REVIEWER}' (the configured demo reviewer; only assigned reviewers may answer): "
-        f"PATCH {reviewer.review_path(run_id)} with chosen_options ['Approve']")  # fmt: skip
-    reviewer.answer(run_id, True, f"demo: {label}")
-    done = _wait(engineer, run_id, seen, review=False)
-    say(f"run {run_id}: {done['run']['state']}")
-    return {"run_id": run_id, "promoted": done["states"].get("promote_model") == "success"}
+    return {
+        "run_id": run_id,
+        "promoted": {t: states.get(p) == "success" for t, p in REVIEWS.items()},
+    }
 
 
 def _recommendations(settings: Settings) -> None:
@@ -130,21 +148,30 @@ def _recommendations(settings: Settings) -> None:
 
 
 def _search(settings: Settings, snapshot: Path) -> None:
-    """Search is not in the retrain DAG yet: train it on the newer snapshot directly and
-    answer one query for a returning shopper and for an anonymous one."""
-    from pipelines.data.snapshot import Snapshot
-    from pipelines.search.config import SearchConfig
-    from pipelines.search.model import train
+    """A query for a returning shopper and an anonymous one, answered by the served
+    search model (read from the bucket)."""
+    version = served_version(settings, SEARCH_MODEL)
+    bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
+    if version is None or not isinstance(bucket, LocalBucket):
+        say("no search model is served (its gate or review stopped it)")
+        return
+    from pipelines.search.model import SearchModel
 
-    say(f"training a search model on {snapshot} (shopml search train; not in the DAG yet)")
-    model = train(snapshot, SearchConfig())
-    model.save(settings.home / "search" / "demo", overwrite=True)
-    say(f"  {model.info['labels']}; saved to {settings.home / 'search' / 'demo'}")
+    model = SearchModel.load(bucket.root / layout.version_key(SEARCH_MODEL, version, layout.BUNDLE))
+    say(f"search by the served shopml-search version {version} (read from the bucket):")
+    show_search(model, snapshot)
+
+
+def show_search(model: Any, snapshot: Path) -> None:
+    """One query of the snapshot's log, for the shopper who searched most and for an
+    anonymous shopper, with reasons."""
+    from pipelines.data.snapshot import Snapshot
+
     queries = Snapshot.open(snapshot).read("queries", columns=["user_id", "text"]).to_pandas()
     shoppers = list(model.profiles.user_row) if model.profiles is not None else []
     known = queries[queries["user_id"].isin(shoppers)]
     if known.empty:
-        say("  the snapshot's query log names no known shopper: nothing to show")
+        say("  the snapshot's query log names no shopper the model knows: nothing to show")
         return
     user = str(known["user_id"].value_counts().index[0])
     text = str(known[known["user_id"] == user]["text"].iloc[-1])
@@ -182,13 +209,14 @@ def run_demo(port: int) -> None:
         reviewer = AirflowClient(stack.url, REVIEWER, stack.passwords[REVIEWER])
         _retrain(engineer, reviewer, settings, first, "first model")
         _retrain(engineer, reviewer, settings, second, "newer snapshot, challenger vs champion")
-        say("the promotion ledger (shopml promotions log):")
-        for line in ledger_entries(settings, MODEL_NAME):
-            console.print(f"  {json.dumps(line)}", soft_wrap=True)
+        for name in (MODEL_NAME, SEARCH_MODEL):
+            say(f"the promotion ledger of {name} (shopml promotions log --model {name}):")
+            for line in ledger_entries(settings, name):
+                console.print(f"  {json.dumps(line)}", soft_wrap=True)
         _recommendations(settings)
+        _search(settings, second)
     finally:
         stop(settings)
-    _search(settings, second)
     say(f"done in {time.monotonic() - started:.0f} s. To click through: `make up`, then open {stack.url} "
         f"(users and passwords in {settings.airflow_home / 'passwords.json'}); MLflow UI: "
         f"`.venv/bin/mlflow ui --backend-store-uri {redact(settings.mlflow_tracking_uri)}` then http://127.0.0.1:5000")  # fmt: skip

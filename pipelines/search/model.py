@@ -326,7 +326,7 @@ def _training_labels(
         data_j, held = split_judged(judged(snap, index), cfg.judged_holdout)
         info["labels"] = (
             f"judgments: {len(data_j.queries)} queries, {len(data_j.truth)} judged items "
-            f"({len(held.queries)} queries held out for evaluation)"
+            f"({len(held.queries)} held out for evaluation)"
         )
         return data_j.queries, data_j.labels
     info["labels"] = "none: no judgments and no clicked queries; results are the fused first stage"

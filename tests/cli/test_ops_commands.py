@@ -82,7 +82,9 @@ def test_review_list_approve_and_a_non_assigned_user(airflow: FakeAirflow) -> No
     res = runner.invoke(
         app, ["review", "approve", "manual__1", "--user", "reviewer", "--comment", "looks good"]
     )
-    assert res.exit_code == 0 and "approved manual__1 as reviewer" in res.output
+    assert (
+        res.exit_code == 0 and "approved shopml-recommender in manual__1 as reviewer" in res.output
+    )
     method, url, body = airflow.calls[-1]
     assert method == "PATCH"
     assert (
@@ -145,7 +147,11 @@ def test_trigger_retrain_and_rollback(
     assert res.exit_code == 0 and "shopml_rollback" in res.output
     assert airflow.calls[-1][1].endswith("/api/v2/dags/shopml_rollback/dagRuns")
     # who asked is not sent: the DAG takes Airflow's authenticated triggering user
-    assert airflow.calls[-1][2]["conf"] == {"version": 2, "reason": "CTR dropped"}
+    assert airflow.calls[-1][2]["conf"] == {
+        "version": 2,
+        "reason": "CTR dropped",
+        "model": "shopml-recommender",
+    }
     res = runner.invoke(app, ["rollback", "--to", "2", "--reason", "x", "--user", "eng"])
     assert res.exit_code == 2 and "say why" in res.output
     res = runner.invoke(app, ["dags", "trigger", "nightly", "--user", "eng"])

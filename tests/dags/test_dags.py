@@ -111,8 +111,29 @@ def test_retrain_task_order_and_review(parsed: dict) -> None:
     assert parsed["defaults"] == ["Reject"]  # no answer in time = rejected
 
 
+def test_retrain_runs_a_search_branch_with_its_own_gate_and_approval(parsed: dict) -> None:
+    tasks = parsed["dags"]["shopml_retrain"]["tasks"]
+    chain = [
+        "validate_snapshot", "build_search_index", "train_search_ranker",
+        "register_search_challenger", "evaluate_search",
+    ]  # fmt: skip
+    for a, b in itertools.pairwise(chain):
+        assert b in tasks[a]["downstream"], (a, b)
+    # the branches part after validation: neither waits for the other
+    assert {"build_features", "build_search_index"} <= set(tasks["validate_snapshot"]["downstream"])
+    assert {"search_gate", "promote_search"} == set(tasks["evaluate_search"]["downstream"])
+    assert tasks["search_gate"]["downstream"] == ["await_search_review"]
+    assert tasks["await_search_review"]["type"] == "ApprovalOperator"
+    assert tasks["await_search_review"]["downstream"] == ["promote_search"]
+    assert tasks["promote_search"]["downstream"] == ["notify_search"]
+    assert tasks["register_search_challenger"]["retries"] == 0
+    recommender = {"gate", "await_review", "promote_model", "notify", "evaluate_challenger"}
+    for task in chain[1:] + ["search_gate", "await_search_review", "promote_search"]:
+        assert not recommender & set(tasks[task]["downstream"]), task
+
+
 def test_rollback_takes_a_version_and_a_reason(parsed: dict) -> None:
     dag = parsed["dags"]["shopml_rollback"]
     # who asked is Airflow's triggering user, never a free-text parameter
-    assert dag["params"] == ["reason", "version"]
+    assert dag["params"] == ["model", "reason", "version"]
     assert list(dag["tasks"]) == ["rollback_model"]

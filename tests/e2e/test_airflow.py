@@ -1,6 +1,8 @@
 """A real Airflow (scheduler, API server, DAG processor, triggerer) on SQLite in a temporary
-home runs `shopml_retrain` on a small generated shop: approval by the assigned reviewer
-only, promotion, a rejected second run, a corrupted snapshot, a rollback."""
+home runs `shopml_retrain` on a small generated shop, both branches (recommender and
+search) each with its own approval: approval by the assigned reviewer only, promotion of
+both models, a rejected recommender beside an approved search model and the reverse, a
+corrupted snapshot, a forged approval, a rollback."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.orchestration.stack import Stack, start, stop
 from pipelines.promotion.promote import ledger_entries, verify
 from pipelines.registry.models import MODEL_NAME
+from pipelines.registry.search import SEARCH_MODEL
 from pipelines.settings import Settings, load_settings
 from tests.shops import LIGHT_TOML, SHOP, replace_table
 
@@ -86,17 +89,33 @@ class Airflow:
             time.sleep(3)
         raise AssertionError(f"{dag} {run_id} timed out: {self.states(run_id, dag)}")
 
-    def review_path(self, run_id: str) -> str:
-        return f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances/await_review/-1/hitlDetails"
+    def review_path(self, run_id: str, task: str = "await_review") -> str:
+        return f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances/{task}/-1/hitlDetails"
 
-    def ledger(self) -> list[dict[str, Any]]:
-        return ledger_entries(self.settings, MODEL_NAME)
+    def answer(self, run_id: str, answers: dict[str, str], comment: str = "") -> dict[str, Any]:
+        """Answer each approval task of ``answers`` ("Approve" / "Reject") as the reviewer
+        once it awaits input, in whichever order the run reaches them; then wait for the end."""
+        left = dict(answers)
+        while left:
+            got = self.wait(run_id, lambda run, states: _awaiting(run, states, set(left)))
+            for task in [t for t in left if got["states"].get(t) == "awaiting_input"]:
+                body = {"chosen_options": [left.pop(task)], "params_input": {"comment": comment}}
+                r = self.call("PATCH", self.review_path(run_id, task), user="reviewer", json=body)
+                assert r.status_code == 200, r.text
+        return self.wait(run_id, _done)
 
-    def champion(self) -> int | None:
+    def ledger(self, model: str = MODEL_NAME) -> list[dict[str, Any]]:
+        return ledger_entries(self.settings, model)
+
+    def pointer(self, model: str) -> bytes | None:
+        path = self.settings.home / "bucket" / model / "current.json"
+        return path.read_bytes() if path.is_file() else None
+
+    def champion(self, model: str = MODEL_NAME) -> int | None:
         mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
         mlflow.set_registry_uri(self.settings.mlflow_tracking_uri)
         try:
-            return int(MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version)
+            return int(MlflowClient().get_model_version_by_alias(model, "champion").version)
         except Exception:
             return None
 
@@ -106,10 +125,10 @@ class Airflow:
         return len(MlflowClient().search_model_versions(f"name='{MODEL_NAME}'"))
 
 
-def _awaiting(run: dict[str, Any], states: dict[str, Any]) -> bool:
-    if run["state"] == "failed":
-        raise AssertionError(f"run failed: {states}")
-    if states.get("await_review") != "awaiting_input":
+def _awaiting(run: dict[str, Any], states: dict[str, Any], tasks: set[str] | None = None) -> bool:
+    if run["state"] in ("failed", "success"):
+        raise AssertionError(f"run ended ({run['state']}) before its review: {states}")
+    if not any(states.get(t) == "awaiting_input" for t in tasks or {"await_review"}):
         return False
     # Airflow 3.3 race: an answer within a second of the pause can reach the scheduler
     # before the executor reports the pausing process's exit, which then marks the task
@@ -152,9 +171,38 @@ def test_approved_run_promotes_and_only_the_assigned_reviewer_may_answer(airflow
     assert refused.status_code == 403 and "not a respondent" in refused.text
     ok = airflow.call("PATCH", airflow.review_path(run_id), user="reviewer", json=answer)
     assert ok.status_code == 200, ok.text
+    # the search branch asks for its own approval, which only the reviewer may answer too
+    airflow.wait(run_id, lambda run, states: _awaiting(run, states, {"await_search_review"}))
+    pending = airflow.call(
+        "GET", "/api/v2/dags/shopml_retrain/dagRuns/~/hitlDetails", user="reviewer"
+    ).json()["hitl_details"]
+    (search,) = [
+        d for d in pending
+        if d["task_instance"]["dag_run_id"] == run_id and not d.get("response_received")
+    ]  # fmt: skip
+    assert search["subject"] == "Promote shopml-search version 1?"
+    assert "held-out queries" in search["body"] and "Report: file://" in search["body"]
+    path = airflow.review_path(run_id, "await_search_review")
+    refused = airflow.call("PATCH", path, user="engineer", json=answer)
+    assert refused.status_code == 403
+    ok = airflow.call("PATCH", path, user="reviewer", json=answer)
+    assert ok.status_code == 200, ok.text
     done = airflow.wait(run_id, _done)
     assert done["run"]["state"] == "success", done["states"]
     assert done["states"]["promote_model"] == "success" and done["states"]["notify"] == "success"
+    assert done["states"]["promote_search"] == "success", done["states"]
+    assert done["states"]["notify_search"] == "success"
+    search_bucket = airflow.settings.home / "bucket" / SEARCH_MODEL
+    assert json.loads((search_bucket / "current.json").read_text())["version"] == 1
+    assert (search_bucket / "versions" / "1" / "bundle" / "model.json").is_file()
+    (entry,) = airflow.ledger(SEARCH_MODEL)
+    assert (entry["model"], entry["approved_by"], entry["dag_run"]) == (
+        SEARCH_MODEL,
+        "reviewer",
+        run_id,
+    )
+    assert airflow.champion(SEARCH_MODEL) == 1
+    assert verify(airflow.settings, SEARCH_MODEL).ok
     bucket = airflow.settings.home / "bucket" / MODEL_NAME
     assert json.loads((bucket / "current.json").read_text())["version"] == 1
     assert (bucket / "versions" / "1" / "manifest.json").is_file()
@@ -202,13 +250,13 @@ def test_an_announced_snapshot_starts_a_run_and_a_rejection_changes_nothing(
     mlflow.set_tracking_uri(airflow.settings.mlflow_tracking_uri)
     tags = MlflowClient().get_model_version(MODEL_NAME, str(version)).tags
     assert tags["snapshot_id"] == Snapshot.open(airflow.settings.snapshots_dir / "shop").id
-    r = airflow.call(
-        "PATCH", airflow.review_path(run_id), user="reviewer",
-        json={"chosen_options": ["Reject"], "params_input": {"comment": "not now"}},
-    )  # fmt: skip
-    assert r.status_code == 200, r.text
-    done = airflow.wait(run_id, _done)
+    done = airflow.answer(
+        run_id, {"await_review": "Reject", "await_search_review": "Approve"}, "not now"
+    )
     assert done["states"]["promote_model"] == "skipped", done["states"]
+    # the rejected recommender does not hold back the approved search model
+    assert done["states"]["promote_search"] == "success", done["states"]
+    assert airflow.champion(SEARCH_MODEL) == 2
     assert airflow.champion() == 1
     assert len(airflow.ledger()) == 1
     assert (
@@ -229,6 +277,7 @@ def test_corrupted_snapshot_fails_at_validation_with_nothing_registered(airflow:
     assert done["run"]["state"] == "failed"
     assert done["states"]["validate_snapshot"] == "failed"
     assert done["states"]["register_challenger"] in ("upstream_failed", None)
+    assert done["states"]["register_search_challenger"] in ("upstream_failed", None)
     assert airflow.versions() == versions
     assert airflow.champion() == 1 and len(airflow.ledger()) == 1
     status = json.loads((bad / "validation" / "status.json").read_text())
@@ -253,7 +302,10 @@ def test_a_forged_approval_promotes_nothing(airflow: Airflow) -> None:
     assert r.status_code in (200, 201), r.text
     r = airflow.call("PATCH", task, json={"new_state": "success"})
     assert r.status_code == 200, r.text
-    done = airflow.wait(run_id, _done)
+    search_before = airflow.pointer(SEARCH_MODEL)
+    done = airflow.answer(run_id, {"await_search_review": "Reject"})
+    assert done["states"]["promote_search"] == "skipped"
+    assert airflow.pointer(SEARCH_MODEL) == search_before
     assert done["run"]["state"] == "failed"
     assert done["states"]["promote_model"] == "failed", done["states"]
     log = airflow.call(
@@ -267,13 +319,14 @@ def test_a_forged_approval_promotes_nothing(airflow: Airflow) -> None:
 
 def test_rollback_dag_repoints_and_records(airflow: Airflow) -> None:
     run_id = airflow.trigger(airflow.settings.snapshots_dir / "shop")
-    airflow.wait(run_id, _awaiting)
-    answer = {"chosen_options": ["Approve"], "params_input": {"comment": ""}}
-    assert (
-        airflow.call("PATCH", airflow.review_path(run_id), user="reviewer", json=answer).status_code
-        == 200
-    )
-    assert airflow.wait(run_id, _done)["run"]["state"] == "success"
+    search_before = airflow.pointer(SEARCH_MODEL)
+    done = airflow.answer(run_id, {"await_review": "Approve", "await_search_review": "Reject"})
+    assert done["run"]["state"] == "success"
+    # a rejected search challenger leaves the recommender's promotion untouched
+    assert done["states"]["promote_model"] == "success"
+    assert done["states"]["promote_search"] == "skipped"
+    assert airflow.pointer(SEARCH_MODEL) == search_before
+    assert [e["version"] for e in airflow.ledger(SEARCH_MODEL)] == [1, 2]
     promoted = airflow.champion()
     assert promoted == 4  # version 2 was rejected, version 3's approval forged
     r = airflow.call(

@@ -15,9 +15,11 @@ from pipelines.cli import app
 from pipelines.errors import ShopMLError
 from pipelines.evaluation.search_benchmark import METHODS
 from pipelines.evaluation.search_benchmark import run as benchmark
+from pipelines.evaluation.search_eval import evaluate_search
 from pipelines.search.config import SearchConfig
 from pipelines.search.model import SearchModel, run_file, train
 from pipelines.search.text import words
+from pipelines.settings import load_settings
 from tests.conftest import Shop
 
 runner = CliRunner()
@@ -210,16 +212,17 @@ def test_run_file_of_a_model_without_judgments(tmp_path: Path, small_shop: Shop)
 
 
 def test_the_demo_searches_for_a_returning_and_an_anonymous_shopper(
-    small_shop: Shop, capsys: pytest.CaptureFixture[str]
+    small_shop: Shop, model: SearchModel, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pipelines.orchestration import demo
     from pipelines.settings import load_settings
 
-    demo._search(load_settings(), small_shop.path)
+    demo.show_search(model, small_shop.path)
     out = capsys.readouterr().out
     assert "for the returning shopper" in out and "for the anonymous shopper" in out
     assert out.count("#1 ") == 2 and "matches" in out
-    assert (load_settings().home / "search" / "demo" / "model.json").is_file()
+    demo._search(load_settings(), small_shop.path)  # nothing promoted in this home
+    assert "no search model is served" in capsys.readouterr().out
 
 
 def test_a_shops_own_catalog_and_judgments_import_and_train(tmp_path: Path) -> None:
@@ -254,7 +257,16 @@ def test_a_shops_own_catalog_and_judgments_import_and_train(tmp_path: Path) -> N
     assert res.exit_code == 0, res.output
     assert "search snapshot" in res.output
     m = train(tmp_path / "snap", SearchConfig(min_data_in_leaf=1, min_rounds=5))
-    assert m.info["labels"].startswith("judgments: 4 queries") and m.booster is not None
+    # one of the four judged queries is in the evaluation share (a hash of its text)
+    assert m.info["labels"].startswith("judgments: 3 queries") and m.booster is not None
+    assert "(1 held out for evaluation)" in m.info["labels"]
+    ev = evaluate_search(
+        model_uri=str(m.save(tmp_path / "model")), snapshot_uri=tmp_path / "snap",
+        settings=load_settings(), use_champion=False, log_to_mlflow=False, out_dir=tmp_path / "ev",
+    )  # fmt: skip
+    assert ev.eval_set.describe()["judged_queries"] == 1
+    assert ev.eval_set.describe()["log_queries"] == 0
+    assert not ev.blessed and "too few queries to judge" in ev.verdict["reasons"][0]
     first_stage = train(tmp_path / "snap", SearchConfig(rerank=False))
     out, _ = first_stage.search("running shoes", k=2, explain=True)
     assert set(out["item_id"]) == {"a1", "a2"}
