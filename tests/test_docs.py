@@ -203,3 +203,17 @@ def test_search_page_documents_every_option_feature_and_fallback() -> None:
     assert parsed == {k: v for k, v in defaults.items() if v is not None}
     for key in unset:
         assert f"# {key} = " in example, key
+
+
+def test_search_page_shows_the_search_gate_defaults() -> None:
+    import tomllib
+
+    from pipelines.evaluation.gate import Check
+    from pipelines.evaluation.search_eval import SearchEvalConfig
+
+    page = (REPO / "docs" / "search.md").read_text()
+    example = page.split("## Lifecycle")[1].split("```toml")[1].split("```")[0]
+    parsed = tomllib.loads(example.replace("\n  ", "\n"))["search_gate"]
+    gate = SearchEvalConfig().gate
+    assert parsed["min_users"] == gate.min_users
+    assert [Check(**c) for c in parsed["checks"]] == gate.checks

@@ -31,6 +31,10 @@ class SearchConfig(LambdaMARTConfig):
     embedding: str = "tfidf"
     embedding_dim: int = 128
     min_cosine: float = 0.25  # an item this close to the query counts as a match
+    # Images (where the catalog has image_embedding): the semantic score is
+    # (1 - image_weight) * text cosine + image_weight * image cosine
+    image_weight: float = 0.5
+    image_feedback: int = 10  # best first-pass matches whose mean image stands for the query
     # Fusion of the two (scores min-max normalised over the candidates)
     fusion: str = "convex"
     alpha: float = 0.7  # convex: weight of the lexical score (tuned on data when tune = true)
@@ -68,6 +72,8 @@ class SearchConfig(LambdaMARTConfig):
             (self.embedding in EMBEDDINGS, f"embedding must be one of {EMBEDDINGS}"),
             (self.embedding_dim >= 2, "embedding_dim must be >= 2"),
             (-1 <= self.min_cosine <= 1, "min_cosine must be in [-1, 1]"),
+            (0 <= self.image_weight <= 1, "image_weight must be in [0, 1]"),
+            (self.image_feedback >= 1, "image_feedback must be >= 1"),
             (self.fusion in FUSIONS, f"fusion must be one of {FUSIONS}"),
             (0 <= self.alpha <= 1, "alpha must be in [0, 1]"),
             (self.rrf_k >= 1, "rrf_k must be >= 1"),

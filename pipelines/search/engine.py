@@ -80,6 +80,7 @@ class SearchIndex:
         intent: CategoryIntent,
         popularity: np.ndarray,
         conversion: np.ndarray,
+        images: np.ndarray | None = None,
     ) -> None:
         self.items = items.reset_index(drop=True)
         self.item_ids = self.items["item_id"].to_numpy()
@@ -93,6 +94,9 @@ class SearchIndex:
         self.intent = intent
         self.popularity = popularity
         self.conversion = conversion
+        # unit image embeddings (a zero row for an item without an image), or None
+        self.images = images
+        self.has_image = None if images is None else np.any(np.asarray(images) != 0, axis=1)
         cats = self.items["category"].fillna("").astype(str)
         self.category_code = pd.Categorical(cats, categories=intent.categories).codes
         self.category_lower = cats.str.lower().to_numpy()
@@ -151,7 +155,10 @@ class SearchIndex:
             "search index: %s items, %s fields, %s words, %s intent terms",
             f"{n:,}", len(lexical.indexes), f"{len(speller.frequency):,}", f"{len(intent.counts):,}",
         )  # fmt: skip
-        return cls(items, cfg, lexical, embedder, vectors, speller, synonyms, intent, pop, conv)
+        images = image_matrix(items)
+        return cls(
+            items, cfg, lexical, embedder, vectors, speller, synonyms, intent, pop, conv, images
+        )
 
     def with_params(self, field_weights: dict[str, float], alpha: float) -> SearchIndex:
         """The same index with other (tuned) field weights and fusion weight."""
@@ -205,7 +212,31 @@ class SearchIndex:
             for f, s in self.lexical.field_scores(syn).items():
                 fields[f] = fields[f] + w * s
         cosine = self.vectors @ self.embed(text) if text else np.zeros(len(self.items), np.float32)
-        return fields, cosine
+        return fields, self._with_images(fields, cosine)
+
+    def _with_images(self, fields: dict[str, np.ndarray], cosine: np.ndarray) -> np.ndarray:
+        """The semantic score: the mean of text and image similarity (weighted by
+        ``image_weight``) for items with an image, the text cosine for the others. A text
+        query has no image: its image side is the mean image of the ``image_feedback``
+        items that match it best in the first pass (lexical score, then text cosine) —
+        pseudo-relevance feedback. A query nothing matches gets no image side."""
+        w = float(self.cfg.image_weight)
+        if self.images is None or self.has_image is None or w <= 0:
+            return cosine
+        lexical = combine(fields, self.cfg.field_weights)
+        first = np.flatnonzero((lexical > 0) | (cosine >= self.cfg.min_cosine))
+        first = first[self.has_image[first]]
+        if not len(first):
+            return cosine
+        key = lexical[first] + 1e-3 * cosine[first]
+        top = first[np.lexsort((first, -key))[: self.cfg.image_feedback]]
+        q = np.asarray(self.images[top], dtype=np.float32).mean(axis=0)
+        norm = float(np.linalg.norm(q))
+        if norm == 0:
+            return cosine
+        image_cos = np.asarray(self.images @ (q / norm), dtype=np.float32)
+        mixed = (1 - w) * cosine + w * image_cos
+        return np.where(self.has_image, mixed, cosine).astype(np.float32)
 
     def _relaxed_terms(self, terms: list[str]) -> list[str]:
         if self._prefix_vocab is None:
@@ -319,6 +350,8 @@ class SearchIndex:
         np.save(out / "vectors.npy", self.vectors, allow_pickle=False)
         np.save(out / "popularity.npy", self.popularity, allow_pickle=False)
         np.save(out / "conversion.npy", self.conversion, allow_pickle=False)
+        if self.images is not None:
+            np.save(out / "images.npy", np.asarray(self.images), allow_pickle=False)
         self.items[[c for c in ITEM_COLUMNS if c in self.items.columns]].to_parquet(
             out / "items.parquet", index=False
         )
@@ -348,4 +381,31 @@ class SearchIndex:
             CategoryIntent.from_json((src / "intent.json").read_text()),
             np.load(src / "popularity.npy", allow_pickle=False),
             np.load(src / "conversion.npy", allow_pickle=False),
+            np.load(src / "images.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            if (src / "images.npy").is_file()
+            else None,
         )
+
+
+def image_matrix(items: pd.DataFrame) -> np.ndarray | None:
+    """The catalog's ``image_embedding`` column as unit rows (float32; a zero row for an
+    item without one), or None when no item has one. Embeddings of another length than
+    the first are refused naming the row."""
+    if "image_embedding" not in items.columns:
+        return None
+    col = items["image_embedding"].to_numpy()
+    dim = next((len(v) for v in col if v is not None and len(v)), 0)
+    if not dim:
+        return None
+    out = np.zeros((len(col), dim), dtype=np.float32)
+    for i, v in enumerate(col):
+        if v is None or not len(v):
+            continue
+        if len(v) != dim:
+            raise ValueError(
+                f"items row {i + 1} (item {items['item_id'].iat[i]}), column image_embedding: "
+                f"{len(v)} values, the catalog's embeddings have {dim}"
+            )
+        out[i] = v
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)

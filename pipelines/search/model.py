@@ -170,7 +170,9 @@ def reasons(index: SearchIndex, c: Candidates, j: int, personal: np.ndarray | No
         if hit:
             parts.append(f"matches '{' '.join(hit)}' in the {label}")
     if not parts and c.cosine[j] >= index.cfg.min_cosine:
-        parts.append(f"similar in meaning (cosine {c.cosine[j]:.2f})")
+        looks = index.has_image is not None and bool(index.has_image[row])
+        what = "meaning and look" if looks and index.cfg.image_weight > 0 else "meaning"
+        parts.append(f"similar in {what} ({c.cosine[j]:.2f})")
     if c.intent[j] >= 0.2:
         parts.append(f"a category shoppers pick for this query ({c.intent[j]:.0%})")
     if personal is not None:

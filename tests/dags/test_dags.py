@@ -128,7 +128,7 @@ def test_retrain_runs_a_search_branch_with_its_own_gate_and_approval(parsed: dic
     assert tasks["promote_search"]["downstream"] == ["notify_search"]
     assert tasks["register_search_challenger"]["retries"] == 0
     recommender = {"gate", "await_review", "promote_model", "notify", "evaluate_challenger"}
-    for task in chain[1:] + ["search_gate", "await_search_review", "promote_search"]:
+    for task in [*chain[1:], "search_gate", "await_search_review", "promote_search"]:
         assert not recommender & set(tasks[task]["downstream"]), task
 
 

@@ -162,7 +162,10 @@ def test_approved_run_promotes_and_only_the_assigned_reviewer_may_answer(airflow
         "GET", "/api/v2/dags/shopml_retrain/dagRuns/~/hitlDetails", user="reviewer"
     )
     (detail,) = [
-        d for d in pending.json()["hitl_details"] if d["task_instance"]["dag_run_id"] == run_id
+        d
+        for d in pending.json()["hitl_details"]
+        if d["task_instance"]["dag_run_id"] == run_id
+        and d["task_instance"]["task_id"] == "await_review"
     ]
     assert detail["subject"] == "Promote shopml-recommender version 1?"
     assert "BLESSED" in detail["body"] and "Report: file://" in detail["body"]
@@ -178,7 +181,8 @@ def test_approved_run_promotes_and_only_the_assigned_reviewer_may_answer(airflow
     ).json()["hitl_details"]
     (search,) = [
         d for d in pending
-        if d["task_instance"]["dag_run_id"] == run_id and not d.get("response_received")
+        if d["task_instance"]["dag_run_id"] == run_id
+        and d["task_instance"]["task_id"] == "await_search_review"
     ]  # fmt: skip
     assert search["subject"] == "Promote shopml-search version 1?"
     assert "held-out queries" in search["body"] and "Report: file://" in search["body"]

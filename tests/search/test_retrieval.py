@@ -196,3 +196,52 @@ def test_bad_synonyms_file_names_the_file_and_key(tmp_path: Path) -> None:
         index(synonyms_file=str(bad))
     with pytest.raises(ConfigError, match="does not exist"):
         index(synonyms_file=str(tmp_path / "missing.toml"))
+
+
+def _with_images(images: list[list[float] | None]) -> pd.DataFrame:
+    return CATALOG.assign(image_embedding=[None if v is None else np.array(v) for v in images])
+
+
+# shoes look alike, the boots look like the shoes, the electronics alike, the kettle apart
+IMAGES = [[1, 0, 0], [1, 0.1, 0], [0.9, 0.2, 0], [0, 1, 0], [0, 1, 0.1], None]
+
+
+def test_image_similarity_is_mixed_into_the_semantic_score() -> None:
+    plain = SearchIndex.build(CATALOG, SearchConfig(min_cosine=0.99))
+    looks = SearchIndex.build(_with_images(IMAGES), SearchConfig(min_cosine=0.99, image_feedback=2))
+    fields, text_cos, _ = plain.raw_scores("running shoes")
+    _, mixed, _ = looks.raw_scores("running shoes")
+    images = looks.images
+    assert images is not None and looks.has_image is not None
+    assert list(looks.has_image) == [True] * 5 + [False]
+    # the query's image side: the mean image of its 2 best first-pass matches (the shoes)
+    lexical = sum(w * fields[f] for f, w in plain.cfg.field_weights.items())
+    first = list(np.argsort(-lexical)[:2])
+    assert sorted(first) == [0, 1]
+    q = images[first].mean(axis=0)
+    q /= np.linalg.norm(q)
+    want = 0.5 * text_cos[:5] + 0.5 * images[:5] @ q
+    np.testing.assert_allclose(mixed[:5], want, rtol=1e-5, atol=1e-6)
+    assert mixed[5] == pytest.approx(text_cos[5])  # no image: the text cosine alone
+    # the boots look like the shoes: closer than the mouse, which looks unlike them
+    assert mixed[2] - text_cos[2] > mixed[3] - text_cos[3]
+    off = SearchIndex.build(_with_images(IMAGES), SearchConfig(min_cosine=0.99, image_weight=0))
+    np.testing.assert_allclose(off.raw_scores("running shoes")[1], text_cos, atol=1e-6)
+
+
+def test_a_query_nothing_matches_gets_no_image_side(tmp_path: Path) -> None:
+    looks = SearchIndex.build(_with_images(IMAGES), SearchConfig())
+    c = looks.candidates("qwxz")
+    assert c.fallback == "popular"  # the chain is unchanged by images
+    looks.save(tmp_path / "ix")
+    again = SearchIndex.load(tmp_path / "ix")
+    assert again.images is not None
+    np.testing.assert_allclose(
+        again.raw_scores("running shoes")[1], looks.raw_scores("running shoes")[1]
+    )
+
+
+def test_image_embeddings_of_another_length_are_refused_naming_the_row() -> None:
+    bad = [[1, 0, 0], [1, 0], None, None, None, None]
+    with pytest.raises(ValueError, match=r"items row 2 \(item shoe2\), column image_embedding"):
+        SearchIndex.build(_with_images(bad), SearchConfig())
