@@ -8,7 +8,7 @@ held out: personal re-rank >= +10 % nDCG@10 over the unpersonalised learned rank
 2 cores: index 50k items <= 30 s; one query with the re-rank of 200 candidates, single
 thread, p99 <= 15 ms at 50k items.
 
-    python benchmarks/bench_search.py [--data .../train.csv] [--items 50000] [--log-events 1000000] [--parts quality,log,speed]
+    python benchmarks/bench_search.py [--data .../train.csv] [--items 50000] [--log-events 1000000] [--parts quality,log,speed,images]
 """
 
 from __future__ import annotations
@@ -77,6 +77,22 @@ with tempfile.TemporaryDirectory() as tmp:
     generate_shop(GeneratorConfig(events={events}, seed=11), out=Path(tmp) / "shop")
     result, runs = run_log(Path(tmp) / "shop", SearchConfig(), holdout_days=7.0)
 """
+IMAGES = """
+import logging, tempfile
+from pathlib import Path
+logging.basicConfig(level=logging.WARNING)
+from pipelines.data.generator import GeneratorConfig, generate_shop
+from pipelines.evaluation.search_benchmark import run_log
+from pipelines.search.config import SearchConfig
+with tempfile.TemporaryDirectory() as tmp:
+    generate_shop(GeneratorConfig(events={events}, seed=11), out=Path(tmp) / "shop")
+    result = {{}}
+    for weight in (0.0, 0.5):
+        doc, _ = run_log(Path(tmp) / "shop", SearchConfig(image_weight=weight), holdout_days=7.0)
+        result[f"image_weight_{{weight}}"] = {{
+            m: v["ndcg"] for m, v in doc["metrics"].items()
+        }} | {{"test_queries": doc["test_queries"], "seconds": doc["seconds"]}}
+"""
 
 
 def main() -> None:
@@ -95,6 +111,24 @@ def main() -> None:
         query_log(args)
     if "speed" in parts:
         speed(args)
+    if "images" in parts:
+        images(args)
+
+
+def images(args: argparse.Namespace) -> None:
+    """The query-log protocol with images off (image_weight 0) and on (0.5), same shop."""
+    doc = run_child(IMAGES.format(events=args.log_events))
+    path = write_result(
+        f"search_images_{args.log_events}",
+        f"python benchmarks/bench_search.py --parts images --log-events {args.log_events}",
+        doc,
+    )
+    print(f"images on the generated shop, {args.log_events:,} events ({path}):")
+    for setting, metrics in doc.items():
+        if not isinstance(metrics, dict):
+            continue
+        shown = ", ".join(f"{m} {v['mean']:.4f}" for m, v in metrics.items() if isinstance(v, dict))
+        print(f"  {setting}: nDCG@10 {shown}")
 
 
 def query_log(args: argparse.Namespace) -> None:

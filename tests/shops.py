@@ -4,6 +4,9 @@ each test module registers into a home of its own."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,3 +113,18 @@ def mlflow_client(settings: Settings) -> MlflowClient:
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     return MlflowClient()
+
+
+@contextmanager
+def in_dag_run(run_id: str) -> Iterator[None]:
+    """What Airflow exports to a task of DAG run ``run_id``."""
+    saved = {k: os.environ.get(k) for k in ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID")}
+    os.environ.update({"AIRFLOW_CTX_DAG_ID": "shopml_retrain", "AIRFLOW_CTX_DAG_RUN_ID": run_id})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

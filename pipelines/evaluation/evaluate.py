@@ -244,10 +244,7 @@ def evaluate(
     write_json(folder / "metrics.json", doc)
     files = report.write(folder, es, ecfg, judgement, cmp)
     verdict = _verdict(es, cfg, judgement, ref, champ_ref, challenger, files, use_champion)
-    write_json(folder / "verdict.json", verdict)
-    # signed: promotion trusts a verdict only with this signature (pipelines/keys.py)
-    key = signing_key(settings, create=True)
-    write_text(folder / VERDICT_SIGNATURE, sign((folder / "verdict.json").read_bytes(), key))
+    write_signed_verdict(folder, verdict, settings)
     run_id = None
     if log_to_mlflow and ref.version is not None:
         run_id = log_evaluation(ref, folder, verdict, challenger.values[ALL])
@@ -261,6 +258,24 @@ def evaluate(
         run_id=run_id,
         seconds=time.perf_counter() - started,
     )
+
+
+def write_signed_verdict(folder: Path, verdict: dict[str, Any], settings: Settings) -> None:
+    """``verdict.json`` and its signature ``verdict.sig``: promotion trusts a verdict only
+    with this signature (pipelines/keys.py)."""
+    write_json(folder / "verdict.json", verdict)
+    key = signing_key(settings, create=True)
+    write_text(folder / VERDICT_SIGNATURE, sign((folder / "verdict.json").read_bytes(), key))
+
+
+def run_context() -> dict[str, Any]:
+    """The DAG run that evaluates (Airflow exports it to every task; its approval is the
+    only one that can promote on the verdict) and the time."""
+    return {
+        "dag_id": os.environ.get("AIRFLOW_CTX_DAG_ID") or None,
+        "dag_run": os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or None,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _registry_champion(ref: Any, settings: Settings) -> Any:
@@ -338,9 +353,5 @@ def _verdict(
         # False when `--no-champion` ignored one: such a verdict cannot bless a promotion
         # while a champion is served
         "compared_with_champion": use_champion,
-        # the DAG run that evaluated (Airflow exports it to every task); its approval is
-        # the only one that can promote on this verdict
-        "dag_id": os.environ.get("AIRFLOW_CTX_DAG_ID") or None,
-        "dag_run": os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or None,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **run_context(),
     }

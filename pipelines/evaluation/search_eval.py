@@ -29,7 +29,6 @@ import hashlib
 import html
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -44,10 +43,10 @@ from pipelines.data.snapshot import Snapshot
 from pipelines.data.timeline import holdout_window
 from pipelines.errors import ConfigError, ShopMLError
 from pipelines.evaluation.bootstrap import Interval, bootstrap_means
+from pipelines.evaluation.evaluate import run_context, write_signed_verdict
 from pipelines.evaluation.gate import Check, GateConfig, Judgement, judge
 from pipelines.evaluation.search_benchmark import bm25_baseline
 from pipelines.io import folder_digest, sha256_file, write_json, write_text
-from pipelines.keys import sign, signing_key
 from pipelines.ranking.metrics import per_user
 from pipelines.registry.models import CHAMPION, ModelRef, alias_version, log_evaluation, resolve
 from pipelines.registry.search import SEARCH_EXPERIMENT, SEARCH_MODEL, search_path
@@ -501,13 +500,9 @@ def evaluate_search(
         "files": files,
         "train_until": model.info.get("train_until"),
         "compared_with_champion": use_champion,
-        "dag_id": os.environ.get("AIRFLOW_CTX_DAG_ID") or None,
-        "dag_run": os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or None,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **run_context(),
     }
-    write_json(folder / "verdict.json", verdict)
-    key = signing_key(settings, create=True)
-    write_text(folder / "verdict.sig", sign((folder / "verdict.json").read_bytes(), key))
+    write_signed_verdict(folder, verdict, settings)
     run_id = None
     if log_to_mlflow and ref.version is not None:
         configure(settings, SEARCH_EXPERIMENT)

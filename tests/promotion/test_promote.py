@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,27 +25,12 @@ from pipelines.promotion.ledger import LEDGER_FIELDS
 from pipelines.promotion.promote import Review, ledger_entries, promote, rollback, verify
 from pipelines.registry.models import MODEL_NAME
 from pipelines.settings import Settings, load_settings
-from tests.shops import TrainedShop, mlflow_client
+from tests.shops import TrainedShop, in_dag_run, mlflow_client
 
 # Every test here uses a trained model (the shared trained shop, or one of its own).
 pytestmark = pytest.mark.slow
 
 PERMISSIVE = EvaluateConfig(gate=GateConfig([Check("hit_rate@10", min=0.0)]))
-
-
-@contextmanager
-def in_dag_run(run_id: str) -> Iterator[None]:
-    """What Airflow exports to a task of DAG run ``run_id``."""
-    saved = {k: os.environ.get(k) for k in ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID")}
-    os.environ.update({"AIRFLOW_CTX_DAG_ID": "shopml_retrain", "AIRFLOW_CTX_DAG_RUN_ID": run_id})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def review(run: str, who: str | None = "reviewer", **changes: Any) -> Review:

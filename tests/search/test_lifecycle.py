@@ -5,9 +5,6 @@ and promoted to the serving bucket only with its own approval."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,26 +33,12 @@ from pipelines.search.labels import held_out, judged, split_judged
 from pipelines.search.model import SearchModel, prepare, train
 from pipelines.settings import Settings, load_settings
 from tests.conftest import Shop
-from tests.shops import mlflow_client
+from tests.shops import in_dag_run, mlflow_client
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
 ENV = {"COLUMNS": "200"}
 PASS_ALL = SearchEvalConfig(gate=GateConfig([Check("ndcg@10", min=0.0)], min_users=10))
-
-
-@contextmanager
-def in_dag_run(run_id: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID")}
-    os.environ.update({"AIRFLOW_CTX_DAG_ID": "shopml_retrain", "AIRFLOW_CTX_DAG_RUN_ID": run_id})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def approval(run: str, task: str = "await_search_review") -> Review:
