@@ -49,7 +49,7 @@ with tempfile.TemporaryDirectory() as tmp:
     t = time.perf_counter()
     SearchIndex.build(items, SearchConfig())
     index_s = time.perf_counter() - t
-    model = train(Path(tmp) / "shop", SearchConfig())
+    model = train(Path(tmp) / "shop", SearchConfig(labels={labels!r}))
     log = snap.read("queries", columns=["text", "user_id"]).to_pandas().tail(1000)
     lat = []
     with threadpool_limits(1):
@@ -103,6 +103,13 @@ def main() -> None:
     parser.add_argument("--embedding", default="tfidf", choices=("tfidf", "sentence"))
     parser.add_argument("--log-events", type=int, default=1_000_000)
     parser.add_argument("--parts", default="quality,log,speed")
+    parser.add_argument(
+        "--speed-labels",
+        default="auto",
+        choices=("auto", "judgments", "queries"),
+        help="what the speed run's re-ranker learns from (judgments: no per-query log pass, "
+        "for catalogs too large to replay the log in a benchmark; no personal features)",
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if "quality" in parts:
@@ -174,10 +181,12 @@ def quality(args: argparse.Namespace) -> None:
 
 
 def speed(args: argparse.Namespace) -> None:
-    speed = run_child(SPEED.format(items=args.items))
-    path = write_result(
-        "search_speed", f"python benchmarks/bench_search.py --items {args.items}", speed
-    )
+    speed = run_child(SPEED.format(items=args.items, labels=args.speed_labels))
+    name = "search_speed" if args.items == 50_000 else f"search_speed_{args.items}"
+    command = f"python benchmarks/bench_search.py --parts speed --items {args.items}"
+    if args.speed_labels != "auto":
+        command += f" --speed-labels {args.speed_labels}"
+    path = write_result(name, command, speed)
     print(
         f"speed, {speed['items']:,} items ({path}): index {speed['index_seconds']} s, "
         f"train {speed['train_seconds']} s, query p50 {speed['p50_ms']} ms, p99 {speed['p99_ms']} ms, "

@@ -78,7 +78,8 @@ def search_train_cmd(
     if "first_stage_ndcg_at_10" in info:
         w = info["config"]["field_weights"]
         out_console.print(
-            f"  tuned: field weights {w}, alpha {info['config']['alpha']}; first-stage nDCG@10 "
+            f"  tuned: field weights {w}, alpha {info['config']['alpha']}, image weight "
+            f"{info['config']['image_weight']}; first-stage nDCG@10 "
             f"{info['first_stage_ndcg_at_10']} on the training queries"
         )
     if "ranker_rounds" in info:

@@ -101,12 +101,12 @@ def run(
         test_q = [i for i in range(len(data.queries)) if fold_of[i] == f]
         tq = [data.queries[i] for i in train_q]
         tl = [data.labels[i] for i in train_q]
-        weights, alpha, first = ranker.tune(index, tq, tl, k=K)
-        fold_index = index.with_params(weights, alpha)
-        lex_index = index.with_params(weights, 1.0)
+        weights, alpha, first, image_weight = ranker.tune(index, tq, tl, k=K)
+        fold_index = index.with_params(weights, alpha, image_weight)
+        lex_index = index.with_params(weights, 1.0, image_weight)
         fold_rows = ranker.rows(fold_index, tq, tl)
         booster, _ = ranker.fit(*ranker.split(fold_rows, cfg.validation_share, cfg.seed), cfg)
-        tuned.append({"fold": f, "field_weights": weights, "alpha": alpha,
+        tuned.append({"fold": f, "field_weights": weights, "alpha": alpha, "image_weight": image_weight,
                       "train_first_stage_ndcg": round(first, 4),
                       "ranker_rounds": int(getattr(booster, "best_iteration", 0) or 0)})  # fmt: skip
         for i in test_q:
@@ -206,8 +206,8 @@ def run_log(
             str(snap.path),
             f"{len(train_q)} clicked queries before and {len(test_q)} after the cutoff",
         )
-    weights, alpha, _ = ranker.tune(index, train_q.texts, train_q.labels, k=K)
-    index = index.with_params(weights, alpha)
+    weights, alpha, _, image_weight = ranker.tune(index, train_q.texts, train_q.labels, k=K)
+    index = index.with_params(weights, alpha, image_weight)
     asof = AsOf(
         index,
         load_timeline(snap),
@@ -273,6 +273,7 @@ def run_log(
         "items": len(index.item_ids),
         "field_weights": weights,
         "alpha": alpha,
+        "image_weight": image_weight,
         "metrics": metrics,
         "slices": slices,
         "personal_vs_learned": round(

@@ -33,7 +33,7 @@ class SearchConfig(LambdaMARTConfig):
     min_cosine: float = 0.25  # an item this close to the query counts as a match
     # Images (where the catalog has image_embedding): the semantic score is
     # (1 - image_weight) * text cosine + image_weight * image cosine
-    image_weight: float = 0.5
+    image_weight: float = 0.25  # tune = true also tries 0 (images off)
     image_feedback: int = 10  # best first-pass matches whose mean image stands for the query
     # Fusion of the two (scores min-max normalised over the candidates)
     fusion: str = "convex"

@@ -160,11 +160,16 @@ class SearchIndex:
             items, cfg, lexical, embedder, vectors, speller, synonyms, intent, pop, conv, images
         )
 
-    def with_params(self, field_weights: dict[str, float], alpha: float) -> SearchIndex:
-        """The same index with other (tuned) field weights and fusion weight."""
+    def with_params(
+        self, field_weights: dict[str, float], alpha: float, image_weight: float | None = None
+    ) -> SearchIndex:
+        """The same index with other (tuned) field weights, fusion weight and image weight."""
         other = object.__new__(SearchIndex)
         other.__dict__.update(self.__dict__)
-        other.cfg = replace(self.cfg, field_weights=dict(field_weights), alpha=float(alpha))
+        w = self.cfg.image_weight if image_weight is None else float(image_weight)
+        other.cfg = replace(
+            self.cfg, field_weights=dict(field_weights), alpha=float(alpha), image_weight=w
+        )
         return other
 
     def with_state(
@@ -197,46 +202,68 @@ class SearchIndex:
         return text, corrected, terms, syn
 
     def raw_scores(self, query: str) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
-        """Per-field BM25 (synonyms folded in) and cosine over the whole catalog: what
-        tuning re-weights without scoring again."""
+        """Per-field BM25 (synonyms folded in) and the semantic score over the whole
+        catalog."""
         text, _, terms, syn = self.understand(query)
         fields, cosine = self._scores(text, terms, syn)
         return fields, cosine, terms
 
+    def raw_parts(self, query: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+        """Per-field BM25, the text cosine and the image cosine (None without one) over
+        the whole catalog: what tuning re-weights without scoring again."""
+        text, _, terms, syn = self.understand(query)
+        fields = self._fields(terms, syn)
+        cosine = self._text_cosine(text)
+        return fields, cosine, self._image_cosine(fields, cosine)
+
+    def mix(self, cosine: np.ndarray, image_cos: np.ndarray | None, weight: float) -> np.ndarray:
+        """The semantic score from its text and image parts (:meth:`_image_cosine`)."""
+        if image_cos is None or self.has_image is None or weight <= 0:
+            return cosine
+        mixed = (1 - weight) * cosine + weight * image_cos
+        return np.where(self.has_image, mixed, cosine).astype(np.float32)
+
     def _scores(
         self, text: str, terms: list[str], syn: list[str]
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        fields = self._fields(terms, syn)
+        cosine = self._text_cosine(text)
+        return fields, self.mix(cosine, self._image_cosine(fields, cosine), self.cfg.image_weight)
+
+    def _fields(self, terms: list[str], syn: list[str]) -> dict[str, np.ndarray]:
         fields = self.lexical.field_scores(terms)
         if syn and self.cfg.synonym_weight > 0:
             w = np.float32(self.cfg.synonym_weight)
             for f, s in self.lexical.field_scores(syn).items():
                 fields[f] = fields[f] + w * s
-        cosine = self.vectors @ self.embed(text) if text else np.zeros(len(self.items), np.float32)
-        return fields, self._with_images(fields, cosine)
+        return fields
 
-    def _with_images(self, fields: dict[str, np.ndarray], cosine: np.ndarray) -> np.ndarray:
-        """The semantic score: the mean of text and image similarity (weighted by
-        ``image_weight``) for items with an image, the text cosine for the others. A text
+    def _text_cosine(self, text: str) -> np.ndarray:
+        if not text:
+            return np.zeros(len(self.items), np.float32)
+        return np.asarray(self.vectors @ self.embed(text), dtype=np.float32)
+
+    def _image_cosine(self, fields: dict[str, np.ndarray], cosine: np.ndarray) -> np.ndarray | None:
+        """The image side of the semantic score, for items with an image embedding. A text
         query has no image: its image side is the mean image of the ``image_feedback``
         items that match it best in the first pass (lexical score, then text cosine) —
-        pseudo-relevance feedback. A query nothing matches gets no image side."""
-        w = float(self.cfg.image_weight)
-        if self.images is None or self.has_image is None or w <= 0:
-            return cosine
+        pseudo-relevance feedback. None without images, or when nothing matches. The
+        semantic score is ``(1 - image_weight) * text + image_weight * image`` for items
+        with an image, the text cosine for the others (:meth:`mix`)."""
+        if self.images is None or self.has_image is None:
+            return None
         lexical = combine(fields, self.cfg.field_weights)
         first = np.flatnonzero((lexical > 0) | (cosine >= self.cfg.min_cosine))
         first = first[self.has_image[first]]
         if not len(first):
-            return cosine
+            return None
         key = lexical[first] + 1e-3 * cosine[first]
         top = first[np.lexsort((first, -key))[: self.cfg.image_feedback]]
         q = np.asarray(self.images[top], dtype=np.float32).mean(axis=0)
         norm = float(np.linalg.norm(q))
         if norm == 0:
-            return cosine
-        image_cos = np.asarray(self.images @ (q / norm), dtype=np.float32)
-        mixed = (1 - w) * cosine + w * image_cos
-        return np.where(self.has_image, mixed, cosine).astype(np.float32)
+            return None
+        return np.asarray(self.images @ (q / norm), dtype=np.float32)
 
     def _relaxed_terms(self, terms: list[str]) -> list[str]:
         if self._prefix_vocab is None:

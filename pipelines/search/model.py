@@ -243,8 +243,8 @@ def prepare(snapshot: str | Path, cfg: SearchConfig, *, until: float | None = No
     source = label_source(snap, index, cfg, until=t_end)
     texts, labels = _training_labels(snap, index, cfg, source, t_end, info)
     if texts and cfg.tune:
-        weights, alpha, first = ranker.tune(index, texts, labels)
-        index = index.with_params(weights, alpha)
+        weights, alpha, first, image_weight = ranker.tune(index, texts, labels)
+        index = index.with_params(weights, alpha, image_weight)
         info["first_stage_ndcg_at_10"] = round(first, 4)
     info["label_source"] = source
     info["config"] = index.cfg.as_dict()

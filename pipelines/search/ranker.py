@@ -13,7 +13,7 @@ import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -203,40 +203,70 @@ def _ndcg_at(
 
 @dataclass
 class _Prepared:
-    rows: np.ndarray  # matched candidate rows (lexical > 0 anywhere or cosine >= min)
+    rows: np.ndarray  # matched candidate rows (lexical > 0 anywhere or semantic >= min)
     fields: dict[str, np.ndarray]
-    cosine: np.ndarray
+    cosine: np.ndarray  # the text cosine
+    image: np.ndarray | None  # the image cosine (NaN for an item without an image)
     gains: np.ndarray
     ideal: float
 
+    def semantic(self, weight: float) -> np.ndarray:
+        if self.image is None or weight <= 0:
+            return self.cosine
+        mixed = (1 - weight) * self.cosine + weight * self.image
+        return np.where(np.isnan(self.image), self.cosine, mixed)
+
 
 def _prepare(
-    index: SearchIndex, queries: list[str], labels: Sequence[Labels], k: int
+    index: SearchIndex,
+    queries: list[str],
+    labels: Sequence[Labels],
+    k: int,
+    image_weights: Sequence[float] = (),
 ) -> list[_Prepared]:
     out = []
     for q, lab in zip(queries, labels, strict=True):
-        fields, cosine, _ = index.raw_scores(q)
+        fields, cosine, image = index.raw_parts(q)
         any_lex = np.zeros(len(cosine), dtype=bool)
         for s in fields.values():
             any_lex |= s > 0
-        r = np.flatnonzero(any_lex | (cosine >= index.cfg.min_cosine))
+        close = cosine >= index.cfg.min_cosine
+        for w in image_weights:
+            close |= index.mix(cosine, image, w) >= index.cfg.min_cosine
+        r = np.flatnonzero(any_lex | close)
         g = np.array([2.0 ** lab.get(int(i), 0) - 1.0 for i in r])
         ideal_g = np.sort(np.array([2.0**v - 1.0 for v in lab.values()]))[::-1][:k]
         ideal = float((ideal_g / np.log2(np.arange(2, len(ideal_g) + 2))).sum())
-        out.append(_Prepared(r, {f: s[r] for f, s in fields.items()}, cosine[r], g, ideal))
+        img = None
+        if image is not None and index.has_image is not None:
+            img = np.where(index.has_image[r], image[r], np.nan).astype(np.float64)
+        out.append(_Prepared(r, {f: s[r] for f, s in fields.items()}, cosine[r], img, g, ideal))
     return out
 
 
 def _score(
-    prep: list[_Prepared], weights: dict[str, float], alpha: float, cfg: SearchConfig, k: int
+    prep: list[_Prepared],
+    weights: dict[str, float],
+    alpha: float,
+    cfg: SearchConfig,
+    k: int,
+    image_weight: float = 0.0,
 ) -> float:
     total = 0.0
     for p in prep:
         lex = combine(p.fields, weights) if p.fields else np.zeros(len(p.rows), np.float32)
-        m = (lex > 0) | (p.cosine >= cfg.min_cosine)
-        fused = fusion.fuse(lex[m], p.cosine[m], cfg.fusion, alpha, cfg.rrf_k)
+        semantic = p.semantic(image_weight)
+        m = (lex > 0) | (semantic >= cfg.min_cosine)
+        fused = fusion.fuse(lex[m], semantic[m], cfg.fusion, alpha, cfg.rrf_k)
         total += _ndcg_at(fused, p.rows[m], p.gains[m], p.ideal, k)
     return total / max(len(prep), 1)
+
+
+class Tuned(NamedTuple):
+    weights: dict[str, float]
+    alpha: float
+    ndcg: float  # the first stage's mean nDCG@k on the tuning queries
+    image_weight: float
 
 
 def tune(
@@ -247,12 +277,15 @@ def tune(
     k: int = 10,
     multipliers: Iterable[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
     alphas: Iterable[float] = tuple(np.round(np.linspace(0, 1, 11), 2)),
-) -> tuple[dict[str, float], float, float]:
+    image_weights: Iterable[float] = (0.0,),
+) -> Tuned:
     """Field weights (coordinate search, two passes, title fixed at its weight) on the
-    lexical ranking, then the fusion weight ``alpha``, both for mean nDCG@k of the first
-    stage on ``queries``. Returns (weights, alpha, nDCG@k)."""
+    lexical ranking, then the fusion weight ``alpha`` jointly with the image weight — the
+    configured one or ``image_weights`` (default: 0, images off), when the catalog has
+    image embeddings — all for mean nDCG@k of the first stage on ``queries``."""
     cfg = index.cfg
-    prep = _prepare(index, queries, labels, k)
+    grid = sorted({*image_weights, cfg.image_weight}) if index.images is not None else []
+    prep = _prepare(index, queries, labels, k, grid)
     present = [f for f in FIELDS if f in index.lexical.indexes]
     weights = {f: float(cfg.field_weights.get(f, 0.0)) for f in present}
     lexical_only = 1.0
@@ -270,16 +303,18 @@ def tune(
                 s = _score(prep, trial, lexical_only, cfg, k)
                 if s > best + 1e-9:
                     best, weights = s, trial
-    alpha, best_alpha = cfg.alpha, -1.0
-    for a in alphas:
-        s = _score(prep, weights, float(a), cfg, k)
-        if s > best_alpha + 1e-9:
-            best_alpha, alpha = s, float(a)
+    alpha, image_weight, best_alpha = cfg.alpha, cfg.image_weight, -1.0
+    for w in grid or [cfg.image_weight]:
+        for a in alphas:
+            s = _score(prep, weights, float(a), cfg, k, w)
+            if s > best_alpha + 1e-9:
+                best_alpha, alpha, image_weight = s, float(a), float(w)
     log.info(
-        "search tuning: weights %s, alpha %.2f, first-stage nDCG@%d %.4f",
+        "search tuning: weights %s, alpha %.2f, image weight %.2f, first-stage nDCG@%d %.4f",
         weights,
         alpha,
+        image_weight,
         k,
         best_alpha,
     )
-    return weights, alpha, best_alpha
+    return Tuned(weights, alpha, best_alpha, image_weight)

@@ -208,7 +208,9 @@ IMAGES = [[1, 0, 0], [1, 0.1, 0], [0.9, 0.2, 0], [0, 1, 0], [0, 1, 0.1], None]
 
 def test_image_similarity_is_mixed_into_the_semantic_score() -> None:
     plain = SearchIndex.build(CATALOG, SearchConfig(min_cosine=0.99))
-    looks = SearchIndex.build(_with_images(IMAGES), SearchConfig(min_cosine=0.99, image_feedback=2))
+    looks = SearchIndex.build(
+        _with_images(IMAGES), SearchConfig(min_cosine=0.99, image_feedback=2, image_weight=0.5)
+    )
     fields, text_cos, _ = plain.raw_scores("running shoes")
     _, mixed, _ = looks.raw_scores("running shoes")
     images = looks.images
