@@ -57,8 +57,13 @@ def _running_runs(home: Path) -> list[tuple[str, str]]:
     db = home / "mlflow" / "mlflow.db"
     if not db.is_file():
         return []
-    with sqlite3.connect(db) as con:
-        return con.execute("SELECT run_uuid, status FROM runs WHERE status = 'RUNNING'").fetchall()
+    try:
+        with sqlite3.connect(db) as con:
+            return con.execute(
+                "SELECT run_uuid, status FROM runs WHERE status = 'RUNNING'"
+            ).fetchall()
+    except sqlite3.OperationalError:  # MLflow has created the file, not its tables yet
+        return []
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=["SIGTERM", "SIGINT"])
