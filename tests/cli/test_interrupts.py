@@ -57,13 +57,15 @@ def _running_runs(home: Path) -> list[tuple[str, str]]:
     db = home / "mlflow" / "mlflow.db"
     if not db.is_file():
         return []
+    # immutable: the probe takes no lock, so polling never makes MLflow's writes wait
+    # ("database is locked"); a read racing a write may fail, and is tried again
+    con = sqlite3.connect(f"file:{db}?immutable=1", uri=True)
     try:
-        with sqlite3.connect(db) as con:
-            return con.execute(
-                "SELECT run_uuid, status FROM runs WHERE status = 'RUNNING'"
-            ).fetchall()
-    except sqlite3.OperationalError:  # MLflow has created the file, not its tables yet
+        return con.execute("SELECT run_uuid, status FROM runs WHERE status = 'RUNNING'").fetchall()
+    except sqlite3.DatabaseError:  # no tables yet, or a page caught mid-write
         return []
+    finally:
+        con.close()
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=["SIGTERM", "SIGINT"])
