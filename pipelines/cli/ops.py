@@ -48,11 +48,17 @@ class ServedModel(StrEnum):
 ModelOption = Annotated[
     ServedModel, typer.Option("--model", help="Which served model.", case_sensitive=False)
 ]
-REVIEW_TASKS = {"shopml-recommender": "await_review", "shopml-search": "await_search_review"}
 dags_app = typer.Typer(help="Trigger ShopML's Airflow DAGs.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 app.add_typer(promotions_app, name="promotions")
 app.add_typer(dags_app, name="dags")
+
+
+def review_task(model: ServedModel) -> str:
+    """The approval task of ``model`` in the retrain DAG (promotion's own table)."""
+    from pipelines.promotion.promote import REVIEW_TASKS
+
+    return REVIEW_TASKS[model.value]
 
 
 def _airflow(user: str) -> Any:
@@ -83,7 +89,7 @@ def review_list_cmd(user: UserOption) -> None:
     for d in pending:
         ti = d.get("task_instance", {})
         who = ", ".join(u.get("name", u.get("id", "")) for u in d.get("assigned_users", []))
-        model = "shopml-search" if ti.get("task_id") == REVIEW_TASKS["shopml-search"] else ""
+        model = "shopml-search" if ti.get("task_id") == review_task(ServedModel.search) else ""
         flag = f" (--model {model})" if model else ""
         out_console.print(
             f"[bold]{escape(str(ti.get('dag_run_id', '')))}[/]{flag}  {escape(d['subject'])}  "
@@ -95,7 +101,7 @@ def review_list_cmd(user: UserOption) -> None:
 
 def _answer(run_id: str, approve: bool, comment: str, user: str, served: ServedModel) -> None:
     model = served.value
-    result = _airflow(user).answer(run_id, approve, comment, REVIEW_TASKS[model])
+    result = _airflow(user).answer(run_id, approve, comment, review_task(served))
     word = "approved" if approve else "rejected"
     by = (result.get("responded_by_user") or {}).get("name", user)
     out_console.print(f"[bold]{word}[/] {model} in {escape(run_id)} as {escape(str(by))}")
@@ -196,7 +202,7 @@ def promote_cmd(
     from pipelines.promotion.promote import promote
 
     settings = load_settings()
-    review = _airflow(user).review(dag_run, task_id=REVIEW_TASKS[model.value])
+    review = _airflow(user).review(dag_run, task_id=review_task(model))
     out = promote(version=version, settings=settings, review=review, name=model.value)
     state = "promoted" if out.changed else "already served:"
     out_console.print(f"[bold green]{state}[/] version {out.version} (previous {out.previous})")

@@ -45,7 +45,8 @@ from pipelines.errors import ConfigError, ShopMLError
 from pipelines.evaluation.bootstrap import Interval, bootstrap_means
 from pipelines.evaluation.evaluate import run_context, write_signed_verdict
 from pipelines.evaluation.gate import Check, GateConfig, Judgement, judge
-from pipelines.evaluation.search_benchmark import bm25_baseline
+from pipelines.evaluation.report import MARK
+from pipelines.evaluation.search_benchmark import HEAD_MIN, bm25_baseline
 from pipelines.io import folder_digest, sha256_file, write_json, write_text
 from pipelines.ranking.metrics import per_user
 from pipelines.registry.models import CHAMPION, ModelRef, alias_version, log_evaluation, resolve
@@ -60,7 +61,6 @@ from pipelines.settings import Settings, check_tables
 from pipelines.validation.validate import ensure_validated
 
 K = 10
-HEAD_MIN = 10  # typed 10+ times in the log before the holdout: head; 2-9 torso; 0-1 tail
 TOP_CATEGORIES = 5
 SAMPLE_QUERIES = 5
 METRIC_COLUMNS = ("ndcg", "mrr", "recall", "zero_result")
@@ -538,8 +538,6 @@ def _default_out(settings: Settings, ref: ModelRef, es: SearchEvalSet) -> Path:
 
 
 # ----------------------------------------------------------------------------- report
-
-MARK = {True: "✅", False: "❌", None: "⏭"}
 
 
 def _cell(iv: Interval | None) -> str:

@@ -137,11 +137,8 @@ def load_search(uri: str, settings: Settings) -> SearchModel:
 
 
 def search_path(uri: str, settings: Settings, dst: Path | None = None) -> Path:
-    """The local folder of a search model (downloaded into ``dst`` or a cache)."""
-    if Path(uri).is_dir():
-        local = Path(uri)
-        return local / "artifacts" / "bundle" if (local / "MLmodel").is_file() else local
-    configure(settings, SEARCH_EXPERIMENT)
+    """The local folder of a search model (:func:`bundle_path`: a folder as it is, a
+    registry URI downloaded into ``dst`` or a cache)."""
     return bundle_path(uri, settings, dst)
 
 
