@@ -40,6 +40,14 @@ class SearchConfig(LambdaMARTConfig):
     alpha: float = 0.7  # convex: weight of the lexical score (tuned on data when tune = true)
     rrf_k: int = 60
     candidates: int = 200  # fused top-N the re-ranker sees
+    # Large catalogs: from this many items (0: never) a query scores a pool instead of
+    # every item — the lexical top ann_pool, and the ann_pool nearest text (and image)
+    # embeddings from a FAISS inverted file of ann_lists cells (0: 4 x sqrt(items)), of
+    # which a search visits ann_probe
+    ann_min_items: int = 200_000
+    ann_pool: int = 1000
+    ann_lists: int = 0
+    ann_probe: int = 64
     tune: bool = True  # tune field weights and alpha on the training labels
     # Query understanding
     spelling: bool = True
@@ -61,6 +69,7 @@ class SearchConfig(LambdaMARTConfig):
     num_leaves: int = 15
     min_data_in_leaf: int = 20
     min_rounds: int = 100
+    refit: bool = True  # then train on the validation queries too
 
     def __post_init__(self) -> None:
         checks = [
@@ -78,6 +87,10 @@ class SearchConfig(LambdaMARTConfig):
             (0 <= self.alpha <= 1, "alpha must be in [0, 1]"),
             (self.rrf_k >= 1, "rrf_k must be >= 1"),
             (self.candidates >= 10, "candidates must be >= 10"),
+            (self.ann_min_items >= 0, "ann_min_items must be >= 0 (0: never)"),
+            (self.ann_pool >= self.candidates, "ann_pool must be >= candidates"),
+            (self.ann_lists >= 0, "ann_lists must be >= 0 (0: 4 x sqrt(items))"),
+            (self.ann_probe >= 1, "ann_probe must be >= 1"),
             (self.max_edits in (1, 2), "max_edits must be 1 or 2"),
             (0 <= self.synonym_weight <= 1, "synonym_weight must be in [0, 1]"),
             (self.relaxed_prefix >= 2, "relaxed_prefix must be >= 2"),

@@ -18,6 +18,13 @@ The fallback chain, tried in order until some item matches (within the filters):
 An item matches when its lexical score is positive or its cosine to the query is at
 least ``min_cosine``. A non-empty catalog therefore never answers an empty list unless
 the filters exclude every item.
+
+A catalog of ``ann_min_items`` items or more is searched through a pool: the
+``ann_pool`` best lexical matches, and the ``ann_pool`` nearest item embeddings (text, and
+image where it counts) from FAISS inverted files (:mod:`pipelines.candidates.ann`). Only
+the pool is scored and fused (min-max over the pool's matches), so a query never makes a
+pass over a million vectors; with a pool that holds every item the answer is the exact
+one. The category and popular fallbacks still read the whole catalog.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.candidates.ann import ItemIndex
 from pipelines.features.item_content import item_documents
 from pipelines.search import fusion
 from pipelines.search.config import SearchConfig
@@ -67,6 +75,34 @@ class Candidates:
         return len(self.items)
 
 
+@dataclass
+class Semantic:
+    """One query's semantic score: its text cosine, mixed with the image cosine where the
+    catalog has images and ``image_weight > 0``. ``full`` holds it for every item (exact
+    mode); otherwise :meth:`at` computes it for the rows asked (pool mode)."""
+
+    index: SearchIndex
+    text: np.ndarray | None  # the query's unit text vector (None: an empty text)
+    image: np.ndarray | None  # the query's unit image vector (None: no image side)
+    full: np.ndarray | None = None
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        if self.full is not None:
+            return self.full[rows]
+        idx = self.index
+        if self.text is None:
+            cosine = np.zeros(len(rows), np.float32)
+        else:
+            cosine = np.asarray(idx.vectors[rows] @ self.text, dtype=np.float32)
+        if self.image is None or idx.images is None or idx.has_image is None:
+            return cosine
+        w = idx.cfg.image_weight
+        image = np.asarray(idx.images[rows] @ self.image, dtype=np.float32)
+        return np.where(idx.has_image[rows], (1 - w) * cosine + w * image, cosine).astype(
+            np.float32
+        )
+
+
 class SearchIndex:
     def __init__(
         self,
@@ -81,6 +117,7 @@ class SearchIndex:
         popularity: np.ndarray,
         conversion: np.ndarray,
         images: np.ndarray | None = None,
+        ann: dict[str, ItemIndex] | None = None,
     ) -> None:
         self.items = items.reset_index(drop=True)
         self.item_ids = self.items["item_id"].to_numpy()
@@ -97,6 +134,8 @@ class SearchIndex:
         # unit image embeddings (a zero row for an item without an image), or None
         self.images = images
         self.has_image = None if images is None else np.any(np.asarray(images) != 0, axis=1)
+        # FAISS inverted files over "text" (and "images") of a large catalog: pool mode
+        self.ann = ann or {}
         cats = self.items["category"].fillna("").astype(str)
         self.category_code = pd.Categorical(cats, categories=intent.categories).codes
         self.category_lower = cats.str.lower().to_numpy()
@@ -156,9 +195,20 @@ class SearchIndex:
             f"{n:,}", len(lexical.indexes), f"{len(speller.frequency):,}", f"{len(intent.counts):,}",
         )  # fmt: skip
         images = image_matrix(items)
+        ann = {}
+        if cfg.ann_min_items and n >= cfg.ann_min_items:
+            every = np.ones(n, dtype=bool)
+            for name, v in (("text", vectors), ("images", images)):
+                if v is not None:
+                    ann[name] = ItemIndex.build(
+                        v, every, method="ivf", lists=cfg.ann_lists, ef_search=cfg.ann_probe,
+                        seed=cfg.seed,
+                    )  # fmt: skip
+            log.info("search index: inverted files over %s for the pool mode", ", ".join(ann))
         return cls(
-            items, cfg, lexical, embedder, vectors, speller, synonyms, intent, pop, conv, images
-        )
+            items, cfg, lexical, embedder, vectors, speller, synonyms, intent, pop, conv, images,
+            ann,
+        )  # fmt: skip
 
     def with_params(
         self, field_weights: dict[str, float], alpha: float, image_weight: float | None = None
@@ -205,8 +255,10 @@ class SearchIndex:
         """Per-field BM25 (synonyms folded in) and the semantic score over the whole
         catalog."""
         text, _, terms, syn = self.understand(query)
-        fields, cosine = self._scores(text, terms, syn)
-        return fields, cosine, terms
+        fields = self._fields(terms, syn)
+        full = self._exact_semantic(text, combine(fields, self.cfg.field_weights)).full
+        assert full is not None
+        return fields, full, terms
 
     def raw_parts(self, query: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
         """Per-field BM25, the text cosine and the image cosine (None without one) over
@@ -214,21 +266,18 @@ class SearchIndex:
         text, _, terms, syn = self.understand(query)
         fields = self._fields(terms, syn)
         cosine = self._text_cosine(text)
-        return fields, cosine, self._image_cosine(fields, cosine)
+        image = None
+        if self.images is not None:
+            q = self._image_query(combine(fields, self.cfg.field_weights), cosine, None)
+            image = None if q is None else np.asarray(self.images @ q, dtype=np.float32)
+        return fields, cosine, image
 
     def mix(self, cosine: np.ndarray, image_cos: np.ndarray | None, weight: float) -> np.ndarray:
-        """The semantic score from its text and image parts (:meth:`_image_cosine`)."""
+        """The semantic score from its text and image parts (:meth:`_image_query`)."""
         if image_cos is None or self.has_image is None or weight <= 0:
             return cosine
         mixed = (1 - weight) * cosine + weight * image_cos
         return np.where(self.has_image, mixed, cosine).astype(np.float32)
-
-    def _scores(
-        self, text: str, terms: list[str], syn: list[str]
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        fields = self._fields(terms, syn)
-        cosine = self._text_cosine(text)
-        return fields, self.mix(cosine, self._image_cosine(fields, cosine), self.cfg.image_weight)
 
     def _fields(self, terms: list[str], syn: list[str]) -> dict[str, np.ndarray]:
         fields = self.lexical.field_scores(terms)
@@ -243,27 +292,73 @@ class SearchIndex:
             return np.zeros(len(self.items), np.float32)
         return np.asarray(self.vectors @ self.embed(text), dtype=np.float32)
 
-    def _image_cosine(self, fields: dict[str, np.ndarray], cosine: np.ndarray) -> np.ndarray | None:
-        """The image side of the semantic score, for items with an image embedding. A text
-        query has no image: its image side is the mean image of the ``image_feedback``
-        items that match it best in the first pass (lexical score, then text cosine) —
-        pseudo-relevance feedback. None without images, or when nothing matches. The
-        semantic score is ``(1 - image_weight) * text + image_weight * image`` for items
-        with an image, the text cosine for the others (:meth:`mix`)."""
+    def _uses_images(self) -> bool:
+        return self.images is not None and self.cfg.image_weight > 0
+
+    def _image_query(
+        self, lexical: np.ndarray, cosine: np.ndarray, rows: np.ndarray | None
+    ) -> np.ndarray | None:
+        """The image side's query: a text query has no image, so it stands for the mean
+        image of the ``image_feedback`` items that match it best in the first pass
+        (lexical score, then text cosine) — pseudo-relevance feedback. ``lexical`` and
+        ``cosine`` are over ``rows`` (None: the whole catalog). None without images, or
+        when nothing matches. The semantic score is ``(1 - image_weight) * text +
+        image_weight * image`` for items with an image, the text cosine for the others
+        (:meth:`mix`)."""
         if self.images is None or self.has_image is None:
             return None
-        lexical = combine(fields, self.cfg.field_weights)
-        first = np.flatnonzero((lexical > 0) | (cosine >= self.cfg.min_cosine))
-        first = first[self.has_image[first]]
+        pos = np.flatnonzero((lexical > 0) | (cosine >= self.cfg.min_cosine))
+        first = pos if rows is None else rows[pos]
+        keep = self.has_image[first]
+        pos, first = pos[keep], first[keep]
         if not len(first):
             return None
-        key = lexical[first] + 1e-3 * cosine[first]
+        key = lexical[pos] + 1e-3 * cosine[pos]
         top = first[np.lexsort((first, -key))[: self.cfg.image_feedback]]
         q = np.asarray(self.images[top], dtype=np.float32).mean(axis=0)
         norm = float(np.linalg.norm(q))
-        if norm == 0:
-            return None
-        return np.asarray(self.images @ (q / norm), dtype=np.float32)
+        return None if norm == 0 else q / norm
+
+    def _exact_semantic(self, text: str, lexical: np.ndarray) -> Semantic:
+        cosine = self._text_cosine(text)
+        if not self._uses_images():
+            return Semantic(self, None, None, cosine)
+        assert self.images is not None
+        q = self._image_query(lexical, cosine, None)
+        image = None if q is None else np.asarray(self.images @ q, dtype=np.float32)
+        return Semantic(self, None, q, self.mix(cosine, image, self.cfg.image_weight))
+
+    def _semantic(
+        self, text: str, lexical: np.ndarray, allowed: np.ndarray | None
+    ) -> tuple[Semantic, np.ndarray | None]:
+        """The query's semantic scorer, and the pool it is scored on (None: the whole
+        catalog, when the index has no inverted files)."""
+        if "text" not in self.ann:
+            return self._exact_semantic(text, lexical), None
+        q = self.embed(text) if text else None
+
+        def pool(within: np.ndarray | None) -> np.ndarray:
+            """The lexical top and the nearest text embeddings among ``within``."""
+            hits = np.flatnonzero(lexical > 0 if within is None else (lexical > 0) & within)
+            hits = hits[fusion.best(lexical[hits], hits, self.cfg.ann_pool)]
+            return np.unique(np.concatenate([hits, self._nearest("text", q, within)]))
+
+        rows = pool(allowed)
+        q_image = None
+        if self._uses_images():
+            # the query's look comes from its best matches in the whole catalog, as in the
+            # exact mode: filters narrow what is shown, not what the query means
+            base = rows if allowed is None else pool(None)
+            cosine = np.zeros(len(base), np.float32) if q is None else self.vectors[base] @ q
+            q_image = self._image_query(lexical[base], cosine, base)
+            rows = np.union1d(rows, self._nearest("images", q_image, allowed))
+        return Semantic(self, q, q_image), rows
+
+    def _nearest(self, name: str, q: np.ndarray | None, allowed: np.ndarray | None) -> np.ndarray:
+        if q is None or name not in self.ann:
+            return np.zeros(0, dtype=np.int64)
+        found = self.ann[name].search(q[None, :], self.cfg.ann_pool, allowed)[0]
+        return found[found >= 0]
 
     def _relaxed_terms(self, terms: list[str]) -> list[str]:
         if self._prefix_vocab is None:
@@ -319,39 +414,57 @@ class SearchIndex:
         n = n or cfg.candidates
         allowed = self.filter_mask(category, price_min, price_max)
         text, corrected, terms, syn = self.understand(query)
-        fields, cosine = self._scores(text, terms, syn)
+        fields = self._fields(terms, syn)
         lexical = combine(fields, cfg.field_weights)
+        sem, pool = self._semantic(text, lexical, allowed)
+
+        def scope(rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+            """Lexical and semantic scores over ``rows`` (None: every item)."""
+            if rows is None:
+                assert sem.full is not None
+                return lexical, sem.full
+            return lexical[rows], sem.at(rows)
+
+        lex_s, sem_s = scope(pool)
         fallback = "corrected" if corrected else None
-        matched = (lexical > 0) | (cosine >= cfg.min_cosine)
+        matched = (lex_s > 0) | (sem_s >= cfg.min_cosine)
         if allowed is not None:
-            matched &= allowed
+            matched &= allowed if pool is None else allowed[pool]
         if not matched.any() and terms:
             relaxed = self._relaxed_terms(terms)
             if relaxed:
                 fields = self.lexical.field_scores(relaxed)
                 lexical = combine(fields, cfg.field_weights)
-                matched = lexical > 0
+                if pool is not None:
+                    hits = np.flatnonzero(
+                        lexical > 0 if allowed is None else (lexical > 0) & allowed
+                    )
+                    pool = hits[fusion.best(lexical[hits], hits, cfg.ann_pool)]
+                lex_s, sem_s = scope(pool)
+                matched = lex_s > 0
                 if allowed is not None:
-                    matched &= allowed
+                    matched &= allowed if pool is None else allowed[pool]
                 fallback = "relaxed" if matched.any() else fallback
         intent_cat = self.intent.distribution(terms)
-        intent = np.where(self.category_code >= 0, intent_cat[self.category_code], 0.0)
         if matched.any():
-            rows = np.flatnonzero(matched)
-            fused = fusion.fuse(lexical[rows], cosine[rows], cfg.fusion, cfg.alpha, cfg.rrf_k)
+            pos = np.flatnonzero(matched)
+            rows = pos if pool is None else pool[pos]
+            fused = fusion.fuse(lex_s[pos], sem_s[pos], cfg.fusion, cfg.alpha, cfg.rrf_k)
         else:
+            intent_all = self._intent_at(intent_cat, None)
             pop = np.log1p(self.popularity)
             base = allowed if allowed is not None else np.ones(len(self.items), dtype=bool)
-            cat = base & (intent > 0)
+            cat = base & (intent_all > 0)
             if cat.any():
                 rows, fallback = np.flatnonzero(cat), "category"
-                fused = intent[rows] * (1.0 + pop[rows])
+                fused = intent_all[rows] * (1.0 + pop[rows])
             else:
                 rows, fallback = np.flatnonzero(base), "popular"
                 fused = pop[rows]
-        order = np.lexsort((rows, -fused))[:n]
+        order = fusion.best(fused, rows, n)
         rows, fused = rows[order], fused[order]
-        lex_all, cos_all = lexical[rows], cosine[rows]
+        lex_all = lexical[rows]
+        cos_all = sem.full[rows] if sem.full is not None else sem.at(rows)
         return Candidates(
             query=query,
             corrected=corrected,
@@ -363,10 +476,15 @@ class SearchIndex:
             cosine=cos_all.astype(np.float64),
             fields={f: s[rows].astype(np.float64) for f, s in fields.items()},
             matches={f: m[rows] for f, m in self.lexical.matches(terms).items()},
-            intent=intent[rows],
+            intent=self._intent_at(intent_cat, rows),
             lexical_rank=fusion.ranks(lex_all),
             semantic_rank=fusion.ranks(cos_all),
         )
+
+    def _intent_at(self, by_category: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """P(item's category | query) for ``rows`` (None: every item)."""
+        codes = self.category_code if rows is None else self.category_code[rows]
+        return np.where(codes >= 0, by_category[np.maximum(codes, 0)], 0.0)
 
     # -- persistence ----------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
@@ -379,6 +497,8 @@ class SearchIndex:
         np.save(out / "conversion.npy", self.conversion, allow_pickle=False)
         if self.images is not None:
             np.save(out / "images.npy", np.asarray(self.images), allow_pickle=False)
+        for name, ann in self.ann.items():
+            ann.save(out / f"ann_{name}.faiss")
         self.items[[c for c in ITEM_COLUMNS if c in self.items.columns]].to_parquet(
             out / "items.parquet", index=False
         )
@@ -397,8 +517,15 @@ class SearchIndex:
             raise ValueError(f"{src}: search index format {meta.get('format')}, expected {FORMAT}")
         cfg = SearchConfig(**meta["config"])
         syn = {k: tuple(v) for k, v in json.loads((src / "synonyms.json").read_text()).items()}
+        items = pd.read_parquet(src / "items.parquet")
+        every = np.arange(len(items), dtype=np.int64)
+        ann = {
+            name: ItemIndex.load(src / f"ann_{name}.faiss", every, cfg.ann_probe)
+            for name in ("text", "images")
+            if (src / f"ann_{name}.faiss").is_file()
+        }
         return cls(
-            pd.read_parquet(src / "items.parquet"),
+            items,
             cfg,
             LexicalIndex.load(src / "lexical", mmap=mmap),
             load_embedder(src / "embedder"),
@@ -411,6 +538,7 @@ class SearchIndex:
             np.load(src / "images.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
             if (src / "images.npy").is_file()
             else None,
+            ann,
         )
 
 

@@ -40,3 +40,31 @@ def test_only_low_cardinality_columns_are_categorical() -> None:
     assert categorical_columns(x, ["few", "many", "empty"], ("few", "many", "empty", "gone"), 64) == [
         0, 2,
     ]  # fmt: skip
+
+
+def test_refit_trains_the_chosen_rounds_on_the_validation_groups_too() -> None:
+    """Feature b ranks the items only inside the validation groups' range (10-20): the
+    early-stopped model never saw that range; the refitted one did, for the same rounds."""
+    rng = np.random.default_rng(0)
+
+    def groups(n: int, lo: float, hi: float, signal: str) -> Rows:
+        x = np.column_stack([rng.normal(size=n * 10), rng.uniform(lo, hi, n * 10)])
+        key = x[:, 0] if signal == "a" else x[:, 1]
+        y = np.zeros(n * 10, dtype=int)
+        for g in range(n):
+            block = slice(g * 10, (g + 1) * 10)
+            y[block] = (key[block] >= np.sort(key[block])[-3]).astype(int)
+        return Rows(x, y, np.full(n, 10))
+
+    train, valid = groups(60, 0, 1, "a"), groups(30, 10, 20, "b")
+    cfg = LambdaMARTConfig(max_rounds=40, early_stopping_rounds=40, min_data_in_leaf=5)
+    plain, curves = fit_lambdamart(train, valid, ["a", "b"], cfg)
+    refit, again = fit_lambdamart(
+        train, valid, ["a", "b"], LambdaMARTConfig(**{**cfg.__dict__, "refit": True})
+    )
+    assert refit.num_trees() == refit.best_iteration == plain.best_iteration
+    assert again == curves  # the curves are the early-stopped fit's
+    # inside the validation range only the refitted model orders by b
+    probe = np.column_stack([np.zeros(50), np.linspace(10, 20, 50)])
+    assert np.corrcoef(refit.predict(probe), probe[:, 1])[0, 1] > 0.8
+    assert np.ptp(plain.predict(probe)) < 1e-9

@@ -247,3 +247,73 @@ def test_image_embeddings_of_another_length_are_refused_naming_the_row() -> None
     bad = [[1, 0, 0], [1, 0], None, None, None, None]
     with pytest.raises(ValueError, match=r"items row 2 \(item shoe2\), column image_embedding"):
         SearchIndex.build(_with_images(bad), SearchConfig())
+
+
+# -- pool mode (large catalogs): FAISS inverted files and the lexical top ----------------
+
+
+def _generated_catalog() -> pd.DataFrame:
+    from pipelines.data.generator import GeneratorConfig
+    from pipelines.data.generator.world import build_world, items_table
+
+    world = build_world(GeneratorConfig(users=50, items=1_500, events=1_000, seed=5))
+    return items_table(world).to_pandas()
+
+
+POOL_QUERIES = ("running shoes", "velora", "smart cat litter", "blue", "dres", "qqqq zzzz", "")
+
+
+def test_a_pool_that_holds_every_item_answers_exactly_like_the_exact_mode(tmp_path: Path) -> None:
+    items = _generated_catalog()
+    assert items["image_embedding"].notna().any()  # the image side takes part too
+    exact = SearchIndex.build(items, SearchConfig(image_weight=0.5, ann_min_items=0))
+    pooled = SearchIndex.build(
+        items,
+        SearchConfig(
+            image_weight=0.5, ann_min_items=1_000, ann_pool=len(items), ann_lists=8, ann_probe=8
+        ),
+    )
+    assert exact.ann == {} and set(pooled.ann) == {"text", "images"}
+    texts = [*POOL_QUERIES, *items["title"].str.lower().head(20)]
+    filters = [{}, {"category": items["category"].iat[0].split("/")[0]}, {"price_max": 20.0}]
+    for q in texts:
+        for f in filters:
+            a, b = exact.candidates(q, **f), pooled.candidates(q, **f)  # type: ignore[arg-type]
+            assert a.fallback == b.fallback, (q, f)
+            np.testing.assert_array_equal(a.items, b.items, err_msg=f"{q!r} {f}")
+            np.testing.assert_allclose(a.fused, b.fused, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(a.cosine, b.cosine, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(a.intent, b.intent)
+    pooled.save(tmp_path / "ix")
+    assert (tmp_path / "ix" / "ann_text.faiss").is_file()
+    again = SearchIndex.load(tmp_path / "ix")
+    assert set(again.ann) == {"text", "images"}
+    for q in texts[:8]:
+        np.testing.assert_array_equal(again.candidates(q).items, pooled.candidates(q).items)
+
+
+def test_a_small_pool_keeps_the_best_matches_the_filters_and_the_fallbacks() -> None:
+    items = _generated_catalog()
+    exact = SearchIndex.build(items, SearchConfig(ann_min_items=0))
+    pooled = SearchIndex.build(items, SearchConfig(ann_min_items=1_000, ann_pool=200))
+    overlap = []
+    for q in items["title"].str.lower().head(40):
+        a, b = exact.candidates(q, n=10), pooled.candidates(q, n=10)
+        overlap.append(len(set(a.items) & set(b.items)) / 10)
+        # the lexical side of the pool is exact: the best lexical match is never lost
+        assert exact.item_ids[a.items[np.argmax(a.lexical)]] in set(pooled.item_ids[b.items])
+    assert np.mean(overlap) >= 0.9, overlap
+    top = items["category"].iat[0].split("/")[0]
+    c = pooled.candidates("shoes", category=top)
+    assert len(c) and all(str(x).startswith(top) for x in items["category"].to_numpy()[c.items])
+    assert pooled.candidates("qqqq zzzz").fallback == "popular"
+    assert len(pooled.candidates("qqqq", price_min=1e9)) == 0
+
+
+def test_best_positions_equal_a_full_lexsort() -> None:
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        m, n = int(rng.integers(0, 300)), int(rng.integers(1, 40))
+        scores = rng.integers(0, 6, m).astype(float) if trial % 2 else rng.normal(size=m)
+        keys = rng.permutation(m)
+        np.testing.assert_array_equal(fusion.best(scores, keys, n), np.lexsort((keys, -scores))[:n])
