@@ -28,30 +28,37 @@ def signing_key(settings: Settings, *, create: bool = False) -> bytes:
                 f"no signing key at {path}: verdicts are signed by `shopml evaluate` on the "
                 "machine that promotes, with the same SHOPML_SIGNING_KEY_FILE"
             )
-        _create(path)
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigError(
-            f"{path} is readable by other users (mode {mode:o}); chmod 600 it: anyone who "
-            "reads the signing key can bless a model"
-        )
-    key = path.read_bytes().strip()
-    if len(key) < 32:
-        raise ConfigError(f"{path}: a signing key needs at least 32 bytes")
-    return key
+        create_secret(path)
+    return read_secret(path, "anyone who reads the signing key can bless a model")
 
 
-def _create(path: Path) -> None:
+def create_secret(path: Path, value: bytes | None = None) -> bool:
+    """Write ``value`` (default: 32 random bytes as hex) to ``path`` with mode 0600,
+    only if the file does not exist; False when it already did (two first-time callers
+    cannot end with two different secrets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # O_EXCL: two first-time evaluations cannot end with two different keys
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return
+        return False
     with os.fdopen(fd, "wb") as fh:
-        fh.write(secrets.token_hex(32).encode() + b"\n")
+        fh.write((secrets.token_hex(32).encode() if value is None else value) + b"\n")
         fh.flush()
         os.fsync(fh.fileno())
+    return True
+
+
+def read_secret(path: Path, why: str) -> bytes:
+    """The secret in ``path``, refused when other users may read it (``why`` says what
+    they could do with it) or when it is shorter than 32 bytes."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(f"{path} is readable by other users (mode {mode:o}); chmod 600 it: {why}")
+    key = path.read_bytes().strip()
+    if len(key) < 32:
+        raise ConfigError(f"{path}: a secret key needs at least 32 bytes")
+    return key
 
 
 def sign(data: bytes, key: bytes) -> str:

@@ -62,6 +62,17 @@ class Settings:
     airflow_service_password_file: Path
     # The key that signs evaluation verdicts (created 0600 on first use; never printed).
     signing_key_file: Path
+    # The serving API (docs/serving.md): how often it looks for a new promoted version, its
+    # API keys (a file of hashed keys, and/or SHOPML_SERVING_API_KEYS "name:scope:sha256,..."),
+    # the key its request ids are signed with, where it spools events, and where the
+    # recommender's user features come from ("bundle": the promoted feature snapshot, or
+    # "online": the Feast online store, for fresher profiles).
+    serving_poll_seconds: float
+    serving_keys_file: Path
+    serving_api_keys: tuple[str, ...]
+    serving_secret_file: Path
+    serving_events_dir: Path
+    serving_feature_source: Literal["bundle", "online"]
     config_file: Path | None
 
     def describe(self) -> dict[str, str]:
@@ -154,6 +165,19 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
     if online_store not in ("sqlite", "redis"):
         raise ConfigError(f"online_store={online_store!r}: use 'sqlite' or 'redis'")
 
+    feature_source = str(values.get("serving_feature_source", "bundle"))
+    if feature_source not in ("bundle", "online"):
+        raise ConfigError(f"serving_feature_source={feature_source!r}: use 'bundle' or 'online'")
+    try:
+        poll = float(str(values.get("serving_poll_seconds", 10.0)))
+    except ValueError:
+        poll = -1.0
+    if not 0.1 <= poll <= 86_400:
+        raise ConfigError(
+            f"serving_poll_seconds={values.get('serving_poll_seconds')!r}: seconds between "
+            "0.1 and 86400"
+        )
+
     mlflow_dir = home / "mlflow"
     airflow_home = path_of("airflow_home", home / "airflow")
     return Settings(
@@ -181,6 +205,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
             "airflow_service_password_file", airflow_home / "passwords.json"
         ),
         signing_key_file=path_of("signing_key_file", home / "secrets" / "signing.key"),
+        serving_poll_seconds=poll,
+        serving_keys_file=path_of("serving_keys_file", home / "secrets" / "serving-keys.json"),
+        serving_api_keys=_entries(values.get("serving_api_keys", "")),
+        serving_secret_file=path_of("serving_secret_file", home / "secrets" / "serving.key"),
+        serving_events_dir=path_of("serving_events_dir", home / "serving" / "events"),
+        serving_feature_source=feature_source,  # type: ignore[arg-type]  # checked above
         config_file=config_path,
     )
 
@@ -204,6 +234,12 @@ def _names(raw: object) -> tuple[str, ...]:
     if not names:
         raise ConfigError("reviewers: name at least one Airflow login (SHOPML_REVIEWERS)")
     return names
+
+
+def _entries(raw: object) -> tuple[str, ...]:
+    """Comma-separated entries (or a TOML list), blanks dropped."""
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    return tuple(str(n).strip() for n in items if str(n).strip())
 
 
 T = TypeVar("T")

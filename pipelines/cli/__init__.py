@@ -1,5 +1,5 @@
 """The ``shopml`` command line: app wiring only. Each command group lives in its own module
-(data, features, models, evaluation, ops, bench, search) and registers itself on the root app
+(data, features, models, evaluation, ops, bench, search, serve) and registers itself on the root app
 (:mod:`pipelines.cli.app`) when imported.
 
 Commands import the step they run inside their body: importing every stage (Airflow,
@@ -8,10 +8,12 @@ MLflow, Feast, Great Expectations) would make ``shopml --help`` take 6.5 s inste
 
 import signal
 
-from pipelines.cli import bench, data, evaluation, features, models, ops, search
+from pipelines.cli import bench, data, evaluation, features, models, ops, search, serve
 from pipelines.cli.app import app
 
-__all__ = ["app", "bench", "data", "evaluation", "features", "main", "models", "ops", "search"]
+__all__ = [
+    "app", "bench", "data", "evaluation", "features", "main", "models", "ops", "search", "serve",
+]  # fmt: skip
 
 
 def main() -> None:

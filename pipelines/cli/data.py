@@ -181,6 +181,38 @@ def import_judgments_cmd(
     print_snapshot("imported", r.path, r.snapshot_id, r.rows, r.notes)
 
 
+@import_app.command("events-log")
+@reports_errors
+def import_events_log_cmd(
+    base: Annotated[
+        Path, typer.Option(help="The snapshot the events add to (users, items, earlier events).")
+    ],
+    spool: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The serving API's events folder (default: the serving_events_dir setting)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Snapshot folder (default: $SHOPML_HOME/snapshots/events-log-<base id>)."
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
+) -> None:
+    """The serving API's events and search answers, added to BASE as a new snapshot: the
+    next retrain learns from what was served and clicked (docs/serving.md)."""
+    from pipelines.data.importers.events_log import import_events_log
+    from pipelines.data.snapshot import Snapshot
+    from pipelines.settings import load_settings
+
+    folder = spool or load_settings().serving_events_dir
+    target = out or default_out(f"events-log-{Snapshot.open(base).id[:12]}")
+    r = import_events_log(folder, base=base, out=target, overwrite=overwrite)
+    print_snapshot("imported", r.path, r.snapshot_id, r.rows, r.notes)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"

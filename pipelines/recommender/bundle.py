@@ -231,14 +231,15 @@ class Recommender:
         batch_users: UserBatch,
         per_source: dict[str, int] | None = None,
         excluded: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
     ) -> tuple[Candidates, np.ndarray]:
-        """The candidates of a batch (never a seen or ``excluded`` item) and their
-        feature rows."""
+        """The candidates of a batch (never a seen or ``excluded`` item, only ``allowed``
+        ones: default the items that exist) and their feature rows."""
         cands = union(
             self.generators,
             batch_users,
             per_source or self.cfg.per_source,
-            self.ctx.history.item_exists,
+            self.ctx.history.item_exists if allowed is None else allowed,
             excluded=excluded,
             repeat_allowed=self.ctx.history.repeat_allowed,
         )
@@ -261,10 +262,14 @@ class Recommender:
             None if request.exclude is None else item_rows(list(request.exclude), self.ctx.item_ids)
         )
 
+        allowed = self.in_category(request.category)
+
         def one(lo: int) -> pd.DataFrame:
             sl = slice(lo, lo + batch_size)
             batch = self._batch(request, users, sl)
-            cands, x = self.rows_for(batch, excluded=None if excluded is None else excluded[sl])
+            cands, x = self.rows_for(
+                batch, excluded=None if excluded is None else excluded[sl], allowed=allowed
+            )
             history = np.diff(batch.rows.indptr) > 0  # events or recent items, per user
             return self._top(users[sl], cands, x, predict(self.booster, x), request, history)
 
@@ -283,6 +288,15 @@ class Recommender:
                 columns=["user_id", "rank", "item_id", "score", "title", "category"]
             )
         return pd.concat(frames, ignore_index=True)
+
+    def in_category(self, category: str | None) -> np.ndarray | None:
+        """Existing items of ``category`` or a category below it (None: no filter)."""
+        if not category:
+            return None
+        c = category.strip().lower().rstrip("/")
+        names = np.char.lower(self.items.categories.astype(str))
+        match = (names == c) | np.char.startswith(names, c + "/")
+        return self.ctx.history.item_exists & match[self.items.category]
 
     def _batch(self, request: RecommendRequest, users: np.ndarray, sl: slice) -> UserBatch:
         """The users ``sl`` of ``request`` as a batch (recent items and demographics for

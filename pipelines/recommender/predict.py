@@ -32,7 +32,9 @@ class RecommendRequest:
     Every per-user field, when given, has one entry per user id: ``age`` (years, NaN
     unknown), ``gender`` and ``region`` (None unknown) and ``recent_items`` (item ids)
     are used for users without history in the model; ``exclude`` lists item ids never to
-    show that user (besides the items they already touched).
+    show that user (besides the items they already touched). ``category`` keeps the
+    answer to one category path or its prefix (``Electronics`` holds
+    ``Electronics/Phones``; case-insensitive).
     """
 
     user_ids: Sequence[str]
@@ -43,6 +45,7 @@ class RecommendRequest:
     region: Sequence[str | None] | None = None
     recent_items: Sequence[Sequence[str]] | None = None
     exclude: Sequence[Sequence[str]] | None = None
+    category: str | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1:

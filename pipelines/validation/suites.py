@@ -132,6 +132,8 @@ def event_checks(
                          gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=cfg.min_quantity), "quantity"))  # fmt: skip
     checks.append(_check("events", "events.value.not_negative", "between", f"value is >= {cfg.min_value:g} where given",
                          gxe.ExpectColumnValuesToBeBetween(column="value", min_value=cfg.min_value), "value"))  # fmt: skip
+    checks.append(_check("events", "events.position.positive", "between", "position is >= 1 where given (positions count from 1)",
+                         gxe.ExpectColumnValuesToBeBetween(column="position", min_value=1), "position"))  # fmt: skip
     # Referential integrity: every event's shopper and item exist. The derived column holds the
     # id where it is unknown and is null otherwise.
     for ref, table in (("user_id", "users"), ("item_id", "items")):

@@ -51,6 +51,8 @@ def _commands(p: dict[str, Path], bad: Path) -> list[list[str]]:
         ["search", "query", "--model", str(bad), "shoes"],
         ["search", "run", "--model", str(bad), "--queries", str(bad), "--out", str(p["folder"].parent / "s.csv")],
         ["benchmark", "search", "--snapshot", str(bad)],
+        ["data", "import", "events-log", str(bad), "--base", str(p["shop"]), "--out", str(p["folder"].parent / "e1")],
+        ["data", "import", "events-log", str(p["folder"]), "--base", str(bad), "--out", str(p["folder"].parent / "e2")],
     ] + ([["data", "generate", "--out", str(bad)]] if bad.is_symlink() else [])  # fmt: skip
     # (an empty folder is a fine --out for `data generate`)
 

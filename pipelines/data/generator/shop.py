@@ -119,6 +119,8 @@ class _Emitter:
                     ),
                     "quantity": pa.array(qty, type=pa.int32(), mask=qty == 0),
                     "value": pa.array(value, type=pa.float64(), mask=np.isnan(value)),
+                    "request_id": pa.nulls(cut, pa.string()),
+                    "position": pa.nulls(cut, pa.int32()),
                 },
                 schema=schema("events"),
             )
