@@ -35,8 +35,8 @@ def approval(run: str, model: str) -> Review:
 
 
 class ServedShop:
-    """Recommender v1/v2 and search v1/v2 registered and evaluated (v1 in DAG run
-    ``run-1``, v2 in ``run-2`` against v1); v1 of both promoted into ``bucket``."""
+    """Recommender v1/v2/v3 and search v1/v2 registered and evaluated (version n in DAG
+    run ``run-n``, against version n - 1); v1 of both promoted into ``bucket``."""
 
     def __init__(self, trained: TrainedShop, root: Path) -> None:
         self.trained = trained
@@ -47,7 +47,11 @@ class ServedShop:
             serving_bucket_uri=(root / "bucket").as_uri(),
         )
         s = self.settings
-        self.rec = [trained.register(s, weak=False).version, trained.register(s, weak=True).version]
+        self.rec = [
+            trained.register(s, weak=False).version,
+            trained.register(s, weak=True).version,
+            trained.register(s, weak=False).version,
+        ]
         strong = train(trained.snapshot, SearchConfig(max_rounds=40, min_rounds=10))
         weak = train(
             trained.snapshot, SearchConfig(max_rounds=3, min_rounds=1, early_stopping_rounds=3)
@@ -56,22 +60,23 @@ class ServedShop:
             register_search(strong, settings=s).version,
             register_search(weak, settings=s).version,
         ]
-        for n, run in enumerate(("run-1", "run-2")):
+        for n, run in enumerate(("run-1", "run-2", "run-3")):
             champion: dict[str, Any] = (
                 {"use_champion": False}
                 if n == 0
-                else {"champion_uri": f"models:/{MODEL_NAME}/{self.rec[0]}"}
+                else {"champion_uri": f"models:/{MODEL_NAME}/{self.rec[n - 1]}"}
             )
             with in_dag_run(run):
                 evaluate(
                     model_uri=f"models:/{MODEL_NAME}/{self.rec[n]}", snapshot_uri=trained.snapshot,
                     settings=s, cfg=PERMISSIVE, **champion,
                 )  # fmt: skip
-                evaluate_search(
-                    model_uri=f"models:/{SEARCH_MODEL}/{self.search[n]}",
-                    snapshot_uri=trained.snapshot, settings=s, cfg=SEARCH_PERMISSIVE,
-                    out_dir=root / f"search-eval-{n}",
-                )  # fmt: skip
+                if n < len(self.search):
+                    evaluate_search(
+                        model_uri=f"models:/{SEARCH_MODEL}/{self.search[n]}",
+                        snapshot_uri=trained.snapshot, settings=s, cfg=SEARCH_PERMISSIVE,
+                        out_dir=root / f"search-eval-{n}",
+                    )  # fmt: skip
             if n == 0:
                 self.promote(MODEL_NAME, 0)
                 self.promote(SEARCH_MODEL, 0)
