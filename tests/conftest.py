@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipelines.data.generator import GeneratorConfig, World, build_world, generate_shop
+from tests.served import ServedShop
 from tests.shops import TrainedShop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +68,12 @@ def small_shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
 def trained_shop(tmp_path_factory: pytest.TempPathFactory) -> TrainedShop:
     """The shared generated shop, trained once (tests/shops.py)."""
     return TrainedShop(tmp_path_factory.mktemp("trained-shop"))
+
+
+@pytest.fixture(scope="session")
+def served_shop(trained_shop: TrainedShop, tmp_path_factory: pytest.TempPathFactory) -> ServedShop:
+    """The trained shop's models promoted into a bucket (tests/served.py)."""
+    return ServedShop(trained_shop, tmp_path_factory.mktemp("served-shop"))
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pipelines.settings import Settings
 from serving.app import create_app
 from serving.keys import add_key, digest
 from serving.request_ids import issued
-from tests.serving.conftest import ServedShop
+from tests.served import ServedShop
 
 pytestmark = pytest.mark.slow
 

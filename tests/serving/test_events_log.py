@@ -12,7 +12,7 @@ from pipelines.data.importers.events_log import import_events_log
 from pipelines.data.snapshot import Snapshot
 from pipelines.errors import ContractError
 from pipelines.validation.validate import validate_snapshot
-from tests.serving.conftest import ServedShop
+from tests.served import ServedShop
 from tests.serving.test_api import Api, _known_user
 
 pytestmark = pytest.mark.slow

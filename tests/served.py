@@ -9,8 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pipelines.evaluation.evaluate import EvaluateConfig, evaluate
 from pipelines.evaluation.gate import Check, GateConfig
 from pipelines.evaluation.search_eval import SearchEvalConfig, evaluate_search
@@ -99,8 +97,3 @@ class ServedShop:
             serving_events_dir=dst / "events",
             home=dst / "serving-home",
         )
-
-
-@pytest.fixture(scope="session")
-def served_shop(trained_shop: TrainedShop, tmp_path_factory: pytest.TempPathFactory) -> ServedShop:
-    return ServedShop(trained_shop, tmp_path_factory.mktemp("served-shop"))
