@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # The stamp changes whenever the lock or the project metadata does, forcing a reinstall.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup demo up down test lint typecheck unit format lock bench clean
+.PHONY: setup browser demo up down test lint typecheck unit format lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; ShopML needs Python 3.11 (set PYTHON=...)"; exit 2; }
@@ -37,8 +37,20 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+unit: setup browser
 	$(BIN)/pytest
+
+# The preview page's browser test drives Debian's Chromium through Playwright (no browser
+# download). Installed here when missing and this user may (root with apt-get); otherwise
+# the test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser test (apt-get)"; \
+	    (apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	     { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }) || \
+	    echo "could not install chromium: the browser test will skip"; \
+	  else echo "chromium missing and not root: the browser test will skip"; fi; }
 
 format: setup
 	$(BIN)/ruff check --fix .

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -33,8 +34,11 @@ from pipelines.errors import ShopMLError
 from pipelines.keys import create_secret, read_secret
 from pipelines.promotion.bucket import open_bucket
 from pipelines.settings import Settings, load_settings
+from serving.batcher import Batcher
 from serving.keys import KeyRing
 from serving.metrics import Metrics
+from serving.online import OnlineUserFeatures
+from serving.recommend import Ask, recommend_batch
 from serving.registry import ServedModels
 from serving.request_ids import new_request_id
 from serving.schemas import Problem
@@ -81,6 +85,11 @@ class Service:
     spool: Spool
     metrics: Metrics
     secret: bytes
+    online: OnlineUserFeatures | None = None  # serving_feature_source = "online"
+    # recommendations answered in batches (serving/batcher.py)
+    recommend: Batcher[Ask, pd.DataFrame] = field(
+        default_factory=lambda: Batcher(recommend_batch, name="shopml-recommend")
+    )
     max_body_bytes: int = MAX_BODY_BYTES
     _keys_stamp: tuple[float, float] = field(default=(0.0, 0.0), repr=False)
 
@@ -147,6 +156,10 @@ def install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body that is not JSON (or not UTF-8): a bad parameter
+            return problem(
+                422, "invalid_parameter", f"body: {exc.detail}", request, parameter="body"
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
         return problem(exc.status_code, code, message, request)
@@ -249,6 +262,9 @@ def build_service(settings: Settings) -> Service:
         spool=Spool(settings.serving_events_dir),
         metrics=metrics,
         secret=secret,
+        online=OnlineUserFeatures(settings)
+        if settings.serving_feature_source == "online"
+        else None,
     )
 
 
@@ -276,6 +292,7 @@ def create_app(
             yield
         finally:
             svc.models.stop()
+            svc.recommend.close()
             svc.spool.close()
 
     app = FastAPI(

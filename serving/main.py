@@ -12,11 +12,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
-
-from fastapi import FastAPI
+from typing import TYPE_CHECKING
 
 from pipelines.settings import Settings, load_settings
-from serving.app import create_app
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def create() -> FastAPI:
@@ -28,12 +29,17 @@ def create() -> FastAPI:
         logger.handlers = [handler]
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    # imported here: prometheus_client picks its mode from the environment on import,
+    # after run() has set it
+    from serving.app import create_app
+
     return create_app(load_settings())
 
 
 def run(settings: Settings, *, host: str, port: int, workers: int) -> None:
     import uvicorn
 
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if workers > 1:
         metrics = settings.home / "serving" / "metrics"
         shutil.rmtree(metrics, ignore_errors=True)  # counters of an earlier run must not add up

@@ -7,13 +7,12 @@
 - ``shopml_events_total{type, outcome}`` (accepted, or refused with a reason).
 
 With several workers (``shopml serve --workers N``) each process writes its samples to
-``PROMETHEUS_MULTIPROC_DIR`` (set by ``shopml serve``) and ``/metrics`` sums them, so one
-scrape sees the whole service.
+``PROMETHEUS_MULTIPROC_DIR`` (set by ``shopml serve``, and removed for a single worker, so
+a value left in the environment — Feast sets one when imported — cannot mix other
+processes' samples in) and ``/metrics`` sums them, so one scrape sees the whole service.
 """
 
 from __future__ import annotations
-
-import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,6 +21,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    values,
 )
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -29,7 +29,9 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 class Metrics:
     def __init__(self) -> None:
-        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        # the mode prometheus_client took when it was imported (PROMETHEUS_MULTIPROC_DIR set
+        # then), not the variable now: Feast sets it on import for its own server
+        self.multiprocess = values.ValueClass is not values.MutexValue
         # one registry per app (tests build many apps); in multiprocess mode the samples
         # live in files and a fresh collector reads them per scrape
         self.registry = None if self.multiprocess else CollectorRegistry()

@@ -59,8 +59,9 @@ class Catalog:
             "category": _text(self.category[i]),
             "price": None if not np.isfinite(self.price[i]) else round(float(self.price[i]), 2),
         }
-        if self.image_url is not None and _text(self.image_url[i]):
-            out["image_url"] = _text(self.image_url[i])
+        url = None if self.image_url is None else _text(self.image_url[i])
+        if url is not None and url.lower().startswith(("https://", "http://")):
+            out["image_url"] = url  # never a javascript: or data: URL into a page
         return out
 
 
@@ -187,6 +188,7 @@ def _load(model: str, folder: Path) -> tuple[Recommender | SearchModel, Catalog]
         np.asarray(rec.items.titles, dtype=object),
         rec.items.categories[rec.items.category],
         np.asarray(rec.items.price, dtype=np.float64),
+        rec.items.image_urls if len(rec.items.image_urls) else None,
     )
 
 

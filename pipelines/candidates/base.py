@@ -46,6 +46,9 @@ class UserBatch:
     region: np.ndarray  # object, None unknown
     segment: np.ndarray  # int, -1 unknown
     in_history: np.ndarray | None = None  # bool: rows come from the fitted history
+    # feature-store user values that replace the model's (a fresher online store); a row
+    # of NaN keeps the model's own
+    store_users: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -60,6 +63,7 @@ class UserBatch:
             region=np.asarray(self.region, dtype=object)[idx],
             segment=np.asarray(self.segment)[idx],
             in_history=None if self.in_history is None else self.in_history[idx],
+            store_users=None if self.store_users is None else self.store_users[idx],
         )
 
     def recent(self, history: History, keep: int) -> sp.csr_matrix:

@@ -29,6 +29,9 @@ def repeat_parts(
     """(times bought, days since the last purchase, days since ÷ typical interval) of the
     pairs (user code, item code); 0 / NaN / NaN where the user never bought the item or is
     unknown (code -1)."""
+    if not len(items):  # no candidates (filters excluded every item)
+        empty = np.zeros(0, dtype=np.float32)
+        return empty, empty.copy(), empty.copy()
     known = codes >= 0
     safe = np.where(known, codes, 0)
     buys = np.asarray(repeats.buys[safe, items]).ravel()

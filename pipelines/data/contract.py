@@ -95,6 +95,13 @@ TABLES: dict[str, TableSpec] = {
             Column("price", pa.float64(), doc="> 0, in `currency`"),
             Column("currency", pa.string(), doc="ISO 4217 code"),
             Column("created_ts", TS, doc="when the item entered the catalog (UTC)"),
+            Column(
+                "image_url",
+                pa.string(),
+                nullable=True,
+                optional=True,
+                doc="a picture of the product (http or https), shown by the serving preview",
+            ),
             Column(EMBEDDING, pa.list_(pa.float32()), nullable=True, optional=True),
         ),
         key=("item_id",),

@@ -97,6 +97,8 @@ def load_timeline(snap: Snapshot) -> Timeline:
     """Read the tables a feature build needs and turn events into sorted codes."""
     users_t = snap.read("users")
     item_cols = ["item_id", "title", "description", "category", "brand", "price", "created_ts"]
+    if "image_url" in snap.manifest["tables"]["items"]["columns"]:
+        item_cols.append("image_url")
     if snap.manifest.get("image_embedding_dim"):
         item_cols.append("image_embedding")
     items_t = snap.read("items", columns=item_cols)

@@ -13,28 +13,27 @@ the same stack and leaves it running (``python -m pipelines.orchestration.demo u
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 
 from pipelines.data.generator import GeneratorConfig, generate_shop
 from pipelines.errors import ShopMLError
 from pipelines.orchestration.airflow_api import RETRAIN_DAG, AirflowClient
-from pipelines.orchestration.stack import start, stop
+from pipelines.orchestration.stack import Serving, start, start_serving, stop
 from pipelines.orchestration.steps import work_dir
-from pipelines.promotion import layout
-from pipelines.promotion.bucket import LocalBucket, open_bucket
 from pipelines.promotion.promote import ledger_entries, served_version
-from pipelines.recommender.bundle import Recommender
-from pipelines.recommender.predict import RecommendRequest
 from pipelines.registry.models import MODEL_NAME
 from pipelines.registry.search import SEARCH_MODEL
 from pipelines.settings import Settings, load_settings, redact
@@ -122,68 +121,149 @@ def _retrain(
     }
 
 
-def _recommendations(settings: Settings) -> None:
-    version = served_version(settings, MODEL_NAME)
-    bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
-    if version is None or not isinstance(bucket, LocalBucket):
-        return
-    rec = Recommender.load(bucket.root / layout.version_key(MODEL_NAME, version, layout.BUNDLE))
-    returning = str(rec.ctx.user_ids[int(rec.ctx.history.user_events.argmax())])
-    out = rec.recommend(
-        RecommendRequest(
-            [returning, "new-visitor"],
-            5,
-            explain=True,
-            age=[float("nan"), 34.0],
-            gender=[None, "F"],
-        )
+class Traffic:
+    """Requests in a loop against the serving API while a retrain promotes new versions:
+    (endpoint, status, model version) of each answer."""
+
+    def __init__(self, serving: Serving, user: str, query: str) -> None:
+        self.serving, self.user, self.query = serving, user, query
+        self.seen: list[tuple[str, int, int | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        urls = {"recommendations": f"/v1/recommendations/{self.user}?k=5",
+                "search": f"/v1/search?q={self.query}&k=5"}  # fmt: skip
+        with httpx.Client(
+            base_url=self.serving.url, headers={"X-API-Key": self.serving.key()}, timeout=10
+        ) as c:
+            while not self._stop.is_set():
+                for name, url in urls.items():
+                    try:
+                        r = c.get(url)
+                        self.seen.append((name, r.status_code, r.json().get("version")))
+                    except (httpx.HTTPError, ValueError):
+                        self.seen.append((name, 0, None))
+                time.sleep(0.1)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def report(self) -> None:
+        failed = [s for s in self.seen if s[1] != 200]
+        say(f"requests while the retrain ran: {len(self.seen):,}, failed: {len(failed)}")
+        for name in ("recommendations", "search"):
+            versions = [v for n, code, v in self.seen if n == name and code == 200]
+            changes = (
+                [versions[0]] + [b for a, b in itertools.pairwise(versions) if a != b]
+                if versions
+                else []
+            )
+            say(f"  {name}: versions served in order {changes} ({len(versions):,} answers)")
+
+
+def _api(serving: Serving, scope: str = "client") -> httpx.Client:
+    return httpx.Client(base_url=serving.url, headers={"X-API-Key": serving.key(scope)}, timeout=30)
+
+
+def _wait_served(serving: Serving, versions: dict[str, int | None], timeout: float = 120) -> None:
+    """Until the API serves ``versions`` (model -> version; None: not promoted)."""
+    want = {m: v for m, v in versions.items() if v is not None}
+    deadline = time.monotonic() + timeout
+    with _api(serving) as c:
+        while time.monotonic() < deadline:
+            r = c.get("/readyz")
+            served = {
+                m: (e.get("served") or {}).get("version") for m, e in r.json()["models"].items()
+            }
+            if r.status_code == 200 and all(served.get(m) == v for m, v in want.items()):
+                return
+            time.sleep(0.5)
+    raise ShopMLError(
+        f"the serving API does not serve {want} after {timeout:.0f} s; see {serving.log}"
     )
-    say(f"recommendations from the served version {version} (read from the bucket):")
-    for row in out.itertuples():
-        kind = "returning" if row.user_id == returning else "new visitor, 34, F"
+
+
+def _shopper_and_query(snapshot: Path) -> tuple[str, str]:
+    """The shopper who searched most in the snapshot, and their last query."""
+    from pipelines.data.snapshot import Snapshot
+
+    queries = Snapshot.open(snapshot).read("queries", columns=["user_id", "text"]).to_pandas()
+    user = str(queries["user_id"].value_counts().index[0])
+    return user, str(queries[queries["user_id"] == user]["text"].iloc[-1])
+
+
+def _show(title: str, answer: dict[str, Any]) -> None:
+    say(
+        f"{title} — {answer.get('model')} version {answer.get('version')}, request {answer.get('request_id')}"
+    )
+    if answer.get("fallback"):
         console.print(
-            f"  {row.user_id} ({kind}) #{row.rank} {row.item_id} {row.title} ({row.category}): {row.reasons}",
+            f"  fallback: {answer['fallback']} ({answer.get('fallback_reason')})", soft_wrap=True
+        )
+    for it in answer.get("items", []):
+        reasons = f": {it['reasons']}" if it.get("reasons") else ""
+        console.print(
+            f"  #{it['rank']} {it['item_id']} {it['title']} ({it['category']}, {it['price']}){reasons}",
             soft_wrap=True,
         )
 
 
-def _search(settings: Settings, snapshot: Path) -> None:
-    """A query for a returning shopper and an anonymous one, answered by the served
-    search model (read from the bucket)."""
-    version = served_version(settings, SEARCH_MODEL)
-    bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
-    if version is None or not isinstance(bucket, LocalBucket):
-        say("no search model is served (its gate or review stopped it)")
-        return
-    from pipelines.search.model import SearchModel
-
-    model = SearchModel.load(bucket.root / layout.version_key(SEARCH_MODEL, version, layout.BUNDLE))
-    say(f"search by the served shopml-search version {version} (read from the bucket):")
-    show_search(model, snapshot)
-
-
-def show_search(model: Any, snapshot: Path) -> None:
-    """One query of the snapshot's log, for the shopper who searched most and for an
-    anonymous shopper, with reasons."""
-    from pipelines.data.snapshot import Snapshot
-
-    queries = Snapshot.open(snapshot).read("queries", columns=["user_id", "text"]).to_pandas()
-    shoppers = list(model.profiles.user_row) if model.profiles is not None else []
-    known = queries[queries["user_id"].isin(shoppers)]
-    if known.empty:
-        say("  the snapshot's query log names no shopper the model knows: nothing to show")
-        return
-    user = str(known["user_id"].value_counts().index[0])
-    text = str(known[known["user_id"] == user]["text"].iloc[-1])
-    for who, label in ((user, f"returning shopper {user}"), (None, "anonymous shopper")):
-        res, c = model.search(text, k=3, explain=True, user=who)
-        note = f" (fallback: {c.fallback})" if c.fallback else ""
-        say(f"search '{text}' for the {label}{note}:")
-        for row in res.itertuples():
-            console.print(
-                f"  #{row.rank} {row.item_id} {row.title} ({row.category}, {row.price:.2f}): {row.reasons}",
-                soft_wrap=True,
+def tour(serving: Serving, snapshot: Path) -> None:
+    """Every endpoint of the serving API once, with the answers."""
+    user, query = _shopper_and_query(snapshot)
+    with _api(serving) as c:
+        say(f"the serving API at {serving.url} (key from {serving.client_key_file}):")
+        for m in c.get("/v1/models").json()["models"]:
+            say(
+                f"  GET /v1/models: {m['model']} version {m['version']} (snapshot {str(m['snapshot_id'])[:12]}, serving since {m['loaded_at']})"
             )
+        rec = c.get(f"/v1/recommendations/{user}", params={"k": 5, "explain": "true"}).json()
+        _show(f"GET /v1/recommendations/{user}?k=5&explain=true (a returning shopper)", rec)
+        body = {"session_id": "demo-visitor", "age": 34, "gender": "F", "k": 5, "explain": True,
+                "recent_items": [rec["items"][0]["item_id"]]}  # fmt: skip
+        _show(
+            f"POST /v1/recommendations {json.dumps(body)} (a new visitor)",
+            c.post("/v1/recommendations", json=body).json(),
+        )
+        search = c.get(
+            "/v1/search", params={"q": query, "user_id": user, "k": 5, "explain": "true"}
+        ).json()
+        _show(
+            f"GET /v1/search?q={query}&user_id={user} (personal: {search.get('personal')})", search
+        )
+        _show(
+            f"GET /v1/search?q={query} (an anonymous shopper)",
+            c.get("/v1/search", params={"q": query, "k": 5, "explain": "true"}).json(),
+        )
+        item = rec["items"][0]["item_id"]
+        _show(
+            f"GET /v1/items/{item}/similar?k=5",
+            c.get(f"/v1/items/{item}/similar", params={"k": 5, "explain": "true"}).json(),
+        )
+        events = [
+            {"type": "impression", "user_id": user, "item_id": it["item_id"], "request_id": search["request_id"], "position": it["rank"]}
+            for it in search["items"][:3]
+        ] + [{"type": "click", "user_id": user, "item_id": search["items"][0]["item_id"], "request_id": search["request_id"], "position": 1}]  # fmt: skip
+        r = c.post("/v1/events", json={"events": events})
+        say(
+            f"POST /v1/events (3 impressions and a click on the search answer): {r.status_code} {r.json()}"
+        )
+        r = c.get("/v1/search", params={"q": "x" * 600})
+        say(f"GET /v1/search?q=<600 characters>: {r.status_code} {r.json()['message']}")
+        ready = c.get("/readyz").json()
+        say(f"GET /readyz: ready {ready['ready']}")
+        lines = [
+            x for x in c.get("/metrics").text.splitlines() if x.startswith("shopml_requests_total")
+        ]
+        say("GET /metrics (requests by endpoint and status):")
+        for line in lines[:8]:
+            console.print(f"  {line}", soft_wrap=True)
 
 
 def run_demo(port: int) -> None:
@@ -207,14 +287,31 @@ def run_demo(port: int) -> None:
     try:
         engineer = AirflowClient(stack.url, "engineer", stack.passwords["engineer"])
         reviewer = AirflowClient(stack.url, REVIEWER, stack.passwords[REVIEWER])
-        _retrain(engineer, reviewer, settings, first, "first model")
-        _retrain(engineer, reviewer, settings, second, "newer snapshot, challenger vs champion")
+        first_run = _retrain(engineer, reviewer, settings, first, "first model")
+        serving_port = int(os.environ.get("SHOPML_SERVING_PORT", "8000"))
+        say(
+            f"starting the serving API (shopml serve) on port {serving_port}; it polls the bucket every 2 s"
+        )
+        serving = start_serving(settings, port=serving_port, poll_seconds=2)
+        _wait_served(serving, {m: served_version(settings, m) for m in (MODEL_NAME, SEARCH_MODEL)})
+        del first_run
+        user, query = _shopper_and_query(second)
+        say("retraining on the newer snapshot while shoppers keep asking the serving API:")
+        with Traffic(serving, user, query) as traffic:
+            _retrain(engineer, reviewer, settings, second, "newer snapshot, challenger vs champion")
+            _wait_served(
+                serving, {m: served_version(settings, m) for m in (MODEL_NAME, SEARCH_MODEL)}
+            )
+            time.sleep(1)
+        traffic.report()
         for name in (MODEL_NAME, SEARCH_MODEL):
             say(f"the promotion ledger of {name} (shopml promotions log --model {name}):")
             for line in ledger_entries(settings, name):
                 console.print(f"  {json.dumps(line)}", soft_wrap=True)
-        _recommendations(settings)
-        _search(settings, second)
+        tour(serving, second)
+        say(
+            f"preview page (log in with any name and the admin key in {serving.admin_key_file}): {serving.url}/preview"
+        )
     finally:
         stop(settings)
     say(f"done in {time.monotonic() - started:.0f} s. To click through: `make up`, then open {stack.url} "
@@ -242,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
             stack = start(settings, port=args.port, reviewers=reviewers)
             say(f"Airflow is up at {stack.url} (logins: {', '.join(stack.passwords)}; passwords in "
                 f"{stack.airflow_home / 'passwords.json'}); `make down` stops it")  # fmt: skip
+            serving = start_serving(
+                settings, port=int(os.environ.get("SHOPML_SERVING_PORT", "8000"))
+            )
+            say(f"the serving API is up at {serving.url} (docs {serving.url}/docs); client key "
+                f"{serving.key()} (in {serving.client_key_file}); preview {serving.url}/preview "
+                f"(any user name, the admin key in {serving.admin_key_file} as password); "
+                f"log {serving.log}")  # fmt: skip
         else:
             say(f"stopped: {', '.join(stop(load_settings())) or 'nothing was running'}")
     except ShopMLError as exc:

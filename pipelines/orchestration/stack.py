@@ -1,6 +1,6 @@
 """The embedded Airflow stack: scheduler, API server, DAG processor and triggerer on SQLite
 with the LocalExecutor, under ``$SHOPML_HOME/airflow``, for ``make up``, ``make demo`` and
-the end-to-end tests.
+the end-to-end tests; and the serving API beside it (:func:`start_serving`).
 
 Each component runs in its own process group (the API server outlives a killed parent
 otherwise) and logs to ``$AIRFLOW_HOME/logs/<component>.log``; ``stack.json`` records the
@@ -186,8 +186,13 @@ def _wait_ready(stack: Stack, timeout: float) -> None:
 
 
 def stop(settings: Settings) -> list[str]:
-    """End every process group of ``stack.json``; returns the components stopped."""
-    path = settings.airflow_home / "stack.json"
+    """End every process group of ``stack.json`` and the serving API's ``serving.json``;
+    returns the components stopped."""
+    stopped = _stop_groups(settings.airflow_home / "stack.json")
+    return stopped + _stop_groups(serving_file(settings))
+
+
+def _stop_groups(path: Path) -> list[str]:
     if not path.is_file():
         return []
     pgids: dict[str, int] = json.loads(path.read_text())["pgids"]
@@ -211,3 +216,64 @@ def stop(settings: Settings) -> list[str]:
                 os.killpg(pgid, signal.SIGKILL)
     path.unlink(missing_ok=True)
     return stopped
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+@dataclass(frozen=True)
+class Serving:
+    url: str
+    client_key_file: Path
+    admin_key_file: Path
+    log: Path
+
+    def key(self, scope: str = "client") -> str:
+        path = self.client_key_file if scope == "client" else self.admin_key_file
+        return path.read_text().strip()
+
+
+def serving_file(settings: Settings) -> Path:
+    return settings.home / "serving" / "serving.json"
+
+
+def start_serving(
+    settings: Settings, *, port: int = 8000, poll_seconds: float | None = None, timeout: float = 60
+) -> Serving:
+    """``shopml serve`` in its own process group (recorded in ``serving.json`` so
+    :func:`stop` ends it), once it answers ``/healthz``; it loads the promoted models in
+    the background (``/readyz``). The embedded profile's keys are created on its first
+    start, in the folder of ``serving_keys_file``."""
+    folder = settings.home / "serving"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "SHOPML_HOME": str(settings.home),
+        "SHOPML_SERVING_BUCKET_URI": settings.serving_bucket_uri,
+        "SHOPML_SERVING_KEYS_FILE": str(settings.serving_keys_file),
+        "SHOPML_SERVING_SECRET_FILE": str(settings.serving_secret_file),
+        "SHOPML_SERVING_EVENTS_DIR": str(settings.serving_events_dir),
+    }
+    if poll_seconds is not None:
+        env["SHOPML_SERVING_POLL_SECONDS"] = str(poll_seconds)
+    log = folder / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)],
+        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO, umask=0o077,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    serving_file(settings).write_text(json.dumps({"url": url, "pgids": {"serving": proc.pid}}))
+    keys = settings.serving_keys_file.parent
+    serving = Serving(url, keys / "serving-client.key", keys / "serving-admin.key", log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _stop_groups(serving_file(settings))
+            raise ShopMLError(f"the serving API exited at start; see {log}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return serving
+        time.sleep(0.3)
+    _stop_groups(serving_file(settings))
+    raise ShopMLError(f"the serving API did not answer within {timeout:.0f} s; see {log}")

@@ -80,6 +80,9 @@ def item_side(tl: Timeline) -> ItemSide:
         top_categories=np.asarray(top_names, dtype=str),
         brands=np.asarray(tl.brands, dtype=str),
         titles=tl.items["title"].astype(str).to_numpy(dtype=object),
+        image_urls=_nullable(tl.items["image_url"])
+        if "image_url" in tl.items.columns
+        else np.array([], dtype=object),
     )
 
 
@@ -276,6 +279,11 @@ class Recommender:
         # Batches in parallel threads: the heavy parts (matrix products, partitions,
         # LightGBM) release the GIL.
         starts = range(0, len(users), batch_size)
+        if len(starts) == 1:  # one batch (a served request): no pool, no thread limits to set
+            frame = one(0)
+            if progress is not None:
+                progress(len(users))
+            return frame
         frames = []
         workers = max(1, min(os.cpu_count() or 1, 4))
         with threadpool_limits(1, "blas"), ThreadPoolExecutor(max_workers=workers) as pool:
@@ -306,13 +314,23 @@ class Recommender:
             return None if values is None else np.asarray(values, dtype=dtype)[sl]
 
         recent = request.recent_items
-        return self.ctx.batch(
+        batch = self.ctx.batch(
             users[sl],
             recent_items=None if recent is None else recent[sl],
             age=column(request.age, float),
             gender=column(request.gender, object),
             region=column(request.region, object),
         )
+        if request.store_users is not None and self.store is not None:
+            width = self.store.users.shape[1]
+            batch.store_users = np.array(
+                [
+                    np.full(width, np.nan) if v is None else np.asarray(v, float)
+                    for v in request.store_users[sl]
+                ],
+                dtype=np.float32,
+            ).reshape(-1, width)
+        return batch
 
     def source_lists(
         self, request: RecommendRequest, *, batch_size: int = 1_000
@@ -396,7 +414,11 @@ class Recommender:
             "age": side.age,
             "segment": side.segment,
             "genders": self.genders.astype(str),
-            **{f"items_{k}": v for k, v in asdict(self.items).items() if k != "titles"},
+            **{
+                f"items_{k}": v
+                for k, v in asdict(self.items).items()
+                if k not in ("titles", "image_urls")
+            },
         }
         if side.content is not None:
             arrays["content"] = side.content
@@ -415,15 +437,13 @@ class Recommender:
             folder / "users.parquet",
         )
         titles = self.items.titles if len(self.items.titles) else [None] * len(self.ctx.item_ids)
-        pq.write_table(
-            pa.table(
-                {
-                    "item_id": pa.array(self.ctx.item_ids, pa.string()),
-                    "title": pa.array(list(titles), pa.string()),
-                }
-            ),
-            folder / "items.parquet",
-        )
+        item_columns = {
+            "item_id": pa.array(self.ctx.item_ids, pa.string()),
+            "title": pa.array(list(titles), pa.string()),
+        }
+        if len(self.items.image_urls):
+            item_columns["image_url"] = pa.array(list(self.items.image_urls), pa.string())
+        pq.write_table(pa.table(item_columns), folder / "items.parquet")
         for gen in self.generators.values():
             gen.save(folder / "generators")
         if self.booster is not None:
@@ -483,6 +503,8 @@ class Recommender:
         item_fields = {k.removeprefix("items_"): v for k, v in a.items() if k.startswith("items_")}
         if "title" in items.columns:
             item_fields["titles"] = items["title"].to_numpy(dtype=object)
+        if "image_url" in items.columns:
+            item_fields["image_urls"] = _nullable(items["image_url"])
         gens = {name: GENERATORS[name].load(folder / "generators", ctx) for name in meta["sources"]}
         store = (
             StoreFeatures(users=a["store_users"], items=a["store_items"])

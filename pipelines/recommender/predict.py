@@ -46,12 +46,16 @@ class RecommendRequest:
     recent_items: Sequence[Sequence[str]] | None = None
     exclude: Sequence[Sequence[str]] | None = None
     category: str | None = None
+    # per user: feature-store values (the ``recommender_ranker`` service's user features, in
+    # its order) from a fresher source than the bundle's — the online store; None or NaN
+    # keeps the bundle's
+    store_users: Sequence[Sequence[float] | None] | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ShopMLError(f"k must be >= 1, not {self.k}")
         n = len(self.user_ids)
-        for name in ("age", "gender", "region", "recent_items", "exclude"):
+        for name in ("age", "gender", "region", "recent_items", "exclude", "store_users"):
             values = getattr(self, name)
             if values is not None and len(values) != n:
                 raise ShopMLError(f"{name}: {len(values)} values for {n} user ids")

@@ -46,6 +46,8 @@ class ItemSide:
     brands: np.ndarray
     # per item: its title (object array; saved beside the ids, not in the numeric arrays)
     titles: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    # per item: its picture's URL, None where the catalog has none (saved like the titles)
+    image_urls: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
 
     def title(self, item: int) -> str | None:
         return str(self.titles[item]) if item < len(self.titles) else None
@@ -311,5 +313,9 @@ def features(
     ]
     if store is not None:
         user_store = np.where(known[:, None], store.users[safe], np.nan)
+        if batch.store_users is not None:  # fresher values from the online store
+            fresh = np.asarray(batch.store_users, dtype=np.float32)[pos]
+            given = ~np.all(np.isnan(fresh), axis=1)
+            user_store = np.where(given[:, None], fresh, user_store)
         cols += [user_store, store.items[item]]
     return np.hstack([np.asarray(c, dtype=np.float32) for c in cols])

@@ -50,7 +50,7 @@ from pipelines.search.text import Analyzer, words
 log = logging.getLogger(__name__)
 FORMAT = 1
 MAX_QUERY_CHARS = 500
-ITEM_COLUMNS = ("item_id", "title", "brand", "category", "price")
+ITEM_COLUMNS = ("item_id", "title", "brand", "category", "price", "image_url")
 
 
 @dataclass

@@ -96,6 +96,11 @@ def table_checks(
         # Prices are positive: price features take logs, and a 0 or negative price is a data error.
         checks.append(_check(table, "items.price.positive", "between", "price is > 0",
                              gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True), "price"))  # fmt: skip
+        if "image_url" in present:
+            # Pictures are web addresses: a javascript: or data: URL is no picture, and the
+            # serving preview shows these.
+            checks.append(_check(table, "items.image_url.http", "between", "image_url is an http(s) URL where given",
+                                 gxe.ExpectColumnValuesToMatchRegex(column="image_url", regex=r"^https?://\S+$"), "image_url"))  # fmt: skip
     if table == "events":
         # Only the four known event types: anything else would silently get no weight.
         checks.append(_check(table, "events.event_type.known", "in_set", f"event_type is one of {', '.join(EVENT_TYPES)}",

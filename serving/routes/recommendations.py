@@ -11,6 +11,7 @@ from pipelines.recommender.predict import RecommendRequest
 from serving.answers import items_of, record, served
 from serving.app import ApiError, service_of
 from serving.auth import API_KEY, require
+from serving.recommend import Ask
 from serving.schemas import MAX_IDS, MAX_K, Problem, Recommendations, RecommendBody
 from serving.versions import RECOMMENDER
 
@@ -48,8 +49,9 @@ def _answer(request: Request, user_id: str | None, body: RecommendBody) -> dict[
         recent_items=[recent] if recent else None,
         exclude=[[i for i in body.exclude if i in known_items]] if body.exclude else None,
         category=body.category,
+        store_users=None if svc.online is None or user_id is None else [svc.online.get(user_id)],
     )
-    frame = rec.recommend(req)
+    frame = svc.recommend(Ask(rec, req))
     items = items_of(frame, version)
     record(
         svc, request, "recommendations", version, items, user_id=user_id, session_id=body.session_id

@@ -211,20 +211,6 @@ def test_run_file_of_a_model_without_judgments(tmp_path: Path, small_shop: Shop)
     assert len(out) == 4 and out["user_id"].isna().all()
 
 
-def test_the_demo_searches_for_a_returning_and_an_anonymous_shopper(
-    small_shop: Shop, model: SearchModel, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from pipelines.orchestration import demo
-    from pipelines.settings import load_settings
-
-    demo.show_search(model, small_shop.path)
-    out = capsys.readouterr().out
-    assert "for the returning shopper" in out and "for the anonymous shopper" in out
-    assert out.count("#1 ") == 2 and "matches" in out
-    demo._search(load_settings(), small_shop.path)  # nothing promoted in this home
-    assert "no search model is served" in capsys.readouterr().out
-
-
 def test_a_shops_own_catalog_and_judgments_import_and_train(tmp_path: Path) -> None:
     (tmp_path / "products.csv").write_text(
         "sku,name,maker,dept,cost\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,6 +20,7 @@ from pipelines.io import sha256_json
 from pipelines.promotion import layout
 from pipelines.promotion.promote import rollback
 from pipelines.recommender.bundle import Recommender
+from pipelines.recommender.rows import STORE_USER_FEATURES
 from pipelines.registry.models import MODEL_NAME
 from pipelines.registry.search import SEARCH_MODEL
 from pipelines.settings import Settings
@@ -432,3 +434,36 @@ def test_the_spool_rotates(tmp_path: Path) -> None:
         fh.write('{"kind":"served","request_id":"cut')
     lines = read_spool(tmp_path)
     assert lines.torn == ["events-99999999T999999999999-1.jsonl"]
+
+
+def test_the_online_store_can_feed_fresher_user_features(
+    served_shop: ServedShop, tmp_path: Path
+) -> None:
+    """serving_feature_source = "online": the shopper's user features come from the Feast
+    online store at request time; a changed profile there changes the answer's scores."""
+    from pipelines.features.store import materialize, open_store
+
+    settings_kw = {"feature_store_dir": tmp_path / "fs", "serving_feature_source": "online"}
+    api = Api(served_shop, tmp_path, **settings_kw)
+    try:
+        materialize(api.settings, source=served_shop.trained.strong / "features")
+        user = _known_user(served_shop)
+        online = api.app.state.shopml.online
+        values = online.get(user)
+        assert values is not None and len(values) == len(STORE_USER_FEATURES)
+        assert online.get("nobody-at-all") is None
+        before = [i["score"] for i in api.get(f"/v1/recommendations/{user}?k=10").json()["items"]]
+        rows = pd.read_parquet(
+            served_shop.trained.strong / "features" / "data" / "user_profile.parquet"
+        )
+        latest = rows[rows["user_id"] == user].sort_values("event_timestamp").tail(1).copy()
+        latest["event_timestamp"] = pd.Timestamp.now(tz="UTC")
+        for name in STORE_USER_FEATURES:  # a very different shopper from now on
+            if name in latest and pd.api.types.is_numeric_dtype(latest[name]):
+                latest[name] = latest[name] * 0 + (1000 if name != "segment" else 0)
+        open_store(api.settings).write_to_online_store("user_profile", latest)
+        assert online.get(user) != values
+        after = [i["score"] for i in api.get(f"/v1/recommendations/{user}?k=10").json()["items"]]
+        assert after != before
+    finally:
+        api.close()

@@ -327,6 +327,7 @@ def items_table(world: World) -> pa.Table:
         "price": pa.array(world.item_price, type=pa.float64()),
         "currency": pa.array(["USD"] * world.n_items, type=pa.string()),
         "created_ts": _ts_array(world.item_created),
+        "image_url": pa.nulls(world.n_items, pa.string()),
     }
     if world.item_image is not None:
         dim = world.item_image.shape[1]
