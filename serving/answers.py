@@ -20,8 +20,8 @@ def served(svc: Service, request: Request, model: str) -> ServedVersion:
     if version is None:
         why = svc.models.refused.get(model)
         message = f"no {model} version is served yet"
-        if why is not None:
-            message += f" (version {why.version} was refused: {why.reason})"
+        if why is not None:  # the reason names bucket keys: operators read it on /readyz
+            message += f" (version {why.version} was refused; /readyz says why)"
         elif not svc.models.promoted.get(model):
             message += " (none promoted)"
         raise ApiError(503, "not_ready", message, retry_after=RETRY_AFTER)

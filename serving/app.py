@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -253,8 +257,7 @@ def build_service(settings: Settings) -> Service:
     secret = read_secret(settings.serving_secret_file, "whoever reads it can sign request ids")
     metrics = Metrics()
     bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
-    cache = settings.home / "serving" / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = _own_cache(settings.home / "serving" / "cache")
     return Service(
         settings=settings,
         keys=KeyRing.load(settings),
@@ -266,6 +269,18 @@ def build_service(settings: Settings) -> Service:
         if settings.serving_feature_source == "online"
         else None,
     )
+
+
+def _own_cache(root: Path) -> Path:
+    """This process's cache folder (``<root>/<pid>``); folders of processes that ended (a
+    crash, an earlier run) are removed. Workers of one service never share a folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in root.iterdir():
+        if folder.name.isdigit() and not psutil.pid_exists(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+    mine = root / str(os.getpid())
+    mine.mkdir(exist_ok=True)
+    return mine
 
 
 def create_app(

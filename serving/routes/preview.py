@@ -84,6 +84,9 @@ def preview(
     others = [v for v in versions if served is None or v != served.version]
     if compare is None and others:
         compare = others[-1]
+    if compare is not None and compare not in versions:  # only what the ledger promoted
+        ledger_error = f"{model} version {compare} was never promoted; pick one of {versions}"
+        compare = None
     columns = []
     if q or user_id:
         ask = {"q": q, "user_id": user_id, "k": k}
