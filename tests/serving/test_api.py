@@ -404,6 +404,9 @@ def test_the_preview_shows_the_served_and_an_earlier_version(api: Api) -> None:
     html = page.text
     assert f"version {api.shop.rec[1]}" in html and f"version {api.shop.rec[0]}" in html
     assert html.count('class="item"') == 20  # 10 per column
+    unknown = api.http.get(f"/preview?user_id={user}&compare=99", auth=("a", api.admin_key))
+    assert "version 99 was never promoted" in unknown.text
+    assert 'data-column="compared"' not in unknown.text
     hostile = api.http.get(
         "/preview?q=%3Cscript%3Ealert(1)%3C/script%3E", auth=("a", api.admin_key)
     )
