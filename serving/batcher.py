@@ -39,11 +39,16 @@ class Batcher(Generic[T, R]):
         self.batches = 0
         self.requests = 0
 
-    def __call__(self, item: T, timeout: float = 30.0) -> R:
-        """The answer to ``item`` (its exception is raised here)."""
+    def submit(self, item: T) -> Future[R]:
+        """A future of the answer to ``item`` (async callers await
+        ``asyncio.wrap_future`` of it instead of blocking a thread)."""
         future: Future[R] = Future()
         self._queue.put((item, future))
-        return future.result(timeout=timeout)
+        return future
+
+    def __call__(self, item: T, timeout: float = 30.0) -> R:
+        """The answer to ``item`` (its exception is raised here)."""
+        return self.submit(item).result(timeout=timeout)
 
     def _run(self) -> None:
         while True:

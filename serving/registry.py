@@ -12,6 +12,7 @@ moves. A rollback is a pointer move like any other, served within one poll.
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import threading
@@ -132,6 +133,10 @@ class ServedModels:
             self._refuse(model, version, str(exc), digest)
             return "refused"
         old = served
+        # the loaded model's objects never change: out of the collector's way, so a full
+        # collection does not walk them in the middle of requests
+        gc.collect()
+        gc.freeze()
         self._served = {**self._served, model: loaded}  # the swap: one assignment
         self.refused.pop(model, None)
         self.metrics.swapped(model, version)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,9 +50,18 @@ class UserBatch:
     # feature-store user values that replace the model's (a fresher online store); a row
     # of NaN keeps the model's own
     store_users: np.ndarray | None = None
+    # what generators derive from the batch and share (recent rows, profiles): computed
+    # once per batch, not once per generator and call
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.codes)
+
+    def remember(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, once per batch and ``key``; callers must not modify the result."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
     def take(self, idx: np.ndarray) -> UserBatch:
         """The users at positions ``idx``."""
@@ -69,10 +79,17 @@ class UserBatch:
     def recent(self, history: History, keep: int) -> sp.csr_matrix:
         """Each user's rows keeping, for users in ``history``, their ``keep`` most recently
         touched items (folded-in users keep the rows they were given)."""
+        return self.remember(("recent", id(history), keep), lambda: self._recent(history, keep))
+
+    def _recent(self, history: History, keep: int) -> sp.csr_matrix:
         known = self.known
         if not known.any():
             return self.rows
         recent = history.recent_rows(np.where(known, self.codes, 0), keep)
+        if known.all():  # the usual served batch: no folded-in rows to mix in
+            recent = sp.csr_matrix(recent)
+            recent.eliminate_zeros()
+            return recent
         return (
             sp.diags(known.astype(np.float32)) @ recent
             + sp.diags((~known).astype(np.float32)) @ self.rows
@@ -374,13 +391,18 @@ class Generator(ABC):
         del batch
         return None
 
+    def batch_sparse(self, batch: UserBatch) -> sp.csr_matrix | None:
+        """:meth:`sparse_scores`, computed once per batch (listing and scoring share it;
+        callers must not modify it)."""
+        return batch.remember(("sparse", id(self)), lambda: self.sparse_scores(batch))
+
     def pair_scores(self, batch: UserBatch, pos: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The scores of (batch position, item) pairs: a dot product for dot-product
         sources, a lookup for sparse ones, else read from the dense ``scores``."""
         queries, vectors = self.query_vectors(batch), self.item_vectors()
         if queries is not None and vectors is not None:
             return np.einsum("rd,rd->r", queries[pos], vectors[items]).astype(np.float32)
-        sparse = self.sparse_scores(batch)
+        sparse = self.batch_sparse(batch)
         if sparse is not None:
             return lookup(sparse, pos, items, self.missing_score)
         return np.asarray(self.scores(batch)[pos, items], dtype=np.float32)
@@ -409,7 +431,7 @@ class Generator(ABC):
         """The ``n`` best existing items per user (item codes, scores)."""
         history = self.ctx.history
         skip = banned(batch.rows, history.repeat_allowed) if exclude_seen else None
-        sparse = None if self.ann is not None else self.sparse_scores(batch)
+        sparse = None if self.ann is not None else self.batch_sparse(batch)
         if self.ann is not None:
             idx, best = self.approximate(batch, n, skip, history.item_exists)
         elif sparse is not None:
@@ -529,7 +551,9 @@ class Context:
         known = codes >= 0
         safe = np.where(known, codes, 0)
         rows_csr = sp.csr_matrix((n, len(self.item_ids)), dtype=np.float32)
-        if n:
+        if n and known.all():
+            rows_csr = sp.csr_matrix(self.history.matrix[safe], dtype=np.float32)
+        elif n:
             rows_csr = (sp.diags(known.astype(np.float32)) @ self.history.matrix[safe]).tocsr()
         in_history = np.diff(rows_csr.indptr) > 0
         if recent_items is not None:  # users without history rows are folded in
@@ -538,8 +562,12 @@ class Context:
         rows_csr.eliminate_zeros()
         side = self.side
 
-        def pick(stored: np.ndarray, given: np.ndarray | None, missing: Any) -> np.ndarray:
-            out = np.where(known, stored[safe], missing) if n else np.array([], dtype=stored.dtype)
+        def pick(
+            stored: np.ndarray, dtype: Any, given: np.ndarray | None, missing: Any
+        ) -> np.ndarray:
+            # the batch's rows first, then the type: never a copy of the whole column
+            mine = stored[safe].astype(dtype, copy=False)
+            out = np.where(known, mine, missing) if n else np.array([], dtype=mine.dtype)
             if given is not None:
                 given = np.asarray(given, dtype=out.dtype)
                 out = np.where(known, out, given)
@@ -548,12 +576,10 @@ class Context:
         return UserBatch(
             codes=codes,
             rows=rows_csr,
-            age=pick(
-                side.age.astype(float), None if age is None else np.asarray(age, float), np.nan
-            ),
-            gender=pick(side.gender.astype(object), gender, None),
-            region=pick(side.region.astype(object), region, None),
-            segment=pick(side.segment.astype(np.int64), None, -1),
+            age=pick(side.age, float, None if age is None else np.asarray(age, float), np.nan),
+            gender=pick(side.gender, object, gender, None),
+            region=pick(side.region, object, region, None),
+            segment=pick(side.segment, np.int64, None, -1),
             in_history=in_history,
         )
 
@@ -609,7 +635,24 @@ def as_lists(
     return out
 
 
+# pd.Index of the id arrays asked about, by the array's identity: its hash table is built
+# once, not per call (serving asks about the same ids every request). Entries hold the
+# array weakly and leave when it is freed; id arrays are never modified in place.
+_INDEXES: dict[int, tuple[weakref.ref[np.ndarray], pd.Index]] = {}
+
+
+def _index(universe: np.ndarray) -> pd.Index:
+    key = id(universe)
+    hit = _INDEXES.get(key)
+    if hit is not None and hit[0]() is universe:
+        return hit[1]
+    lookup = pd.Index(universe)
+    cache = _INDEXES  # bound here: at interpreter exit the module's globals are gone
+    _INDEXES[key] = (weakref.ref(universe, lambda _: cache.pop(key, None)), lookup)
+    return lookup
+
+
 def index_of(ids: Sequence[str] | np.ndarray, universe: np.ndarray) -> np.ndarray:
     """Positions of ``ids`` in ``universe`` (-1 where absent)."""
-    lookup = pd.Index(universe)
+    lookup = _index(universe) if type(universe) is np.ndarray else pd.Index(universe)
     return np.asarray(lookup.get_indexer(pd.Index(np.asarray(ids, dtype=object))), dtype=np.int64)

@@ -23,6 +23,9 @@ class ContentGenerator(Generator):
         del ctx  # content vectors come from the side information, nothing to learn
 
     def profiles(self, batch: UserBatch) -> np.ndarray:
+        return batch.remember(("content", id(self)), lambda: self._profiles(batch))
+
+    def _profiles(self, batch: UserBatch) -> np.ndarray:
         content = self.ctx.side.content
         if content is None:
             return np.zeros((len(batch), 1), dtype=np.float32)

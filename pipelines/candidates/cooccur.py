@@ -33,14 +33,18 @@ class CooccurGenerator(Generator):
     def _recent(self, batch: UserBatch) -> sp.csr_matrix:
         return batch.recent(self.ctx.history, self.cfg.cooccur_history)
 
+    def _reach(self, batch: UserBatch) -> sp.csr_matrix:
+        return batch.remember(
+            ("cooccur", id(self)), lambda: sp.csr_matrix(self._recent(batch) @ self.relation)
+        )
+
     def answers(self, batch: UserBatch) -> np.ndarray:
-        reach = self._recent(batch) @ self.relation
-        return np.diff(reach.tocsr().indptr) > 0
+        return np.diff(self._reach(batch).indptr) > 0
 
     missing_score = float("nan")  # unrelated: not on the list, never padded
 
     def sparse_scores(self, batch: UserBatch) -> sp.csr_matrix:
-        out = sp.csr_matrix(self._recent(batch) @ self.relation, dtype=np.float32)
+        out = self._reach(batch).astype(np.float32, copy=True)  # the shared one stays intact
         out.data[out.data <= 0] = 0
         out.eliminate_zeros()
         return out

@@ -61,16 +61,18 @@ class RepeatGenerator(Generator):
 
     def _bought(self, batch: UserBatch) -> sp.csr_matrix:
         """The batch's rows of purchase occasions, on allowed items, known users only."""
+        return batch.remember(("bought", id(self)), lambda: self._bought_rows(batch))
+
+    def _bought_rows(self, batch: UserBatch) -> sp.csr_matrix:
         repeats = self.ctx.history.repeats
         n_items = len(self.ctx.item_ids)
         if repeats is None or not repeats.any_allowed:
             return sp.csr_matrix((len(batch), n_items), dtype=np.float32)
         known = batch.codes >= 0
-        rows = repeats.buys[np.where(known, batch.codes, 0)]
-        keep = (
-            sp.diags(known.astype(np.float32)) @ rows @ sp.diags(repeats.allowed.astype(np.float32))
-        )
-        out = sp.csr_matrix(keep)
+        out = sp.csr_matrix(repeats.buys[np.where(known, batch.codes, 0)], dtype=np.float32)
+        # rows of unknown users and columns of items not to repeat are zeroed, then dropped
+        keep = np.repeat(known, np.diff(out.indptr)) & repeats.allowed[out.indices]
+        out.data = np.where(keep, out.data, 0).astype(np.float32)
         out.eliminate_zeros()
         return out
 

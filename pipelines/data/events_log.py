@@ -77,18 +77,30 @@ def event_record(
 
 @dataclass
 class Spool:
-    """Appends records durably (flush + fsync per batch) to this process's current file
-    in ``folder``; starts a new file past ``rotate_bytes`` or ``rotate_seconds``. Files
-    are ``events-<UTC time>-<pid>.jsonl``: processes never share one."""
+    """Appends records to this process's current file in ``folder``; starts a new file
+    past ``rotate_bytes`` or ``rotate_seconds``. Files are ``events-<UTC time>-<pid>.jsonl``:
+    processes never share one.
+
+    Every append is written and flushed at once (a reader sees it). ``durable=True`` (the
+    default) returns only once the line is on disk: appends that arrive while an fsync runs
+    share the next one (group commit), so a busy service pays one fsync per group, not per
+    request. ``durable=False`` (the answers the service showed) does not wait: a background
+    thread fsyncs them within ``sync_seconds``, and rotation and :meth:`close` fsync too."""
 
     folder: Path
     rotate_bytes: int = 64 * 1024 * 1024
     rotate_seconds: float = 3600.0
+    sync_seconds: float = 1.0
     _fh: TextIO | None = field(default=None, init=False, repr=False)
     _opened: float = field(default=0.0, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _sync_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _written: int = field(default=0, init=False, repr=False)  # appends written so far
+    _synced: int = field(default=0, init=False, repr=False)  # appends known to be on disk
+    _syncer: threading.Thread | None = field(default=None, init=False, repr=False)
+    _closed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
-    def append(self, records: list[dict[str, Any]]) -> None:
+    def append(self, records: list[dict[str, Any]], *, durable: bool = True) -> None:
         if not records:
             return
         data = "".join(
@@ -98,14 +110,43 @@ class Spool:
             fh = self._file()
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            self._written += 1
+            ticket = self._written
+            if not durable and self._syncer is None:
+                self._syncer = threading.Thread(
+                    target=self._sync_loop, name="shopml-spool-sync", daemon=True
+                )
+                self._syncer.start()
+        if durable:
+            self._sync(ticket)
+
+    def _sync(self, ticket: int) -> None:
+        """Return once append ``ticket`` is on disk; one fsync covers every append written
+        before it started."""
+        with self._sync_lock:
+            if self._synced >= ticket:  # an fsync that ran while we waited covered it
+                return
+            with self._lock:
+                target = self._written
+                fd = None if self._fh is None else os.dup(self._fh.fileno())
+            if fd is not None:  # a duplicate: rotation may close the file meanwhile
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._synced = max(self._synced, target)
+
+    def _sync_loop(self) -> None:
+        while not self._closed.wait(self.sync_seconds):
+            if self._synced < self._written:
+                self._sync(self._written)
 
     def _file(self) -> TextIO:
         fh = self._fh
         if fh is not None and (
             fh.tell() >= self.rotate_bytes or time.monotonic() - self._opened >= self.rotate_seconds
         ):
-            fh.close()
+            self._finish(fh)
             fh = None
         if fh is None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -115,15 +156,23 @@ class Spool:
             self._fh, self._opened = fh, time.monotonic()
         return fh
 
+    def _finish(self, fh: TextIO) -> None:
+        """fsync and close a file (under ``_lock``): everything written to it is on disk."""
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        self._fh = None
+        self._synced = self._written
+
     @property
     def path(self) -> Path | None:
         return None if self._fh is None else Path(self._fh.name)
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+                self._finish(self._fh)
 
 
 @dataclass

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from pipelines.ranking.compiled import compiled
+
 # LightGBM's pred_contrib is not safe across threads sharing one booster.
 _CONTRIB_LOCK = threading.Lock()
 
@@ -158,7 +160,11 @@ def categorical_columns(
 
 
 def predict(booster: Any, x: np.ndarray) -> np.ndarray:
-    """Scores of the rows ``x`` (one thread: callers parallelise over batches)."""
+    """Scores of the rows ``x`` (one thread: callers parallelise over batches), by the
+    booster's compiled model when the serving API compiled one (``compiled.py``)."""
+    fast = compiled(booster)
+    if fast is not None and len(x):
+        return np.asarray(fast.predict(np.ascontiguousarray(x, dtype=np.float64), n_jobs=1))
     return np.asarray(booster.predict(x, num_threads=1), dtype=np.float64)
 
 

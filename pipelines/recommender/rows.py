@@ -94,7 +94,7 @@ def union(
     # dense scores over the catalog, except for sources with an approximate index (they
     # are asked for their top list and scored on the candidates only) and shared ones
     sparse = {
-        name: gen.sparse_scores(batch)
+        name: gen.batch_sparse(batch)
         for name, gen in generators.items()
         if shared[name] is None and gen.ann is None
     }

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 
+from pipelines.candidates.base import index_of
 from pipelines.recommender.bundle import Recommender
 from pipelines.recommender.predict import RecommendRequest
 from serving.answers import items_of, record, served
-from serving.app import ApiError, service_of
+from serving.app import RETRY_AFTER, ApiError, service_of
 from serving.auth import API_KEY, require
 from serving.recommend import Ask
 from serving.schemas import MAX_IDS, MAX_K, Problem, Recommendations, RecommendBody
@@ -26,19 +29,23 @@ router = APIRouter(
 def _known(rec: Recommender, user_id: str | None) -> bool:
     if user_id is None:
         return False
-    codes = rec.ctx.batch([user_id]).codes
-    return bool(codes[0] >= 0 and rec.ctx.history.user_events[codes[0]] > 0)
+    code = index_of([user_id], rec.ctx.user_ids)[0]
+    return bool(code >= 0 and rec.ctx.history.user_events[code] > 0)
 
 
-def _answer(request: Request, user_id: str | None, body: RecommendBody) -> dict[str, Any]:
+async def _answer(request: Request, user_id: str | None, body: RecommendBody) -> dict[str, Any]:
+    """Runs on the event loop: the model works in the batcher's thread, awaited here."""
     svc = service_of(request)
     version = served(svc, request, RECOMMENDER)
     rec = version.obj
     assert isinstance(rec, Recommender)
     rid = str(request.scope["state"]["request_id"])
     asking = user_id if user_id is not None else f"anonymous:{body.session_id or rid}"
-    known_items = set(version.catalog.row)
+    known_items = version.catalog.row  # item id -> row
     recent = [i for i in body.recent_items if i in known_items]
+    store_user = None
+    if svc.online is not None and user_id is not None:  # an online-store read: not on the loop
+        store_user = await run_in_threadpool(svc.online.get, user_id)
     req = RecommendRequest(
         user_ids=[asking],
         k=body.k,
@@ -49,9 +56,14 @@ def _answer(request: Request, user_id: str | None, body: RecommendBody) -> dict[
         recent_items=[recent] if recent else None,
         exclude=[[i for i in body.exclude if i in known_items]] if body.exclude else None,
         category=body.category,
-        store_users=None if svc.online is None or user_id is None else [svc.online.get(user_id)],
+        store_users=None if svc.online is None or user_id is None else [store_user],
     )
-    frame = svc.recommend(Ask(rec, req))
+    try:
+        frame = await asyncio.wait_for(asyncio.wrap_future(svc.recommend.submit(Ask(rec, req))), 30)
+    except TimeoutError as exc:
+        raise ApiError(
+            503, "overloaded", "the recommender did not answer in 30 s", retry_after=RETRY_AFTER
+        ) from exc
     items = items_of(frame, version)
     record(
         svc, request, "recommendations", version, items, user_id=user_id, session_id=body.session_id
@@ -75,7 +87,7 @@ def _ids(values: list[str], name: str) -> list[str]:
 
 
 @router.get("/{user_id}", response_model=Recommendations)
-def recommendations_for(
+async def recommendations_for(
     request: Request,
     user_id: Annotated[str, Path(min_length=1, max_length=128)],
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
@@ -90,12 +102,12 @@ def recommendations_for(
     body = RecommendBody(
         k=k, explain=explain, category=category, exclude=_ids(exclude or [], "exclude")
     )
-    return _answer(request, user_id, body)
+    return await _answer(request, user_id, body)
 
 
 @router.post("", response_model=Recommendations)
-def recommendations_with_context(request: Request, body: RecommendBody) -> dict[str, Any]:
+async def recommendations_with_context(request: Request, body: RecommendBody) -> dict[str, Any]:
     """For an anonymous or new shopper: what the page knows of them — the items of this
     session (``recent_items``), demographics — decides the list. With a ``user_id`` the
     model knows, its history counts too."""
-    return _answer(request, body.user_id, body)
+    return await _answer(request, body.user_id, body)

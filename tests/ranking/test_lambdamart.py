@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipelines.ranking.lambdamart import LambdaMARTConfig, categorical_columns, fit_lambdamart
 
@@ -68,3 +70,40 @@ def test_refit_trains_the_chosen_rounds_on_the_validation_groups_too() -> None:
     probe = np.column_stack([np.zeros(50), np.linspace(10, 20, 50)])
     assert np.corrcoef(refit.predict(probe), probe[:, 1])[0, 1] > 0.8
     assert np.ptp(plain.predict(probe)) < 1e-9
+
+
+def test_a_compiled_ranker_scores_as_lightgbm_does(tmp_path) -> None:
+    """The serving API's compiled ranker (lleaves) gives LightGBM's scores, with missing
+    values and categorical columns, and ``predict`` uses it once it is registered."""
+    from pipelines.ranking.compiled import compile_booster, compiled
+    from pipelines.ranking.lambdamart import predict
+
+    rng = np.random.default_rng(3)
+    n = 40 * 20
+    x = np.column_stack([rng.normal(size=n), rng.integers(0, 5, n), rng.normal(size=n)])
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = ((x[:, 0] > 0) | (x[:, 1] == 3)).astype(int)
+    rows = Rows(x, y, np.full(40, 20))
+    cfg = LambdaMARTConfig(max_rounds=30, early_stopping_rounds=30, min_data_in_leaf=5)
+    booster, _ = fit_lambdamart(rows, rows, ["a", "cat", "c"], cfg, categorical=("cat",))
+    want = predict(booster, x)
+    assert compiled(booster) is None
+    seconds = compile_booster(booster, tmp_path / "compiled")
+    assert seconds > 0 and compiled(booster) is not None
+    assert (tmp_path / "compiled" / "ranker.so").is_file()
+    got = predict(booster, x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert predict(booster, x[:0]).shape == (0,)
+
+
+def test_a_ranker_that_does_not_compile_stays_on_lightgbm(tmp_path) -> None:
+    from pipelines.ranking.compiled import CompileError, compile_booster, compiled
+
+    class Broken:
+        def save_model(self, path: str) -> None:
+            Path(path).write_text("not a model")
+
+    broken = Broken()
+    with pytest.raises(CompileError, match="does not compile"):
+        compile_booster(broken, tmp_path / "compiled")
+    assert compiled(broken) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -437,6 +438,54 @@ def test_the_spool_rotates(tmp_path: Path) -> None:
         fh.write('{"kind":"served","request_id":"cut')
     lines = read_spool(tmp_path)
     assert lines.torn == ["events-99999999T999999999999-1.jsonl"]
+
+
+def test_the_spool_groups_fsyncs_and_loses_no_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durable appends from many threads share fsyncs (group commit) and each returns only
+    after an fsync that followed its write; answers (durable=False) never wait for one."""
+    import threading
+
+    from pipelines.data import events_log
+    from pipelines.data.events_log import Spool, read_spool, served_record
+
+    calls = []
+    real = events_log.os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        calls.append(fd)
+        time.sleep(0.01)
+        real(fd)
+
+    monkeypatch.setattr(events_log.os, "fsync", slow_fsync)
+    spool = Spool(tmp_path, sync_seconds=60)
+
+    def rec(n: int) -> list[dict[str, Any]]:
+        return [
+            served_record(request_id=f"r{n}", endpoint="search", model="m", version=1, items=[])
+        ]
+
+    spool.append(rec(-1), durable=False)
+    assert calls == []  # an answer's line does not wait for the disk
+    assert spool._synced < spool._written
+
+    def worker(base: int) -> None:
+        for n in range(base, base + 20):
+            before = spool._written
+            spool.append(rec(n))
+            assert spool._synced >= before + 1  # its fsync came before append returned
+
+    threads = [threading.Thread(target=worker, args=(t * 100,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert spool._synced == spool._written == 161
+    assert len(calls) < 160  # fsyncs were shared
+    spool.close()
+    ids = {r["request_id"] for r in read_spool(tmp_path).served}
+    assert ids == {f"r{n}" for t in range(8) for n in range(t * 100, t * 100 + 20)} | {"r-1"}
 
 
 def test_the_online_store_can_feed_fresher_user_features(
