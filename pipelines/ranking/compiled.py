@@ -16,6 +16,7 @@ evaluation and the SHAP reasons always use LightGBM.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import weakref
 from pathlib import Path
@@ -52,7 +53,10 @@ def compile_booster(booster: Any, folder: Path) -> float:
     try:
         import lleaves
 
-        folder.mkdir(parents=True, exist_ok=True)
+        # lleaves loads a shared object it finds at the cache path instead of compiling:
+        # only one compiled here, now, may be loaded (never a file that came with a bundle)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         text = folder / "ranker.txt"
         booster.save_model(str(text))
         model = lleaves.Model(model_file=str(text))

@@ -88,6 +88,8 @@ def test_a_compiled_ranker_scores_as_lightgbm_does(tmp_path) -> None:
     booster, _ = fit_lambdamart(rows, rows, ["a", "cat", "c"], cfg, categorical=("cat",))
     want = predict(booster, x)
     assert compiled(booster) is None
+    (tmp_path / "compiled").mkdir()
+    (tmp_path / "compiled" / "ranker.so").write_bytes(b"planted: never loaded")
     seconds = compile_booster(booster, tmp_path / "compiled")
     assert seconds > 0 and compiled(booster) is not None
     assert (tmp_path / "compiled" / "ranker.so").is_file()
