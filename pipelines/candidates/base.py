@@ -86,14 +86,7 @@ class UserBatch:
         if not known.any():
             return self.rows
         recent = history.recent_rows(np.where(known, self.codes, 0), keep)
-        if known.all():  # the usual served batch: no folded-in rows to mix in
-            recent = sp.csr_matrix(recent)
-            recent.eliminate_zeros()
-            return recent
-        return (
-            sp.diags(known.astype(np.float32)) @ recent
-            + sp.diags((~known).astype(np.float32)) @ self.rows
-        ).tocsr()
+        return (rows_where(recent, known) + rows_where(self.rows, ~known)).tocsr()
 
     @property
     def known(self) -> np.ndarray:
@@ -102,6 +95,15 @@ class UserBatch:
         if self.in_history is not None:
             return self.in_history
         return (self.codes >= 0) & (np.diff(self.rows.indptr) > 0)
+
+
+def rows_where(m: sp.spmatrix, keep: np.ndarray) -> sp.csr_matrix:
+    """A float32 CSR copy of ``m`` with the rows where ``keep`` is False emptied (no
+    explicit zeros): what ``diags(keep) @ m`` gives, without a sparse product."""
+    out = sp.csr_matrix(m, dtype=np.float32, copy=True)
+    out.data[~np.repeat(np.asarray(keep, dtype=bool), np.diff(out.indptr))] = 0
+    out.eliminate_zeros()
+    return out
 
 
 def top_n(
@@ -551,10 +553,8 @@ class Context:
         known = codes >= 0
         safe = np.where(known, codes, 0)
         rows_csr = sp.csr_matrix((n, len(self.item_ids)), dtype=np.float32)
-        if n and known.all():
-            rows_csr = sp.csr_matrix(self.history.matrix[safe], dtype=np.float32)
-        elif n:
-            rows_csr = (sp.diags(known.astype(np.float32)) @ self.history.matrix[safe]).tocsr()
+        if n:
+            rows_csr = rows_where(self.history.matrix[safe], known)
         in_history = np.diff(rows_csr.indptr) > 0
         if recent_items is not None:  # users without history rows are folded in
             extra = _rows_from_items(recent_items, self.item_ids, in_history)

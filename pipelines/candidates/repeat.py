@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from pipelines.candidates.base import Context, Generator, UserBatch
+from pipelines.candidates.base import Context, Generator, UserBatch, rows_where
 from pipelines.candidates.repeats import Repeats
 from pipelines.data.timeline import DAY
 
@@ -69,10 +69,8 @@ class RepeatGenerator(Generator):
         if repeats is None or not repeats.any_allowed:
             return sp.csr_matrix((len(batch), n_items), dtype=np.float32)
         known = batch.codes >= 0
-        out = sp.csr_matrix(repeats.buys[np.where(known, batch.codes, 0)], dtype=np.float32)
-        # rows of unknown users and columns of items not to repeat are zeroed, then dropped
-        keep = np.repeat(known, np.diff(out.indptr)) & repeats.allowed[out.indices]
-        out.data = np.where(keep, out.data, 0).astype(np.float32)
+        out = rows_where(repeats.buys[np.where(known, batch.codes, 0)], known)
+        out.data[~repeats.allowed[out.indices]] = 0  # items not to show again
         out.eliminate_zeros()
         return out
 

@@ -15,7 +15,6 @@ evaluation and the SHAP reasons always use LightGBM.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 import weakref
@@ -23,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 # booster -> its compiled model (held weakly: a booster that is dropped takes it along)
 _COMPILED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()

@@ -43,9 +43,9 @@ async def _answer(request: Request, user_id: str | None, body: RecommendBody) ->
     asking = user_id if user_id is not None else f"anonymous:{body.session_id or rid}"
     known_items = version.catalog.row  # item id -> row
     recent = [i for i in body.recent_items if i in known_items]
-    store_user = None
+    store_users = None
     if svc.online is not None and user_id is not None:  # an online-store read: not on the loop
-        store_user = await run_in_threadpool(svc.online.get, user_id)
+        store_users = [await run_in_threadpool(svc.online.get, user_id)]
     req = RecommendRequest(
         user_ids=[asking],
         k=body.k,
@@ -56,7 +56,7 @@ async def _answer(request: Request, user_id: str | None, body: RecommendBody) ->
         recent_items=[recent] if recent else None,
         exclude=[[i for i in body.exclude if i in known_items]] if body.exclude else None,
         category=body.category,
-        store_users=None if svc.online is None or user_id is None else [store_user],
+        store_users=store_users,
     )
     try:
         frame = await asyncio.wait_for(asyncio.wrap_future(svc.recommend.submit(Ask(rec, req))), 30)
