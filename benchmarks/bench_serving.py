@@ -129,7 +129,11 @@ with threadpool_limits(1):
         for k, a, b in (("retrieval", t0, t1), ("features", t1, t2), ("rerank", t2, t3)):
             st[k] += b - a
 n = len(log)
-result = {{"recommendations_ms": {{k: round(v / n * 1000, 3) for k, v in t.items()}},
+from serving.known import compute
+known = compute(rec, settings.serving_precomputed_shoppers)
+result = {{"precomputed": {{"shoppers": known.shoppers, "seconds": round(known.seconds, 2),
+                          "mb": round(known.nbytes / 1e6, 1)}},
+          "recommendations_ms": {{k: round(v / n * 1000, 3) for k, v in t.items()}},
           "search_ms": {{k: round(v / n * 1000, 3) for k, v in st.items()}},
           "candidates_per_request": int(len(cands.item)), "requests": n}}
 """
@@ -149,8 +153,17 @@ def _paths(home: Path, out: Path) -> dict[str, Path]:
         home / "snapshots" / "bench" / "queries.parquet", columns=["user_id", "text"]
     )
     log = log.sample(n=min(5000, len(log)), random_state=0)
+    items = pd.read_parquet(home / "snapshots" / "bench" / "items.parquet", columns=["item_id"])
+    pages = items["item_id"].sample(n=len(log), replace=True, random_state=0).astype(str)
     files = {
+        # known shoppers' plain lists: precomputed when the version loads (serving/known.py)
         "recommendations": [f"/v1/recommendations/{quote(str(u))}?k=10" for u in log["user_id"]],
+        # the same shoppers, minus the item on the page: computed live (candidates,
+        # features, re-rank) in the batcher
+        "recommendations_live": [
+            f"/v1/recommendations/{quote(str(u))}?k=10&exclude={quote(i)}"
+            for u, i in zip(log["user_id"], pages, strict=True)
+        ],
         "search": [
             f"/v1/search?q={quote(str(q))}&user_id={quote(str(u))}&k=10"
             for q, u in zip(log["text"], log["user_id"], strict=True)

@@ -73,6 +73,7 @@ class Settings:
     serving_secret_file: Path
     serving_events_dir: Path
     serving_feature_source: Literal["bundle", "online"]
+    serving_precomputed_shoppers: int
     config_file: Path | None
 
     def describe(self) -> dict[str, str]:
@@ -178,6 +179,16 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
             "0.1 and 86400"
         )
 
+    try:
+        precomputed = int(str(values.get("serving_precomputed_shoppers", 100_000)))
+    except ValueError:
+        precomputed = -1
+    if not 0 <= precomputed <= 10_000_000:
+        raise ConfigError(
+            f"serving_precomputed_shoppers={values.get('serving_precomputed_shoppers')!r}: "
+            "a number of shoppers between 0 (off) and 10000000"
+        )
+
     mlflow_dir = home / "mlflow"
     airflow_home = path_of("airflow_home", home / "airflow")
     return Settings(
@@ -211,6 +222,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         serving_secret_file=path_of("serving_secret_file", home / "secrets" / "serving.key"),
         serving_events_dir=path_of("serving_events_dir", home / "serving" / "events"),
         serving_feature_source=feature_source,  # type: ignore[arg-type]  # checked above
+        serving_precomputed_shoppers=precomputed,
         config_file=config_path,
     )
 

@@ -4,6 +4,7 @@ shows them, and the served-answer line of the events spool."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -34,9 +35,21 @@ def items_of(
     frame: pd.DataFrame, version: ServedVersion, *, offset: int = 0
 ) -> list[dict[str, Any]]:
     """Answer items from a ranked frame (item_id, score[, reasons])."""
-    out = []
     reasons = frame["reasons"].tolist() if "reasons" in frame.columns else None
-    for n, (item_id, score) in enumerate(zip(frame["item_id"], frame["score"], strict=True)):
+    return items_from(frame["item_id"], frame["score"], version, reasons=reasons, offset=offset)
+
+
+def items_from(
+    item_ids: Iterable[Any],
+    scores: Iterable[Any],
+    version: ServedVersion,
+    *,
+    reasons: list[str] | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Answer items from ranked item ids and their scores."""
+    out = []
+    for n, (item_id, score) in enumerate(zip(item_ids, scores, strict=True)):
         item = version.catalog.describe(str(item_id))
         item["rank"] = offset + n + 1
         item["score"] = round(float(score), 6) if math.isfinite(float(score)) else 0.0

@@ -261,7 +261,15 @@ def build_service(settings: Settings) -> Service:
     return Service(
         settings=settings,
         keys=KeyRing.load(settings),
-        models=ServedModels(bucket, cache, metrics),
+        models=ServedModels(
+            bucket,
+            cache,
+            metrics,
+            # the online store changes profiles between swaps: lists would go stale
+            known_shoppers=settings.serving_precomputed_shoppers
+            if settings.serving_feature_source == "bundle"
+            else 0,
+        ),
         spool=Spool(settings.serving_events_dir),
         metrics=metrics,
         secret=secret,

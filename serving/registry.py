@@ -47,8 +47,11 @@ def _now() -> str:
 
 
 class ServedModels:
-    def __init__(self, bucket: Bucket, cache: Path, metrics: Metrics) -> None:
+    def __init__(
+        self, bucket: Bucket, cache: Path, metrics: Metrics, *, known_shoppers: int = 0
+    ) -> None:
         self.bucket = bucket
+        self.known_shoppers = known_shoppers  # precomputed lists per served recommender
         self.cache = cache
         self.metrics = metrics
         self._served: dict[str, ServedVersion] = {}  # replaced whole, never mutated
@@ -125,7 +128,10 @@ class ServedModels:
         if refused is not None and (refused.version, refused.manifest_sha256) == (version, digest):
             return "refused before"
         try:
-            loaded = load_version(self.bucket, model, version, self.cache, pointer)
+            loaded = load_version(
+                self.bucket, model, version, self.cache, pointer,
+                known_shoppers=self.known_shoppers,
+            )  # fmt: skip
         except RefusedError as exc:
             self._refuse(model, version, str(exc), digest)
             return "refused"

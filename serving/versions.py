@@ -31,6 +31,8 @@ from pipelines.ranking.compiled import CompileError, compile_booster
 from pipelines.recommender.bundle import Recommender
 from pipelines.recommender.rows import STORE_ITEM_FEATURES, STORE_USER_FEATURES, StoreFeatures
 from pipelines.search.model import SearchModel
+from serving.known import KnownLists
+from serving.known import compute as compute_known
 
 log = logging.getLogger("shopml.serving")
 
@@ -85,6 +87,7 @@ class ServedVersion:
     folder: Path
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     load_seconds: float = 0.0
+    known: KnownLists | None = None  # known shoppers' plain lists (recommender only)
 
     @property
     def snapshot_id(self) -> str | None:
@@ -155,9 +158,17 @@ def fetch(
 
 
 def load_version(
-    bucket: Bucket, model: str, version: int, cache: Path, pointer: dict[str, Any] | None = None
+    bucket: Bucket,
+    model: str,
+    version: int,
+    cache: Path,
+    pointer: dict[str, Any] | None = None,
+    *,
+    known_shoppers: int = 0,
 ) -> ServedVersion:
-    """:func:`fetch` then load; :class:`RefusedError` with the reason when anything fails."""
+    """:func:`fetch` then load; :class:`RefusedError` with the reason when anything fails.
+    ``known_shoppers``: precompute the plain lists of that many known shoppers (the
+    recommender, with the promoted feature snapshot; :mod:`serving.known`)."""
     started = time.perf_counter()
     manifest, folder = fetch(bucket, model, version, cache, pointer)
     try:
@@ -169,9 +180,17 @@ def load_version(
         shutil.rmtree(folder, ignore_errors=True)
         raise RefusedError(f"{model} version {version} does not load: {exc}") from exc
     _compile(obj, model, version, folder / "compiled")
+    known = None
+    if isinstance(obj, Recommender) and known_shoppers > 0:
+        try:
+            known = compute_known(obj, known_shoppers)
+        except Exception as exc:  # a version that cannot answer its own shoppers is refused
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RefusedError(f"{model} version {version} does not answer: {exc}") from exc
     return ServedVersion(
-        model, version, manifest, obj, catalog, folder, load_seconds=time.perf_counter() - started
-    )
+        model, version, manifest, obj, catalog, folder,
+        load_seconds=time.perf_counter() - started, known=known,
+    )  # fmt: skip
 
 
 def _compile(obj: Recommender | SearchModel, model: str, version: int, folder: Path) -> None:

@@ -63,6 +63,8 @@ def test_production_needs_explicit_service_uris(tmp_path: Path) -> None:
         ({"SHOPML_ENV": "staging"}, "SHOPML_ENV='staging' is not a profile"),
         ({"SHOPML_CONFIG": "missing.toml"}, "which is not a file"),
         ({"SHOPML_ONLINE_STORE": "memcached"}, "online_store='memcached'"),
+        ({"SHOPML_SERVING_PRECOMPUTED_SHOPPERS": "-1"}, "serving_precomputed_shoppers='-1'"),
+        ({"SHOPML_SERVING_PRECOMPUTED_SHOPPERS": "many"}, "between 0 \\(off\\)"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, env: dict[str, str], message: str) -> None:
