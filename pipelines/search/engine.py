@@ -29,6 +29,7 @@ one. The category and popular fallbacks still read the whole catalog.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -45,11 +46,12 @@ from pipelines.search.config import SearchConfig
 from pipelines.search.lexical import FIELDS, LexicalIndex, combine, field_texts
 from pipelines.search.query import CategoryIntent, Speller, load_synonyms
 from pipelines.search.semantic import fit_embedder, load_embedder
-from pipelines.search.text import Analyzer, words
+from pipelines.search.text import STOP_WORDS, Analyzer, words
 
 log = logging.getLogger(__name__)
 FORMAT = 1
 MAX_QUERY_CHARS = 500
+TITLE_WORDS_KEPT = 200_000  # items whose title words a served index keeps (~1 KB each)
 ITEM_COLUMNS = ("item_id", "title", "brand", "category", "price", "image_url")
 
 
@@ -144,7 +146,21 @@ class SearchIndex:
             [len(set(t)) for t in self.analyzer.batch(self.items["title"].fillna("").astype(str))],
             dtype=np.float32,
         )
+        self._titles = self.items["title"].to_numpy(dtype=object)
+        self._title_words: dict[int, tuple[frozenset[str], frozenset[tuple[str, str]]]] = {}
         self._prefix_vocab: dict[str, dict[str, list[str]]] | None = None
+
+    def title_words(self, row: int) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+        """The words of item ``row``'s title (unstemmed, stop words dropped) and its word
+        pairs in order. Kept once asked, for up to :data:`TITLE_WORDS_KEPT` items: a served
+        index meets the same items query after query."""
+        got = self._title_words.get(row)
+        if got is None:
+            tw = [w for w in words(str(self._titles[row] or "")) if w not in STOP_WORDS]
+            got = (frozenset(tw), frozenset(itertools.pairwise(tw)))
+            if len(self._title_words) < TITLE_WORDS_KEPT:
+                self._title_words[row] = got
+        return got
 
     # -- building -------------------------------------------------------------------
     @classmethod

@@ -92,12 +92,11 @@ def phrase_matches(index: SearchIndex, c: Candidates) -> tuple[np.ndarray, np.nd
     exact = np.zeros(len(c), dtype=np.float32)
     if not qset:
         return bigram, exact
-    titles = index.items["title"]
     for j, row in enumerate(c.items):
-        tw = [w for w in words(str(titles.iat[int(row)] or "")) if w not in STOP_WORDS]
-        exact[j] = len(qset.intersection(tw)) / len(qset)
+        title, title_pairs = index.title_words(int(row))
+        exact[j] = len(qset & title) / len(qset)
         if pairs:
-            bigram[j] = len(pairs.intersection(itertools.pairwise(tw))) / len(pairs)
+            bigram[j] = len(pairs & title_pairs) / len(pairs)
     return bigram, exact
 
 

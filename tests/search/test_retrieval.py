@@ -317,3 +317,29 @@ def test_best_positions_equal_a_full_lexsort() -> None:
         scores = rng.integers(0, 6, m).astype(float) if trial % 2 else rng.normal(size=m)
         keys = rng.permutation(m)
         np.testing.assert_array_equal(fusion.best(scores, keys, n), np.lexsort((keys, -scores))[:n])
+
+
+def test_one_query_embeds_exactly_like_a_batch() -> None:
+    """Served queries take the dense single-text path; it must give the batch's vectors."""
+    embedder = index(synonyms_file=None).embedder
+    queries = ["running shoes", "Wireless MOUSE mouse", "", "zzz qqq", "the of a", "boots!"]
+    batch = embedder.transform(queries)
+    one = np.vstack([embedder.transform([q]) for q in queries])
+    np.testing.assert_array_equal(one, batch)
+    assert not one[2].any() and not one[3].any()  # nothing known: the zero vector
+    assert np.linalg.norm(one[0]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_title_words_are_kept_and_phrase_matches_read_them() -> None:
+    from pipelines.search.ranker import phrase_matches
+
+    idx = index(synonyms_file=None)
+    words, pairs = idx.title_words(1)  # "Trail running shoe for women"
+    assert words == {"trail", "running", "shoe", "women"}  # "for": a stop word
+    assert pairs == {("trail", "running"), ("running", "shoe"), ("shoe", "women")}
+    assert idx.title_words(1) is idx.title_words(1)  # computed once
+    c = idx.candidates("running shoe")
+    bigram, exact = phrase_matches(idx, c)
+    at = {str(idx.item_ids[r]): j for j, r in enumerate(c.items)}
+    assert exact[at["shoe2"]] == 1.0 and bigram[at["shoe2"]] == 1.0
+    assert exact[at["shoe1"]] == 0.5 and bigram[at["shoe1"]] == 0.0  # "shoes", not "shoe"
