@@ -126,14 +126,24 @@ def test_filters_exclusions_and_the_context_of_a_new_shopper(api: Api) -> None:
     drop = [first[0]["item_id"], first[1]["item_id"]]
     kept = api.get(f"/v1/recommendations/{user}?k=10&exclude={','.join(drop)}").json()["items"]
     assert not {i["item_id"] for i in kept} & set(drop)
-    # an anonymous shopper with this session's items: the list follows them, never repeats them
-    recent = [first[2]["item_id"], first[3]["item_id"]]
+    # an anonymous shopper with this session's items: the list follows them and never shows
+    # them again — except items of the categories shoppers buy again and again (buy-again)
+    rec = _recommender(api)
+    row = {str(i): n for n, i in enumerate(rec.ctx.item_ids)}
+    repeat = rec.ctx.history.repeat_allowed
+    once = [i["item_id"] for i in first if not repeat[row[i["item_id"]]]]
+    once += [
+        str(rec.ctx.item_ids[n]) for n in np.flatnonzero(~repeat & rec.ctx.history.item_exists)
+    ]
+    recent = list(dict.fromkeys([once[0], first[2]["item_id"], first[3]["item_id"]]))[:2]
     body = {"session_id": "s-1", "recent_items": recent, "age": 30, "gender": "F", "k": 10}
     r = api.post("/v1/recommendations", json=body)
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["user_id"] is None and answer["cold_start"] is True
-    assert len(answer["items"]) == 10 and not {i["item_id"] for i in answer["items"]} & set(recent)
+    shown = {i["item_id"] for i in answer["items"]}
+    assert len(answer["items"]) == 10 and once[0] not in shown
+    assert not shown & {i for i in recent if not repeat[row[i]]}
     plain = api.post("/v1/recommendations", json={"k": 10}).json()["items"]
     assert [i["item_id"] for i in plain] != [i["item_id"] for i in answer["items"]]
 
