@@ -172,6 +172,9 @@ class ServedModel(BaseModel):
     loaded_at: str = Field(description="when this process started serving it")
     promoted_at: str | None
     manifest_sha256: str
+    precomputed_shoppers: int = Field(
+        0, description="known shoppers whose plain list this process computed at load"
+    )
 
 
 class Models(BaseModel):

@@ -102,6 +102,7 @@ class ServedVersion:
             "loaded_at": self.loaded_at,
             "manifest_sha256": sha256_json(self.manifest),
             "promoted_at": self.manifest.get("created_at"),
+            "precomputed_shoppers": 0 if self.known is None else self.known.shoppers,
         }
 
 

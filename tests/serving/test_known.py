@@ -88,6 +88,11 @@ def test_the_api_answers_known_shoppers_from_the_lists_like_live(
         version = on.app.state.shopml.models.current(MODEL_NAME)
         assert version.known is not None and version.known.shoppers > 0
         assert off.app.state.shopml.models.current(MODEL_NAME).known is None
+        served = {m["model"]: m for m in on.get("/v1/models").json()["models"]}
+        assert served[MODEL_NAME]["precomputed_shoppers"] == version.known.shoppers
+        assert {m["model"]: m for m in off.get("/v1/models").json()["models"]}[MODEL_NAME][
+            "precomputed_shoppers"
+        ] == 0
         # fresher profiles between swaps would make a list stale: never precomputed
         assert online.app.state.shopml.models.current(MODEL_NAME).known is None
         rec = version.obj
