@@ -74,6 +74,17 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+class NoInterruptTracebacks(logging.Filter):
+    """Ctrl-C or SIGTERM unwinds through libraries, and some log the interrupt with its
+    traceback on the way (a database connection given back mid-query). The user asked for
+    the stop: the line stays, the traceback goes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt | SystemExit):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 @app.callback()
 def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug log lines.")] = False,
@@ -83,12 +94,9 @@ def main_options(
     ] = False,
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
+    handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+    handler.addFilter(NoInterruptTracebacks())
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     for noisy in ("great_expectations", "feast", "alembic", "urllib3", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

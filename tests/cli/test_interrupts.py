@@ -4,6 +4,7 @@ changes."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -112,3 +113,31 @@ def test_train_interrupted_leaves_nothing_behind(
     assert _leftovers(home) == [] and _leftovers(snapshot) == []
     assert _running_runs(home) == [], "an interrupted run is closed, not left RUNNING"
     assert not (home / "feature_store").exists(), "the shared feature store was not touched"
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(130)])
+def test_a_library_logging_the_interrupt_shows_the_line_without_the_traceback(
+    exc: BaseException,
+) -> None:
+    import io
+
+    from pipelines.cli.app import NoInterruptTracebacks
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(NoInterruptTracebacks())
+    logger = logging.getLogger("some.library.pool")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for error in (exc, RuntimeError("real failure")):
+            try:
+                raise error
+            except BaseException:
+                logger.error("Exception during reset", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    text = out.getvalue()
+    assert text.count("Exception during reset") == 2
+    assert text.count("Traceback") == 1 and "RuntimeError: real failure" in text  # others kept
