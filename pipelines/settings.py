@@ -120,6 +120,22 @@ def _read_config_file(path: Path) -> dict[str, object]:
     return dict(data)
 
 
+N = TypeVar("N", int, float)
+
+
+def _bounded(
+    values: Mapping[str, Any], name: str, default: N, kind: type[N], lo: N, hi: N, what: str
+) -> N:
+    """Setting ``name`` as a ``kind`` in [lo, hi]; a ConfigError naming it otherwise."""
+    try:
+        value = kind(str(values.get(name, default)))
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise ConfigError(f"{name}={values.get(name)!r}: {what}")
+    return value
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
     """Build the settings from ``environ`` (default ``os.environ``).
 
@@ -169,25 +185,13 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
     feature_source = str(values.get("serving_feature_source", "bundle"))
     if feature_source not in ("bundle", "online"):
         raise ConfigError(f"serving_feature_source={feature_source!r}: use 'bundle' or 'online'")
-    try:
-        poll = float(str(values.get("serving_poll_seconds", 10.0)))
-    except ValueError:
-        poll = -1.0
-    if not 0.1 <= poll <= 86_400:
-        raise ConfigError(
-            f"serving_poll_seconds={values.get('serving_poll_seconds')!r}: seconds between "
-            "0.1 and 86400"
-        )
-
-    try:
-        precomputed = int(str(values.get("serving_precomputed_shoppers", 100_000)))
-    except ValueError:
-        precomputed = -1
-    if not 0 <= precomputed <= 10_000_000:
-        raise ConfigError(
-            f"serving_precomputed_shoppers={values.get('serving_precomputed_shoppers')!r}: "
-            "a number of shoppers between 0 (off) and 10000000"
-        )
+    poll = _bounded(
+        values, "serving_poll_seconds", 10.0, float, 0.1, 86_400, "seconds between 0.1 and 86400"
+    )
+    precomputed = _bounded(
+        values, "serving_precomputed_shoppers", 100_000, int, 0, 10_000_000,
+        "a number of shoppers between 0 (off) and 10000000",
+    )  # fmt: skip
 
     mlflow_dir = home / "mlflow"
     airflow_home = path_of("airflow_home", home / "airflow")

@@ -57,12 +57,7 @@ class SavedTfidf:
             return self._one(texts[0])[None, :]  # sparse matrices to build (3x faster)
         rows, cols, vals = [], [], []
         for r, text in enumerate(texts):
-            counts: dict[int, int] = {}
-            for gram in self._analyze(text):
-                j = self.vocabulary.get(gram)
-                if j is not None:
-                    counts[j] = counts.get(j, 0) + 1
-            for j, c in counts.items():
+            for j, c in self._counts(text).items():
                 rows.append(r)
                 cols.append(j)
                 vals.append((1.0 + np.log(c)) * self.idf[j])
@@ -78,12 +73,17 @@ class SavedTfidf:
         n = np.linalg.norm(dense, axis=1, keepdims=True)
         return (dense / np.maximum(n, 1e-12)).astype(np.float32)
 
-    def _one(self, text: str) -> np.ndarray:
+    def _counts(self, text: str) -> dict[int, int]:
+        """Vocabulary column -> count of the text's known words and word pairs."""
         counts: dict[int, int] = {}
         for gram in self._analyze(text):
             j = self.vocabulary.get(gram)
             if j is not None:
                 counts[j] = counts.get(j, 0) + 1
+        return counts
+
+    def _one(self, text: str) -> np.ndarray:
+        counts = self._counts(text)
         cols = np.fromiter(counts, dtype=np.int64, count=len(counts))
         c = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
         w = (1.0 + np.log(c)) * self.idf[cols]
