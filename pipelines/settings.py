@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlparse
 
 from pipelines.errors import ConfigError
 from pipelines.io import why_not_a_file
@@ -30,7 +31,7 @@ Profile = Literal["embedded", "production"]
 PROFILES: tuple[Profile, ...] = ("embedded", "production")
 
 # Settings that production cannot default, because they name shared infrastructure.
-_PRODUCTION_REQUIRED = ("mlflow_tracking_uri", "serving_bucket_uri")
+_PRODUCTION_REQUIRED = ("mlflow_tracking_uri", "serving_bucket_uri", "work_uri")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class Settings:
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
     serving_bucket_uri: str
+    # Where a retrain run's steps leave their files for the next step (file:// or s3://):
+    # the payload between tasks names this, never a local folder, so a step may run on
+    # any worker (pipelines/orchestration/workspace.py).
+    work_uri: str
     s3_endpoint_url: str | None
     online_store: Literal["sqlite", "redis"]
     redis_url: str
@@ -208,6 +213,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
             values.get("mlflow_artifact_root", (mlflow_dir / "artifacts").as_uri())
         ),
         serving_bucket_uri=str(values.get("serving_bucket_uri", (home / "bucket").as_uri())),
+        work_uri=_work_uri(str(values.get("work_uri") or (home / "runs").as_uri())),
         s3_endpoint_url=str(values["s3_endpoint_url"]) if values.get("s3_endpoint_url") else None,
         online_store=online_store,  # type: ignore[arg-type]  # checked above
         redis_url=str(values.get("redis_url", "redis://127.0.0.1:6379/0")),
@@ -229,6 +235,17 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         serving_precomputed_shoppers=precomputed,
         config_file=config_path,
     )
+
+
+def _work_uri(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", "s3") or (parsed.scheme == "s3" and not parsed.netloc):
+        raise ConfigError(f"work_uri={uri!r}: use file:///absolute/folder or s3://bucket/prefix")
+    if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+        raise ConfigError(
+            f"work_uri={uri!r}: a file:// URI names a local absolute path (file:///...)"
+        )
+    return uri.rstrip("/")
 
 
 def _running_stack_url(airflow_home: Path, env: Mapping[str, str]) -> str:

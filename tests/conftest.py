@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +23,32 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real dataset {name} not found at {path} (set SHOPML_SHARED_DATA)")
     return path
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """S3 on loopback (moto's server) with the buckets ``serving`` and ``work``; yields its
+    endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        client = boto3.client("s3", endpoint_url=endpoint)
+        for name in ("serving", "work"):
+            client.create_bucket(Bucket=name)
+        yield endpoint
+    finally:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -43,7 +43,8 @@ def test_home_and_values_from_environment_and_config_file(tmp_path: Path) -> Non
 def test_production_needs_explicit_service_uris(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError,
-        match="SHOPML_ENV=production needs SHOPML_MLFLOW_TRACKING_URI, SHOPML_SERVING_BUCKET_URI",
+        match="SHOPML_ENV=production needs SHOPML_MLFLOW_TRACKING_URI, "
+        "SHOPML_SERVING_BUCKET_URI, SHOPML_WORK_URI",
     ):
         load_settings({"SHOPML_ENV": "production"}, cwd=tmp_path)
     s = load_settings(
@@ -51,10 +52,22 @@ def test_production_needs_explicit_service_uris(tmp_path: Path) -> None:
             "SHOPML_ENV": "production",
             "SHOPML_MLFLOW_TRACKING_URI": "http://mlflow:5000",
             "SHOPML_SERVING_BUCKET_URI": "s3://b/p",
+            "SHOPML_WORK_URI": "s3://b/work/",
         },
         cwd=tmp_path,
     )
     assert s.online_store == "redis"
+    assert s.work_uri == "s3://b/work"
+
+
+def test_work_uri_defaults_under_home_and_refuses_what_workers_cannot_share(
+    tmp_path: Path,
+) -> None:
+    s = load_settings({"SHOPML_HOME": str(tmp_path / "h")}, cwd=tmp_path)
+    assert s.work_uri == (tmp_path / "h" / "runs").as_uri()
+    for bad in ("runs", "http://x/y", "s3:///no-bucket", "file://relative/path"):
+        with pytest.raises(ConfigError, match="work_uri="):
+            load_settings({"SHOPML_WORK_URI": bad}, cwd=tmp_path)
 
 
 @pytest.mark.parametrize(

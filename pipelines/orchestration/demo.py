@@ -32,7 +32,7 @@ from pipelines.data.generator import GeneratorConfig, generate_shop
 from pipelines.errors import ShopMLError
 from pipelines.orchestration.airflow_api import RETRAIN_DAG, AirflowClient
 from pipelines.orchestration.stack import Serving, start, start_serving, stop
-from pipelines.orchestration.steps import work_dir
+from pipelines.orchestration.steps import work_folder
 from pipelines.promotion.promote import ledger_entries, served_version
 from pipelines.registry.models import MODEL_NAME
 from pipelines.registry.search import SEARCH_MODEL
@@ -111,8 +111,9 @@ def _retrain(
             f"{task} was not asked ({states.get(task) or 'not reached'}): the gate did not bless "
             "that challenger, so its champion stays. The verdict's reasons:"
         )
-        verdict = work_dir(settings, run_id) / VERDICTS[task] / "verdict.json"
-        if verdict.is_file():
+        folder = work_folder(settings, run_id)
+        verdict = folder / VERDICTS[task] / "verdict.json" if folder else None
+        if verdict and verdict.is_file():
             for reason in json.loads(verdict.read_text())["reasons"]:
                 console.print(f"  {reason}", soft_wrap=True)
     return {

@@ -2,14 +2,19 @@
 Airflow.
 
 The retrain steps hand each other one :class:`RunPayload`: a typed record of small
-values (paths, ids, versions, flags) that travels through XCom as a dict. DataFrames
-never do: a run keeps its files in a work folder under ``$SHOPML_HOME/runs/<dag run id>/``.
+values (URIs, ids, versions, flags) that travels through XCom as a dict. DataFrames
+never do, and neither do local paths: a run keeps its files under its work URI
+(``work_uri``/<dag run id>: ``$SHOPML_HOME/runs/`` embedded, ``s3://`` in production), and
+each step names the parts it reads and writes (:mod:`pipelines.orchestration.workspace`),
+so consecutive steps may run on different workers.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from pipelines.evaluation.evaluate import evaluate
 from pipelines.features.store import materialize
 from pipelines.orchestration.airflow_api import service_client
 from pipelines.orchestration.config import PipelineConfig
+from pipelines.orchestration.workspace import is_local, local_folder, opened, publish_tree, run_uri
 from pipelines.promotion.promote import promote, rollback
 from pipelines.recommender.plan import (
     TrainingPlan,
@@ -41,11 +47,11 @@ log = logging.getLogger(__name__)
 class RunPayload:
     """What the tasks of one retrain run know, growing step by step."""
 
-    work_dir: str
-    snapshot: str
+    work_uri: str  # the run's work storage (file:// or s3://), never a worker's folder
+    snapshot: str  # where the snapshot was read from (for people; steps read the run's copy)
     snapshot_id: str
     until: str  # ISO 8601, UTC: the training time
-    config: str = ""  # the pipeline config file ("" = defaults)
+    config: str = ""  # the pipeline config file given ("" = defaults); the run keeps a copy
     features_seconds: float = 0.0
     online_rows: dict[str, int] = field(default_factory=dict)
     validation_ndcg: float | None = None
@@ -77,9 +83,9 @@ class RunPayload:
             raise ShopMLError(f"unknown payload field(s) {unknown} (known: {sorted(known)})")
         return cls(**value)
 
-    @property
-    def folder(self) -> Path:
-        return Path(self.work_dir)
+    def reads(self, *parts: str) -> list[str]:
+        """``parts`` and the run's copy of its config file, when it has one."""
+        return [*parts, *([CONFIG] if self.config else [])]
 
     @property
     def registered_version(self) -> int:
@@ -116,8 +122,34 @@ def latest_snapshot(settings: Settings) -> Path:
     return found[-1].parent
 
 
-def work_dir(settings: Settings, dag_run_id: str) -> Path:
-    return settings.home / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", dag_run_id)
+CONFIG = "config.toml"  # the run's copy of its pipeline config file
+SNAPSHOT = "snapshot"  # the run's copy of its snapshot, when the work storage is remote
+
+
+@contextmanager
+def _work(
+    run: RunPayload, *, reads: Sequence[str] = (), writes: Sequence[str] = ()
+) -> Iterator[Path]:
+    with opened(run.work_uri, load_settings(), reads=reads, writes=writes) as folder:
+        yield folder
+
+
+def _config(folder: Path) -> PipelineConfig:
+    path = folder / CONFIG
+    return PipelineConfig.from_toml(path if path.is_file() else None)
+
+
+def _link(run: RunPayload, folder: Path, path: Path) -> str:
+    """Where people open a file the step wrote: the local file, or its work URI."""
+    if is_local(run.work_uri):
+        return path.resolve().as_uri()
+    return f"{run.work_uri}/{path.relative_to(folder).as_posix()}"
+
+
+def work_folder(settings: Settings, dag_run_id: str) -> Path | None:
+    """The local folder of a run's work storage (None when it is remote)."""
+    uri = run_uri(settings, dag_run_id)
+    return local_folder(uri) if is_local(uri) else None
 
 
 def validate_step(*, snapshot: str | None, config: str | None, dag_run_id: str) -> RunPayload:
@@ -135,59 +167,83 @@ def validate_step(*, snapshot: str | None, config: str | None, dag_run_id: str) 
             f"quarantined, e.g. {first.summary}; see {report.folder / 'result.json'}"
         )
     plan = plan_training(path, cfg.train)
-    folder = work_dir(settings, dag_run_id)
-    plan.save(folder)
+    uri = run_uri(settings, dag_run_id)
+    writes = ["plan.json", *([CONFIG] if config else [])]
+    with opened(uri, settings, writes=writes) as folder:
+        if config:
+            shutil.copyfile(config, folder / CONFIG)
+        if not is_local(uri):  # other workers cannot read this one's disk: the run's copy
+            publish_tree(uri, settings, SNAPSHOT, Path(plan.snapshot_path))
+            plan = replace(plan, snapshot_path=SNAPSHOT)  # relative: inside the run
+        plan.save(folder)
     return RunPayload(
-        work_dir=str(folder),
-        snapshot=plan.snapshot_path,
+        work_uri=uri,
+        snapshot=str(path),
         snapshot_id=plan.snapshot_id,
         until=plan.until.isoformat(),
         config=config or "",
     )
 
 
+def _snapshot_parts(run: RunPayload) -> list[str]:
+    """The plan, and the run's copy of the snapshot when the work storage is remote."""
+    return ["plan.json", *([] if is_local(run.work_uri) else [SNAPSHOT])]
+
+
+def _snapshot(folder: Path) -> str:
+    return TrainingPlan.load(folder).snapshot_path
+
+
 def features_step(run: RunPayload) -> RunPayload:
-    seconds = prepare_features(TrainingPlan.load(run.folder), run.folder)
+    with _work(run, reads=_snapshot_parts(run), writes=["features"]) as folder:
+        seconds = prepare_features(TrainingPlan.load(folder), folder)
     return replace(run, features_seconds=round(seconds, 1))
 
 
 def materialize_step(run: RunPayload) -> RunPayload:
     # the run's own features, published to the one online store
-    rows = materialize(load_settings(), source=run_features(run.folder))["rows"]
+    with _work(run, reads=["features"]) as folder:
+        rows = materialize(load_settings(), source=run_features(folder))["rows"]
     return replace(run, online_rows=dict(rows))
 
 
 def candidates_step(run: RunPayload) -> RunPayload:
-    train_candidates(work_dir=run.folder, settings=load_settings())
+    with _work(run, reads=[*_snapshot_parts(run), "features"], writes=["stage"]) as folder:
+        train_candidates(work_dir=folder, settings=load_settings())
     return run
 
 
 def ranker_step(run: RunPayload) -> RunPayload:
-    metrics = train_ranker(work_dir=run.folder)
+    with _work(run, reads=["plan.json", "stage"], writes=["ranker"]) as folder:
+        metrics = train_ranker(work_dir=folder)
     return replace(run, validation_ndcg=round(next(iter(metrics.values())), 4))
 
 
 def register_step(run: RunPayload) -> RunPayload:
     """Register the challenger in the run's MLflow parent run (tags dag_id and run_id)."""
-    out = register_challenger(
-        work_dir=run.folder, settings=load_settings(), feature_seconds=run.features_seconds
-    )
+    with _work(run, reads=["plan.json", "ranker"]) as folder:
+        out = register_challenger(
+            work_dir=folder, settings=load_settings(), feature_seconds=run.features_seconds
+        )
     return replace(run, version=out.version, model_uri=out.uri, mlflow_run_id=out.run_id)
 
 
 def evaluate_step(run: RunPayload) -> RunPayload:
     """Evaluate the challenger against the champion; the summary is the review's body."""
     settings = load_settings()
-    result = evaluate(
-        model_uri=run.model_uri,
-        snapshot_uri=run.snapshot,
-        settings=settings,
-        cfg=PipelineConfig.from_toml(run.config).evaluate,
-        out_dir=run.folder / "evaluation",
-    )
-    summary = (result.out_dir / "summary.md").read_text()
+    reads = run.reads(*_snapshot_parts(run))
+    with _work(run, reads=reads, writes=["evaluation"]) as folder:
+        result = evaluate(
+            model_uri=run.model_uri,
+            snapshot_uri=_snapshot(folder),
+            settings=settings,
+            cfg=_config(folder).evaluate,
+            out_dir=folder / "evaluation",
+        )
+        summary = (result.out_dir / "summary.md").read_text()
+        report = _link(run, folder, result.out_dir / "report.html")
     links = (
-        f"\n\nReport: {(result.out_dir / 'report.html').resolve().as_uri()}\n"
+        f"\n\nReport: {report}\n"
         f"MLflow run: {run.mlflow_run_id} (experiment shopml-recommender, "
         f"tracking {redact(settings.mlflow_tracking_uri)})\n"
     )
@@ -195,7 +251,7 @@ def evaluate_step(run: RunPayload) -> RunPayload:
         run,
         blessed=result.blessed,
         summary=summary + links,
-        report=str(result.out_dir / "report.html"),
+        report=report,
         eval_set_hash=result.eval_set.hash,
     )
 
@@ -225,8 +281,9 @@ def notify_step(result: PromotionResult) -> str:
 # ----------------------------------------------------------------------------- search
 
 
-def _search_dir(run: RunPayload, name: str) -> Path:
-    return run.folder / "search" / name
+PREPARED, SEARCH_MODEL_DIR, SEARCH_EVALUATION = (
+    "search/prepared", "search/model", "search/evaluation",
+)  # fmt: skip
 
 
 def search_index_step(run: RunPayload) -> RunPayload:
@@ -234,8 +291,9 @@ def search_index_step(run: RunPayload) -> RunPayload:
     (``[search]`` of the run's config); saved to the run's ``search/prepared``."""
     from pipelines.search.model import prepare
 
-    cfg = PipelineConfig.from_toml(run.config).search.search
-    prepare(run.snapshot, cfg).save(_search_dir(run, "prepared"), overwrite=True)
+    with _work(run, reads=run.reads(*_snapshot_parts(run)), writes=[PREPARED]) as folder:
+        cfg = _config(folder).search.search
+        prepare(_snapshot(folder), cfg).save(folder / PREPARED, overwrite=True)
     return run
 
 
@@ -243,9 +301,11 @@ def search_ranker_step(run: RunPayload) -> RunPayload:
     """Fit the search re-ranker on the prepared index; saved to the run's ``search/model``."""
     from pipelines.search.model import SearchModel, fit
 
-    cfg = PipelineConfig.from_toml(run.config).search.search
-    model = fit(SearchModel.load(_search_dir(run, "prepared")), run.snapshot, cfg)
-    model.save(_search_dir(run, "model"), overwrite=True)
+    reads = run.reads(*_snapshot_parts(run), PREPARED)
+    with _work(run, reads=reads, writes=[SEARCH_MODEL_DIR]) as folder:
+        cfg = _config(folder).search.search
+        model = fit(SearchModel.load(folder / PREPARED), _snapshot(folder), cfg)
+        model.save(folder / SEARCH_MODEL_DIR, overwrite=True)
     return run
 
 
@@ -253,8 +313,8 @@ def search_register_step(run: RunPayload) -> RunPayload:
     """Register the run's search model as the next ``shopml-search`` challenger."""
     from pipelines.search.model import SearchModel
 
-    model = SearchModel.load(_search_dir(run, "model"))
-    out = register_search(model, settings=load_settings())
+    with _work(run, reads=[SEARCH_MODEL_DIR]) as folder:
+        out = register_search(SearchModel.load(folder / SEARCH_MODEL_DIR), settings=load_settings())
     return replace(run, search_version=out.version, search_model_uri=out.uri)
 
 
@@ -266,16 +326,19 @@ def search_evaluate_step(run: RunPayload) -> RunPayload:
     if not run.search_model_uri:
         raise ShopMLError("no search model in this run yet (register_search_challenger first)")
     settings = load_settings()
-    result = evaluate_search(
-        model_uri=run.search_model_uri,
-        snapshot_uri=run.snapshot,
-        settings=settings,
-        cfg=PipelineConfig.from_toml(run.config).search,
-        out_dir=_search_dir(run, "evaluation"),
-    )
-    summary = (result.out_dir / "summary.md").read_text()
+    reads = run.reads(*_snapshot_parts(run))
+    with _work(run, reads=reads, writes=[SEARCH_EVALUATION]) as folder:
+        result = evaluate_search(
+            model_uri=run.search_model_uri,
+            snapshot_uri=_snapshot(folder),
+            settings=settings,
+            cfg=_config(folder).search,
+            out_dir=folder / SEARCH_EVALUATION,
+        )
+        summary = (result.out_dir / "summary.md").read_text()
+        report = _link(run, folder, result.out_dir / "report.html")
     links = (
-        f"\n\nReport: {(result.out_dir / 'report.html').resolve().as_uri()}\n"
+        f"\n\nReport: {report}\n"
         f"MLflow: {run.search_model_uri} (experiment shopml-search, "
         f"tracking {redact(settings.mlflow_tracking_uri)})\n"
     )
@@ -283,7 +346,7 @@ def search_evaluate_step(run: RunPayload) -> RunPayload:
         run,
         search_blessed=result.blessed,
         search_summary=summary + links,
-        search_report=str(result.out_dir / "report.html"),
+        search_report=report,
     )
 
 

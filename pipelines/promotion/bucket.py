@@ -38,6 +38,18 @@ class Bucket(ABC):
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create ``key`` with ``data`` unless it exists; False when it already did."""
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload the file ``path`` as ``key``."""
+        self.put(key, path.read_bytes())
+
+    def get_file(self, key: str, path: Path) -> bool:
+        """Download ``key`` to the file ``path``; False when the key does not exist."""
+        data = self.get(key)
+        if data is None:
+            return False
+        write_bytes(path, data)
+        return True
+
     def exists(self, key: str) -> bool:
         return self.get(key) is not None
 
@@ -119,6 +131,26 @@ class S3Bucket(Bucket):
         ):
             out.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         return sorted(out)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self.client.upload_file(str(path), self.name, self._key(key))  # multipart when large
+
+    def get_file(self, key: str, path: Path) -> bool:
+        from botocore.exceptions import ClientError
+
+        tmp = temporary_name(path)
+        try:
+            self.client.download_file(self.name, self._key(key), str(tmp))
+        except ClientError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey"):
+                return False
+            raise
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(path)
+        return True
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         from botocore.exceptions import ClientError

@@ -63,6 +63,8 @@ class TrainingPlan:
             raise ShopMLError(f"{work_dir}: no training plan here (run train_candidates first)")
         body = read_json(path)
         body["until"] = datetime.fromisoformat(body["until"])
+        if not Path(body["snapshot_path"]).is_absolute():  # a copy inside the run's folder
+            body["snapshot_path"] = str(work_dir / body["snapshot_path"])
         return cls(**body)
 
     @property

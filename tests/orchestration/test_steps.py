@@ -25,7 +25,9 @@ from pipelines.orchestration.steps import (
     ranker_step,
     register_step,
     validate_step,
+    work_folder,
 )
+from pipelines.promotion.bucket import open_bucket
 from pipelines.promotion.promote import Review, ledger_entries, served_version
 from pipelines.registry.models import MODEL_NAME
 from pipelines.settings import load_settings
@@ -51,7 +53,9 @@ def _review(detail: object, run: str = "manual__1") -> Review:
 
 
 def test_the_payload_round_trips_through_xcom_and_refuses_strangers() -> None:
-    run = RunPayload(work_dir="/w", snapshot="/s", snapshot_id="abc", until="2026-01-01T00:00:00")
+    run = RunPayload(
+        work_uri="file:///w", snapshot="/s", snapshot_id="abc", until="2026-01-01T00:00:00"
+    )
     back = RunPayload.from_xcom(json.loads(json.dumps(run.to_xcom())))
     assert back == run
     with pytest.raises(ShopMLError, match=r"unknown payload field\(s\) \['versoin'\]"):
@@ -113,14 +117,50 @@ def test_the_pipeline_file_reaches_every_stage(tmp_path: Path) -> None:
         PipelineConfig.from_toml(path)
 
 
-@pytest.mark.slow
-def test_every_step_in_order_trains_evaluates_and_promotes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_embedded_run_works_in_its_folder_with_its_own_copy_of_the_config(
+    tmp_path: Path,
 ) -> None:
     snapshot = tmp_path / "shop"
     generate_shop(SHOP, out=snapshot)
     config = tmp_path / "pipeline.toml"
     config.write_text(PIPELINE)
+    run = validate_step(snapshot=str(snapshot), config=str(config), dag_run_id="manual__1")
+    settings = load_settings()
+    folder = settings.home / "runs" / "manual__1"
+    assert run.work_uri == folder.as_uri() and work_folder(settings, "manual__1") == folder
+    assert (folder / "plan.json").is_file() and run.config == str(config)
+    assert (folder / "config.toml").read_text() == config.read_text()
+    assert not (folder / "snapshot").exists()  # one machine: the snapshot is read in place
+    assert run.snapshot == str(snapshot)
+
+
+@pytest.mark.slow
+def test_every_step_on_another_worker_trains_evaluates_and_promotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3: str
+) -> None:
+    """Each step runs with a home of its own, as on Celery workers of different hosts: the
+    payload carries the run's work URI on S3, never a local folder, and the snapshot and
+    config file are gone from disk after validation (only the run's copies remain)."""
+    snapshot = tmp_path / "shop"
+    generate_shop(SHOP, out=snapshot)
+    config = tmp_path / "pipeline.toml"
+    config.write_text(PIPELINE)
+    shared = tmp_path / "services"  # what every worker reaches over the network
+    shared.mkdir()
+    for key, value in {
+        "SHOPML_WORK_URI": "s3://work/runs",
+        "SHOPML_SERVING_BUCKET_URI": "s3://serving/shopml",
+        "SHOPML_S3_ENDPOINT_URL": s3,
+        "SHOPML_MLFLOW_TRACKING_URI": f"sqlite:///{shared / 'mlflow.db'}",
+        "SHOPML_MLFLOW_ARTIFACT_ROOT": (shared / "artifacts").as_uri(),
+        "SHOPML_SIGNING_KEY_FILE": str(shared / "signing.key"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    homes: list[Path] = []
+
+    def on_worker() -> None:
+        homes.append(tmp_path / f"worker-{len(homes)}")
+        monkeypatch.setenv("SHOPML_HOME", str(homes[-1]))
 
     # what Airflow gives every task of run manual__1; the approval record is its HITL detail
     monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "shopml_retrain")
@@ -132,36 +172,60 @@ def test_every_step_in_order_trains_evaluates_and_promotes(
             return _review(record["detail"], run_id)
 
     monkeypatch.setattr("pipelines.orchestration.steps.service_client", lambda _: FakeAirflow())
+    on_worker()
     run = validate_step(snapshot=str(snapshot), config=str(config), dag_run_id="manual__1")
     result = json.loads((snapshot / "validation" / "result.json").read_text())
     assert result["status"] == "accepted" and result["config"]["category_kl_max"] == 0.3
-    settings = load_settings()
-    assert run.folder == settings.home / "runs" / "manual__1"
-    assert (run.folder / "plan.json").is_file() and run.config == str(config)
+    assert run.work_uri == "s3://work/runs/manual__1" and run.snapshot == str(snapshot)
+    keep = tmp_path / "kept"
+    snapshot.rename(keep)  # no later step may read the snapshot or config from this disk
+    config.unlink()
 
+    on_worker()
     run = features_step(run)
     assert run.features_seconds > 0
+    on_worker()
     run = materialize_step(run)
-    users = pd.read_parquet(snapshot / "users.parquet")
+    users = pd.read_parquet(keep / "users.parquet")
     signed_up = int((users["signup_ts"] < pd.Timestamp(run.until)).sum())
     assert run.online_rows["user_profile"] == signed_up  # everyone known at the training time
+    on_worker()
     run = candidates_step(run)
+    on_worker()
     run = ranker_step(run)
     assert run.validation_ndcg is not None and 0 < run.validation_ndcg <= 1
+    on_worker()
     run = register_step(run)
     assert run.version == 1 and run.model_uri == f"models:/{MODEL_NAME}/1"
+    on_worker()
     run = evaluate_step(run)
     assert run.blessed is True  # the file's permissive gate
-    assert run.summary.startswith("#") and "Report: file://" in run.summary
+    assert "Report: s3://work/runs/manual__1/evaluation/report.html" in run.summary
     assert len(run.eval_set_hash) == 64
+    assert all(not any((h / "scratch").iterdir()) for h in homes)  # scratch cleaned each time
+    parts = open_bucket("s3://work/runs/manual__1", s3).keys("_parts")
+    assert parts == [
+        f"_parts/{p}.json"
+        for p in (
+            "config.toml",
+            "evaluation",
+            "features",
+            "plan.json",
+            "ranker",
+            "snapshot",
+            "stage",
+        )
+    ]
 
     # through XCom and back, as Airflow passes it to the next task
     run = RunPayload.from_xcom(json.loads(json.dumps(run.to_xcom())))
+    on_worker()
+    settings = load_settings()
     # await_review marked success without an answer: nothing is promoted
     record["detail"] = {**HITL, "response_received": False, "responded_by_user": None}
     with pytest.raises(ShopMLError, match="has no answer from a reviewer"):
         promote_step(run, "manual__1")
-    assert served_version(load_settings(), MODEL_NAME) is None
+    assert served_version(settings, MODEL_NAME) is None
     record["detail"] = HITL
     promoted = promote_step(run, "manual__1")
     assert promoted == PromotionResult(

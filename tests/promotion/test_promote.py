@@ -9,7 +9,6 @@ import hashlib
 import json
 import shutil
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -423,28 +422,6 @@ def test_a_damaged_or_deleted_ledger_is_never_read_as_empty(models: Models, tmp_
 
 
 # ----------------------------------------------------------------------------- S3
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="serving")
-        yield endpoint
-    finally:
-        server.stop()
 
 
 def test_promote_to_s3_served_by_moto(models: Models, s3: str) -> None:

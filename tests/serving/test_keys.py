@@ -51,13 +51,15 @@ def test_embedded_keys_are_generated_once_production_never(tmp_path: Path) -> No
     assert ensure_default_keys(settings) == {}  # keys exist: nothing new
     prod = load_settings(
         {"SHOPML_HOME": str(tmp_path / "p"), "SHOPML_ENV": "production",
-         "SHOPML_MLFLOW_TRACKING_URI": "http://m", "SHOPML_SERVING_BUCKET_URI": "s3://b/p"}
+         "SHOPML_MLFLOW_TRACKING_URI": "http://m", "SHOPML_SERVING_BUCKET_URI": "s3://b/p",
+         "SHOPML_WORK_URI": "s3://b/w"}
     )  # fmt: skip
     assert ensure_default_keys(prod) == {}
     res = runner.invoke(
         app, ["serve", "--port", "1"],
         env={**ENV, "SHOPML_HOME": str(tmp_path / "p"), "SHOPML_ENV": "production",
-             "SHOPML_MLFLOW_TRACKING_URI": "http://m", "SHOPML_SERVING_BUCKET_URI": "s3://b/p"},
+             "SHOPML_MLFLOW_TRACKING_URI": "http://m", "SHOPML_SERVING_BUCKET_URI": "s3://b/p",
+             "SHOPML_WORK_URI": "s3://b/w"},
     )  # fmt: skip
     assert res.exit_code == 2 and "no serving API keys" in res.output
 
