@@ -49,6 +49,17 @@ class Settings:
     airflow_home: Path
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
+    # Challengers are registered into "<model>-candidates" and promotion copies the approved
+    # version into "<model>" (production default): the account that registers versions
+    # then needs no EDIT on the served model, which is what lets it move "champion"
+    # (docs/operations.md). Off (embedded default): challengers are versions of the model.
+    registry_candidates: bool
+    # The MLflow account promotion and rollback move "champion" with (a tracking server with
+    # MLflow's basic-auth app); its password from SHOPML_MLFLOW_PROMOTER_PASSWORD or this
+    # JSON file {login: password} (0600). Neither set: promotion uses the process's own
+    # MLflow credentials, if any (the embedded store has none).
+    mlflow_promoter_user: str
+    mlflow_promoter_password_file: Path
     serving_bucket_uri: str
     # Where a retrain run's steps leave their files for the next step (file:// or s3://):
     # the payload between tasks names this, never a local folder, so a step may run on
@@ -209,8 +220,18 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         mlflow_tracking_uri=str(
             values.get("mlflow_tracking_uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}")
         ),
+        # production: "" = the tracking server's own --artifacts-destination, proxied (what
+        # its basic-auth app can authorise: <experiment id>/<run id>/artifacts/...)
         mlflow_artifact_root=str(
-            values.get("mlflow_artifact_root", (mlflow_dir / "artifacts").as_uri())
+            values.get(
+                "mlflow_artifact_root",
+                "" if profile == "production" else (mlflow_dir / "artifacts").as_uri(),
+            )
+        ),
+        registry_candidates=_flag(values, "registry_candidates", profile == "production"),
+        mlflow_promoter_user=str(values.get("mlflow_promoter_user", "shopml-promoter")),
+        mlflow_promoter_password_file=path_of(
+            "mlflow_promoter_password_file", home / "secrets" / "mlflow-promoter.json"
         ),
         serving_bucket_uri=str(values.get("serving_bucket_uri", (home / "bucket").as_uri())),
         work_uri=_work_uri(str(values.get("work_uri") or (home / "runs").as_uri())),
@@ -235,6 +256,18 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         serving_precomputed_shoppers=precomputed,
         config_file=config_path,
     )
+
+
+def _flag(values: Mapping[str, Any], name: str, default: bool) -> bool:
+    raw = values.get(name, default)
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: use true or false")
 
 
 def _work_uri(uri: str) -> str:

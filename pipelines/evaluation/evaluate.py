@@ -52,6 +52,7 @@ from pipelines.registry.models import (
     bundle_path,
     log_evaluation,
     resolve,
+    served_name,
 )
 from pipelines.settings import Settings, check_tables, config_section
 from pipelines.validation.validate import ensure_validated
@@ -279,8 +280,9 @@ def run_context() -> dict[str, Any]:
 
 
 def _registry_champion(ref: Any, settings: Settings) -> Any:
-    name = ref.name or MODEL_NAME
-    return alias_version(name, CHAMPION, settings)
+    """The champion of the served model ``ref`` is a challenger of (its own name, or the
+    name without ``-candidates``)."""
+    return alias_version(served_name(ref.name or MODEL_NAME), CHAMPION, settings)
 
 
 def _default_out(settings: Settings, ref: Any, es: EvalSet) -> Path:

@@ -49,7 +49,14 @@ from pipelines.evaluation.report import MARK
 from pipelines.evaluation.search_benchmark import HEAD_MIN, bm25_baseline
 from pipelines.io import folder_digest, sha256_file, write_json, write_text
 from pipelines.ranking.metrics import per_user
-from pipelines.registry.models import CHAMPION, ModelRef, alias_version, log_evaluation, resolve
+from pipelines.registry.models import (
+    CHAMPION,
+    ModelRef,
+    alias_version,
+    log_evaluation,
+    resolve,
+    served_name,
+)
 from pipelines.registry.search import SEARCH_EXPERIMENT, SEARCH_MODEL, search_path
 from pipelines.registry.tracking import configure
 from pipelines.search.config import SearchConfig
@@ -523,7 +530,7 @@ def _resolve(uri: str, settings: Settings) -> ModelRef:
         return ModelRef(uri=uri, name=None, version=None)
     configure(settings, SEARCH_EXPERIMENT)
     ref = resolve(uri, settings)
-    if ref.name not in (None, SEARCH_MODEL):
+    if ref.name is not None and served_name(ref.name) != SEARCH_MODEL:
         raise ShopMLError(f"{uri} is a {ref.name} model, not a {SEARCH_MODEL} one")
     return ref
 

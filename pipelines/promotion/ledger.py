@@ -27,7 +27,7 @@ from pipelines.promotion.layout import json_object
 LEDGER_FIELDS = (
     "seq", "prev_sha256", "action", "model", "version", "previous_version", "approved_by",
     "approved_at", "requested_by", "comment", "reason", "time", "verdict_sha256",
-    "report_sha256", "manifest_sha256", "snapshot_id", "dag_run",
+    "report_sha256", "manifest_sha256", "snapshot_id", "dag_run", "source",
 )  # fmt: skip
 _ENTRY = re.compile(r"^(\d{8})\.json$")
 _MAX_RACES = 20

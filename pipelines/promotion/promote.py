@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -42,9 +43,15 @@ from pipelines.promotion.bucket import Bucket, open_bucket
 from pipelines.promotion.verify import UNFINISHED, Verification, verify_model
 from pipelines.recommender.bundle import Recommender
 from pipelines.recommender.rows import STORE_ITEM_FEATURES, STORE_USER_FEATURES
-from pipelines.registry.models import CHAMPION, MODEL_NAME, bundle_path, tag_version
+from pipelines.registry.models import (
+    CHAMPION,
+    MODEL_NAME,
+    bundle_path,
+    registered_name,
+    tag_version,
+)
 from pipelines.registry.search import SEARCH_MODEL
-from pipelines.registry.tracking import configure, mlflow_module, quiet_mlflow
+from pipelines.registry.tracking import as_promoter, configure, mlflow_module, quiet_mlflow
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -243,14 +250,15 @@ def check_verdict(verdict: SignedVerdict, review: Review, served: int | None) ->
 
 
 def _stage(
-    name: str, version: int, verdict: SignedVerdict, settings: Settings, out: Path
+    name: str, source: str, verdict: SignedVerdict, settings: Settings, out: Path
 ) -> dict[str, Any]:
-    """Gather the files of one version into ``out``; return the manifest's metadata."""
-    bundle = bundle_path(f"models:/{name}/{version}", settings, out / "_model")
+    """Gather the files of the registered version ``source`` (``models:/NAME/VERSION``)
+    served as model ``name`` into ``out``; return the manifest's metadata."""
+    bundle = bundle_path(source, settings, out / "_model")
     expected = verdict.body["model"].get("bundle_sha256")
     if folder_digest(bundle) != expected:
         raise ShopMLError(
-            f"the bundle of {name} version {version} in MLflow is not the one its verdict "
+            f"the bundle of {source} in MLflow is not the one its verdict "
             "scored (artifacts changed after the evaluation); it is not promoted"
         )
     shutil.copytree(bundle, out / layout.BUNDLE)
@@ -323,7 +331,7 @@ def _finish(bucket: Bucket, name: str, entry: ledger.Entry, settings: Settings) 
     if manifest is None or sha256_json(manifest) != entry.body.get("manifest_sha256"):
         raise ShopMLError(f"{name} version {entry.version} does not verify; not served")
     _point(bucket, name, manifest, entry)
-    _client(settings).set_registered_model_alias(name, CHAMPION, str(entry.version))
+    _write(_client(settings).set_registered_model_alias, name, CHAMPION, str(entry.version))
 
 
 def served_model(name: str | None) -> str:
@@ -337,12 +345,72 @@ def served_model(name: str | None) -> str:
 def promote(
     *, version: int, settings: Settings, review: Review, name: str | None = None
 ) -> Outcome:
-    """Serve ``version`` once every proof holds (module docstring)."""
+    """Serve the registered challenger ``version`` once every proof holds (module
+    docstring). With ``registry_candidates``, ``version`` is a version of
+    ``<name>-candidates``: once proven it is copied into ``name`` as the promoter account
+    (a retry finds the copy it made), and the bucket, ledger and alias use the copy's
+    number. The outcome's version is the served model's."""
     name = served_model(name)
+    source = registered_name(name, settings)
+    with as_promoter(settings):
+        if source == name:
+            return _promote(name, version, settings, review, source, version)
+        client = _client(settings)
+        copied = _copy_of(client, name, source, version)
+        if copied is None:  # prove before anything enters the served model
+            bucket = _bucket(settings)
+            state = verify_model(bucket, name, versions=[])
+            state.require_intact(f"promoting {source} version {version}")
+            check_review(review, settings, version=version, name=name)
+            served = None if state.pointer is None else int(state.pointer["version"])
+            mv = _version(client, source, version)
+            with tempfile.TemporaryDirectory(prefix="shopml-promote-") as tmp:
+                verdict = load_verdict(mv, source, version, settings, Path(tmp) / "evaluation")
+                check_verdict(verdict, review, served)
+            copied = int(
+                _write(client.copy_model_version, f"models:/{source}/{version}", name).version
+            )
+            log.info("copied %s version %d to %s version %d", source, version, name, copied)
+        return _promote(name, copied, settings, review, source, version)
+
+
+def _copy_of(client: Any, name: str, source: str, version: int) -> int | None:
+    """The version of ``name`` copied from ``source`` ``version`` (MLflow records the copy's
+    source as ``models:/SOURCE/VERSION``), or None."""
+    uri = f"models:/{source}/{version}"
+    found = [
+        int(mv.version)
+        for mv in client.search_model_versions(f"name = '{name}'")
+        if mv.source == uri
+    ]
+    return min(found) if found else None
+
+
+def _write(call: Any, *args: Any) -> Any:
+    """An MLflow registry write; refused permission becomes a message naming the account."""
+    try:
+        return call(*args)
+    except Exception as exc:  # MlflowException with PERMISSION_DENIED / 403
+        text = str(exc)
+        if "PERMISSION_DENIED" in text or "403" in text or "Permission denied" in text:
+            who = os.environ.get("MLFLOW_TRACKING_USERNAME") or "this process's MLflow account"
+            raise ShopMLError(
+                f"MLflow refused {who} the registry write ({text.splitlines()[0]}); promotion "
+                "and rollback move 'champion' as the promoter account: configure "
+                "mlflow_promoter_user and its password (docs/operations.md)"
+            ) from exc
+        raise
+
+
+def _promote(
+    name: str, version: int, settings: Settings, review: Review, source: str, source_version: int
+) -> Outcome:
+    """Serve ``version`` of ``name``, registered as ``source`` ``source_version`` (the same
+    model and number without registry_candidates)."""
     bucket = _bucket(settings)
     state = verify_model(bucket, name, versions=[version], pending=version)
     state.require_intact(f"promoting {name} version {version}")
-    check_review(review, settings, version=version, name=name)
+    check_review(review, settings, version=source_version, name=name)
     served = None if state.pointer is None else int(state.pointer["version"])
     head = state.head
     if (
@@ -354,7 +422,7 @@ def promote(
         if any(p.kind == UNFINISHED for p in state.problems):  # interrupted after the entry
             _finish(bucket, name, head, settings)
             return Outcome("promote", version, head.body.get("previous_version"), True, head.body)
-        _client(settings).set_registered_model_alias(name, CHAMPION, str(version))
+        _write(_client(settings).set_registered_model_alias, name, CHAMPION, str(version))
         log.info("%s version %d is already served; nothing to do", name, version)
         return Outcome("promote", version, head.body.get("previous_version"), False, None)
     if served == version:
@@ -362,15 +430,15 @@ def promote(
         log.info("%s version %d is already served; nothing to do", name, version)
         return Outcome("promote", version, previous, False, None)
     client = _client(settings)
-    mv = _version(client, name, version)
+    mv = _version(client, source, source_version)
     with tempfile.TemporaryDirectory(prefix="shopml-promote-") as tmp:
-        verdict = load_verdict(mv, name, version, settings, Path(tmp) / "evaluation")
+        verdict = load_verdict(mv, source, source_version, settings, Path(tmp) / "evaluation")
         check_verdict(verdict, review, served)
         manifest = layout.verify_version(bucket, name, version)
         if manifest is None:
             staged = Path(tmp) / "version"
             staged.mkdir()
-            meta = _stage(name, version, verdict, settings, staged)
+            meta = _stage(name, f"models:/{source}/{source_version}", verdict, settings, staged)
             _upload(bucket, name, version, staged, meta)
             manifest = layout.verify_version(bucket, name, version)
             if manifest is None:
@@ -399,6 +467,7 @@ def promote(
             "manifest_sha256": sha256_json(manifest),
             "snapshot_id": manifest.get("snapshot_id"),
             "dag_run": review.dag_run,
+            **({"source": f"{source}/{source_version}"} if source != name else {}),
         },
     )
     _finish(bucket, name, entry, settings)
@@ -432,7 +501,18 @@ def rollback(
 ) -> Outcome:
     """Serve an earlier promoted ``to_version`` again: ledger entry, pointer, alias.
     ``requested_by`` is the authenticated login that asked (the DAG run's triggering user)."""
-    name = served_model(name)
+    with as_promoter(settings):
+        return _rollback(to_version, reason, settings, requested_by, served_model(name), dag_run)
+
+
+def _rollback(
+    to_version: int,
+    reason: str,
+    settings: Settings,
+    requested_by: str,
+    name: str,
+    dag_run: str | None,
+) -> Outcome:
     if len(reason.strip()) < 3:
         raise ShopMLError("a rollback needs a reason (at least 3 characters)")
     if not requested_by:

@@ -26,7 +26,7 @@ from pipelines.recommender.plan import (
     train_ranker,
 )
 from pipelines.recommender.train import TrainResult
-from pipelines.registry.models import MODEL_NAME, log_bundle, tag_version
+from pipelines.registry.models import MODEL_NAME, log_bundle, registered_name, tag_version
 from pipelines.registry.tracking import configure, flatten, mlflow_module, run_tags
 from pipelines.settings import Settings
 
@@ -88,9 +88,9 @@ def register_challenger(
         }
         active = np.flatnonzero(rec.ctx.history.user_events > 0)[:5]
         examples = [str(u) for u in rec.ctx.user_ids[active]] or [str(rec.ctx.user_ids[0])]
-        registered = log_bundle(rec, examples)
+        registered = log_bundle(rec, examples, register_as=registered_name(MODEL_NAME, settings))
         tag_version(
-            MODEL_NAME,
+            registered.name,
             registered.version,
             {
                 "snapshot_id": plan.snapshot_id,
@@ -105,9 +105,9 @@ def register_challenger(
         snapshot_id=plan.snapshot_id,
         until=until,
         result=result,
-        model_name=MODEL_NAME,
+        model_name=registered.name,
         version=registered.version,
-        uri=f"models:/{MODEL_NAME}/{registered.version}",
+        uri=registered.uri,
         run_id=registered.run_id,
         seconds=0.0,
     )

@@ -30,6 +30,18 @@ MODEL_NAME = "shopml-recommender"
 CHALLENGER = "challenger"
 CHAMPION = "champion"  # moved only by promotion
 MODEL_ARTIFACT = "recommender"
+CANDIDATES = "-candidates"  # the suffix of the model challengers go to (registry_candidates)
+
+
+def registered_name(name: str, settings: Settings) -> str:
+    """The registered model that challengers of the served model ``name`` are versions of:
+    ``<name>-candidates`` with the setting ``registry_candidates``, else ``name`` itself."""
+    return f"{name}{CANDIDATES}" if settings.registry_candidates else name
+
+
+def served_name(name: str) -> str:
+    """The served model a registered model's versions are challengers of."""
+    return name.removesuffix(CANDIDATES)
 
 
 @dataclass(frozen=True)

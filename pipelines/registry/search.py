@@ -16,7 +16,13 @@ from typing import Any
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from pipelines.registry.models import CHALLENGER, Registered, bundle_path, tag_version
+from pipelines.registry.models import (
+    CHALLENGER,
+    Registered,
+    bundle_path,
+    registered_name,
+    tag_version,
+)
 from pipelines.registry.pyfunc import requirements
 from pipelines.registry.tracking import configure, flatten, mlflow_module, quiet_mlflow, run_tags
 from pipelines.search.model import SearchModel, answer_frame
@@ -96,6 +102,7 @@ def register_search(
             if isinstance(info.get(k), int | float)
         }
         mlflow.log_metrics(metrics)
+        target = registered_name(SEARCH_MODEL, settings)
         with tempfile.TemporaryDirectory(prefix="shopml-search-") as tmp:
             folder = model.save(Path(tmp) / "bundle")
             with quiet_mlflow():
@@ -105,13 +112,13 @@ def register_search(
                     artifacts={"bundle": str(folder)},
                     pip_requirements=requirements(),
                     signature=signature,
-                    registered_model_name=SEARCH_MODEL,
+                    registered_model_name=target,
                 )
         version = int(logged.registered_model_version)
         client = mlflow.MlflowClient()
-        client.set_registered_model_alias(SEARCH_MODEL, CHALLENGER, str(version))
+        client.set_registered_model_alias(target, CHALLENGER, str(version))
         tag_version(
-            SEARCH_MODEL,
+            target,
             version,
             {
                 "snapshot_id": snapshot_id,
@@ -121,9 +128,9 @@ def register_search(
             },
         )
         registered = Registered(
-            name=SEARCH_MODEL,
+            name=target,
             version=version,
-            uri=f"models:/{SEARCH_MODEL}/{version}",
+            uri=f"models:/{target}/{version}",
             run_id=run.info.run_id,
             experiment_id=run.info.experiment_id,
         )

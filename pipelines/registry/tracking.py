@@ -7,6 +7,7 @@ for the ranker (:mod:`pipelines.registry.challenger`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -19,6 +20,7 @@ from typing import Any
 
 import mlflow
 
+from pipelines.errors import ShopMLError
 from pipelines.io import file_lock, sha256_json
 from pipelines.settings import Settings
 
@@ -56,11 +58,18 @@ def configure(settings: Settings, experiment: str = EXPERIMENT) -> str:
     return exp_id
 
 
+def experiment_location(settings: Settings, experiment: str) -> str | None:
+    """Where a new experiment keeps its artifacts: under ``mlflow_artifact_root``, or the
+    tracking server's default when that is empty (production: proxied artifacts)."""
+    root = settings.mlflow_artifact_root.rstrip("/")
+    return f"{root}/{experiment}" if root else None
+
+
 def _experiment(mlflow: Any, settings: Settings, experiment: str) -> str:
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        location = f"{settings.mlflow_artifact_root.rstrip('/')}/{experiment}"
+        location = experiment_location(settings, experiment)
         exp_id = str(client.create_experiment(experiment, artifact_location=location))
     else:
         exp_id = str(exp.experiment_id)
@@ -173,3 +182,43 @@ def quiet_mlflow() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@contextmanager
+def as_promoter(settings: Settings) -> Iterator[str | None]:
+    """MLflow calls inside the block run as the promoter account (``mlflow_promoter_user``,
+    its password from ``SHOPML_MLFLOW_PROMOTER_PASSWORD`` or ``mlflow_promoter_password_file``,
+    which must be 0600); yields the login, or None when no promoter password is configured
+    (the calls then use the process's own credentials, if any)."""
+    user = settings.mlflow_promoter_user
+    password = os.environ.get("SHOPML_MLFLOW_PROMOTER_PASSWORD")
+    path = settings.mlflow_promoter_password_file
+    if not password and path.is_file():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ShopMLError(
+                f"{path} holds the MLflow promoter's password but is mode {mode:o}; "
+                f"only its owner may read it (chmod 600 {path})"
+            )
+        try:
+            password = json.loads(path.read_text()).get(user)
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ShopMLError(f"cannot read the password of {user!r} from {path}: {exc}") from exc
+        if not password:
+            raise ShopMLError(f"{path} holds no password for the MLflow account {user!r}")
+    if not password:
+        yield None
+        return
+    saved = {k: os.environ.get(k) for k in _CREDENTIALS}
+    os.environ.update(dict(zip(_CREDENTIALS, (user, str(password)), strict=True)))
+    try:
+        yield user
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
