@@ -15,7 +15,10 @@ Only a challenger its gate blesses is put to a reviewer (`await_review`,
 `await_search_review`); an approval promotes that model to the serving bucket (manifest,
 pointer, ledger, MLflow alias); a rejection or no answer within the response time leaves
 its champion unchanged. One branch failing or rejected does not stop the other. Tasks run
-one at a time by default (`SHOPML_MAX_ACTIVE_TASKS`: the embedded stores are SQLite).
+one at a time by default (`SHOPML_MAX_ACTIVE_TASKS`: the embedded stores are SQLite). The
+heavy steps (features, candidates, rankers, search index) go to the Celery queue `training`
+and the pool `SHOPML_TRAINING_POOL` (default `default_pool`), so a worker that does not
+serve `training` never takes them.
 
 Params: `snapshot` (a snapshot folder; empty = the newest under `$SHOPML_HOME/snapshots`),
 `config` (a pipeline TOML file with `[train]`, `[evaluate]`, `[gate]`, ...; empty = defaults).
@@ -36,6 +39,9 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param,
 XCom = Any
 SNAPSHOT_ASSET = Asset(name="shopml-snapshot", uri="shopml://snapshots/latest")
 # Read at parse time from the environment only (no settings files, no connections).
+# The heavy steps: a worker serving the queue "training", and a pool that bounds how many
+# run at once across the cluster (the LocalExecutor of the embedded stack ignores queues).
+TRAINING = {"queue": "training", "pool": os.environ.get("SHOPML_TRAINING_POOL") or "default_pool"}
 ASSIGNED = [
     {"id": n.strip(), "name": n.strip()}
     for n in os.environ.get("SHOPML_REVIEWERS", "reviewer").split(",")
@@ -85,7 +91,7 @@ def shopml_retrain() -> None:
             dag_run_id=context["run_id"],
         ).to_xcom()
 
-    @task
+    @task(**TRAINING)
     def build_features(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, features_step
         from pipelines.orchestration.tasks import run_step
@@ -99,14 +105,14 @@ def shopml_retrain() -> None:
 
         return run_step(materialize_step, RunPayload.from_xcom(info)).to_xcom()
 
-    @task
+    @task(**TRAINING)
     def train_candidates(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, candidates_step
         from pipelines.orchestration.tasks import run_step
 
         return run_step(candidates_step, RunPayload.from_xcom(info)).to_xcom()
 
-    @task
+    @task(**TRAINING)
     def train_ranker(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, ranker_step
         from pipelines.orchestration.tasks import run_step
@@ -161,14 +167,14 @@ def shopml_retrain() -> None:
 
         return run_step(notify_step, PromotionResult.from_xcom(result))
 
-    @task(retries=0)  # no retry: a second try would build the same index again
+    @task(retries=0, **TRAINING)  # no retry: a second try would build the same index again
     def build_search_index(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, search_index_step
         from pipelines.orchestration.tasks import run_step
 
         return run_step(search_index_step, RunPayload.from_xcom(info)).to_xcom()
 
-    @task
+    @task(**TRAINING)
     def train_search_ranker(info: XCom) -> XCom:
         from pipelines.orchestration.steps import RunPayload, search_ranker_step
         from pipelines.orchestration.tasks import run_step

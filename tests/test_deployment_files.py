@@ -135,10 +135,26 @@ def literal_uri_passwords(text: str) -> list[str]:
     return [p for p in found if p != REF_TOKEN and not re.fullmatch(r"<[^<>]+>", p)]
 
 
+# Read by dags/shopml_retrain.py when the DAG is parsed (environment only, not settings).
+DAG_PARSE_VARIABLES = {"SHOPML_MAX_ACTIVE_TASKS", "SHOPML_TRAINING_POOL"}
+
+
 def setting_names() -> set[str]:
-    return {"SHOPML_ENV", "SHOPML_CONFIG"} | {
-        f"SHOPML_{f.name.upper()}" for f in fields(Settings) if f.name not in ("env", "config_file")
-    }
+    return (
+        {"SHOPML_ENV", "SHOPML_CONFIG"}
+        | DAG_PARSE_VARIABLES
+        | {
+            f"SHOPML_{f.name.upper()}"
+            for f in fields(Settings)
+            if f.name not in ("env", "config_file")
+        }
+    )
+
+
+def test_the_dag_reads_its_parse_time_variables() -> None:
+    dag = (REPO / "dags" / "shopml_retrain.py").read_text()
+    for name in DAG_PARSE_VARIABLES:
+        assert f'os.environ.get("{name}"' in dag, f"dags/shopml_retrain.py does not read {name}"
 
 
 def sensitive(name: str) -> bool:
@@ -158,7 +174,7 @@ def test_compose_names_only_shopml_settings(compose: dict[str, Any]) -> None:
             for found in SHOPML_NAME.findall(var + " " + value):
                 assert found in known, (
                     f"{_rel(COMPOSE)}: service {name}, variable {var}: {found} is not "
-                    f"SHOPML_ENV, SHOPML_CONFIG or SHOPML_<a field of Settings>"
+                    f"SHOPML_ENV, SHOPML_CONFIG, a DAG parse-time variable or SHOPML_<a field of Settings>"
                 )
     for lineno, line in enumerate(COMPOSE.read_text().splitlines(), 1):
         for found in SHOPML_NAME.findall(line):

@@ -32,6 +32,7 @@ for dag_id, dag in bag.dags.items():
         "params": sorted(dag.params.keys()),
         "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries,
                               "downstream": sorted(t.downstream_task_ids),
+                              "queue": t.queue, "pool": t.pool,
                               "type": type(t).__name__} for t in dag.tasks},
         "timetable": type(dag.timetable).__name__,
     }
@@ -52,6 +53,7 @@ def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////nonexistent/dir/airflow.db",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "SHOPML_REVIEWERS": "alice, bob",
+        "SHOPML_TRAINING_POOL": "shopml_training",
     }
     proc = subprocess.run(
         [sys.executable, "-c", PARSE, str(REPO / "dags")],
@@ -109,6 +111,17 @@ def test_retrain_task_order_and_review(parsed: dict) -> None:
     assert tasks["promote_model"]["downstream"] == ["notify"]
     assert parsed["assigned"] == [{"id": "alice", "name": "alice"}, {"id": "bob", "name": "bob"}]
     assert parsed["defaults"] == ["Reject"]  # no answer in time = rejected
+
+
+def test_the_heavy_steps_go_to_the_training_queue_and_pool(parsed: dict) -> None:
+    tasks = parsed["dags"]["shopml_retrain"]["tasks"]
+    heavy = {
+        "build_features", "train_candidates", "train_ranker", "build_search_index",
+        "train_search_ranker",
+    }  # fmt: skip
+    for name, task in tasks.items():
+        expected = ("training", "shopml_training") if name in heavy else ("default", "default_pool")
+        assert (task["queue"], task["pool"]) == expected, name
 
 
 def test_retrain_runs_a_search_branch_with_its_own_gate_and_approval(parsed: dict) -> None:
