@@ -41,7 +41,10 @@ SNAPSHOT_ASSET = Asset(name="shopml-snapshot", uri="shopml://snapshots/latest")
 # Read at parse time from the environment only (no settings files, no connections).
 # The heavy steps: a worker serving the queue "training", and a pool that bounds how many
 # run at once across the cluster (the LocalExecutor of the embedded stack ignores queues).
-TRAINING = {"queue": "training", "pool": os.environ.get("SHOPML_TRAINING_POOL") or "default_pool"}
+TRAINING: dict[str, Any] = {
+    "queue": "training",
+    "pool": os.environ.get("SHOPML_TRAINING_POOL") or "default_pool",
+}
 ASSIGNED = [
     {"id": n.strip(), "name": n.strip()}
     for n in os.environ.get("SHOPML_REVIEWERS", "reviewer").split(",")

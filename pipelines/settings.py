@@ -90,6 +90,14 @@ class Settings:
     serving_events_dir: Path
     serving_feature_source: Literal["bundle", "online"]
     serving_precomputed_shoppers: int
+    # `shopml stack up --profile production` on one machine (pipelines/orchestration/
+    # production.py): the PostgreSQL server it creates its databases on
+    # (<stack_name>_airflow, _mlflow, _mlflow_auth), the Celery broker, and where the
+    # MLflow server keeps artifacts (its --artifacts-destination).
+    stack_name: str
+    stack_postgres_url: str
+    stack_broker_url: str
+    mlflow_artifacts_destination: str
     config_file: Path | None
 
     def describe(self) -> dict[str, str]:
@@ -254,8 +262,22 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         serving_events_dir=path_of("serving_events_dir", home / "serving" / "events"),
         serving_feature_source=feature_source,  # type: ignore[arg-type]  # checked above
         serving_precomputed_shoppers=precomputed,
+        stack_name=_identifier(str(values.get("stack_name", "shopml")), "stack_name"),
+        stack_postgres_url=str(
+            values.get("stack_postgres_url", "postgresql://postgres@127.0.0.1:5432")
+        ).rstrip("/"),
+        stack_broker_url=str(values.get("stack_broker_url", "redis://127.0.0.1:6379/1")),
+        mlflow_artifacts_destination=str(
+            values.get("mlflow_artifacts_destination", (mlflow_dir / "served-artifacts").as_uri())
+        ),
         config_file=config_path,
     )
+
+
+def _identifier(value: str, name: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", value):
+        raise ConfigError(f"{name}={value!r}: lower-case letters, digits and _ (a database prefix)")
+    return value
 
 
 def _flag(values: Mapping[str, Any], name: str, default: bool) -> bool:

@@ -164,6 +164,13 @@ def ensure_default_keys(settings: Settings) -> dict[str, Path]:
     generated keys: its operator adds them (``shopml serve keys add``)."""
     if settings.env != "embedded" or len(KeyRing.load(settings)):
         return {}
+    return generate_keys(settings)
+
+
+def generate_keys(settings: Settings) -> dict[str, Path]:
+    """A ``default`` client key and an ``admin`` key, each written to a 0600 file beside the
+    keys file (``serving-<scope>.key``); returns {scope: file}. For the embedded profile,
+    and for ``shopml stack init --profile production``, whose operator asked for a stack."""
     out = {}
     for scope, name in (("client", "default"), ("admin", "admin")):
         key = add_key(settings.serving_keys_file, name, scope)

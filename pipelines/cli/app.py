@@ -97,7 +97,7 @@ def main_options(
     handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
     handler.addFilter(NoInterruptTracebacks())
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
-    for noisy in ("great_expectations", "feast", "alembic", "urllib3", "botocore"):
+    for noisy in ("great_expectations", "feast", "alembic", "urllib3", "botocore", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
