@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # The stamp changes whenever the lock or the project metadata does, forcing a reinstall.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup browser demo up down test lint typecheck unit format lock bench clean
+.PHONY: setup browser demo up down up-production down-production test lint typecheck unit format lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; ShopML needs Python 3.11 (set PYTHON=...)"; exit 2; }
@@ -27,6 +27,12 @@ up: setup  ## start the embedded stack (Airflow on SQLite, LocalExecutor) and le
 
 down: setup  ## stop the stack `make up` started
 	$(BIN)/python -m pipelines.orchestration.demo down
+
+up-production: setup  ## the production shape on this machine (SHOPML_ENV=production and its settings: infra/README.md)
+	$(BIN)/shopml stack up --profile production
+
+down-production: setup  ## stop what `make up-production` started
+	$(BIN)/shopml stack down --profile production
 
 test: lint typecheck unit  ## everything CI runs
 

@@ -51,7 +51,11 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 TRAINING_POOL = "shopml_training"
-SECRETS = ("jwt_secret", "api_secret_key", "flask_secret", "mlflow_admin", "mlflow_pipeline")
+SECRETS = (
+    "jwt_secret", "api_secret_key", "flask_secret", "mlflow_admin", "mlflow_pipeline",
+    "mlflow_engineer",
+)  # fmt: skip
+ENGINEER = "engineer"  # the MLflow account of the stack's engineers (reads, logs runs)
 
 
 @dataclass(frozen=True)
@@ -385,7 +389,9 @@ def up(
                 {
                     PIPELINE_USER: keys["mlflow_pipeline"],
                     s.mlflow_promoter_user: keys["mlflow_promoter"],
+                    ENGINEER: keys["mlflow_engineer"],
                 },
+                engineers=[ENGINEER],
             ).__dict__
         start_serving(s, port=layout.serving_port, timeout=timeout)
         pgids["serving"] = json.loads(serving_state(s).read_text())["pgids"]["serving"]

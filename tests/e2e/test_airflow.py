@@ -1,8 +1,9 @@
 """A real Airflow (scheduler, API server, DAG processor, triggerer) on SQLite in a temporary
 home runs `shopml_retrain` on a small generated shop, both branches (recommender and
 search) each with its own approval: approval by the assigned reviewer only, promotion of
-both models, a rejected recommender beside an approved search model and the reverse, a
-corrupted snapshot, a forged approval, a rollback."""
+both models, a rejected recommender beside an approved search model, a corrupted snapshot,
+a forged recommender approval beside a rejected search model, a rollback of the search
+model."""
 
 from __future__ import annotations
 
@@ -322,28 +323,26 @@ def test_a_forged_approval_promotes_nothing(airflow: Airflow) -> None:
 
 
 def test_rollback_dag_repoints_and_records(airflow: Airflow) -> None:
-    run_id = airflow.trigger(airflow.settings.snapshots_dir / "shop")
-    search_before = airflow.pointer(SEARCH_MODEL)
-    done = airflow.answer(run_id, {"await_review": "Approve", "await_search_review": "Reject"})
-    assert done["run"]["state"] == "success"
-    # a rejected search challenger leaves the recommender's promotion untouched
-    assert done["states"]["promote_model"] == "success"
-    assert done["states"]["promote_search"] == "skipped"
-    assert airflow.pointer(SEARCH_MODEL) == search_before
+    """Roll the search model back from version 2 to 1 (both promoted by the runs above;
+    no new training run is needed)."""
     assert [e["version"] for e in airflow.ledger(SEARCH_MODEL)] == [1, 2]
-    promoted = airflow.champion()
-    assert promoted == 4  # version 2 was rejected, version 3's approval forged
+    assert airflow.champion(SEARCH_MODEL) == 2
+    recommender_before = airflow.pointer(MODEL_NAME)
     r = airflow.call(
         "POST", "/api/v2/dags/shopml_rollback/dagRuns",
-        json={"logical_date": None, "conf": {"version": 1, "reason": "drill", "requested_by": "ceo"}},
+        json={"logical_date": None, "conf": {
+            "version": 1, "reason": "drill", "model": SEARCH_MODEL, "requested_by": "ceo",
+        }},
     )  # fmt: skip
     assert r.status_code == 200, r.text
     done = airflow.wait(r.json()["dag_run_id"], _done, dag="shopml_rollback")
     assert done["run"]["state"] == "success", done["states"]
-    assert airflow.champion() == 1
-    bucket = airflow.settings.home / "bucket" / MODEL_NAME
+    assert airflow.champion(SEARCH_MODEL) == 1
+    bucket = airflow.settings.home / "bucket" / SEARCH_MODEL
     assert json.loads((bucket / "current.json").read_text())["version"] == 1
-    actions = [(e["action"], e["version"], e.get("reason")) for e in airflow.ledger()]
-    assert actions == [("promote", 1, None), ("promote", 4, None), ("rollback", 1, "drill")]
+    actions = [(e["action"], e["version"], e.get("reason")) for e in airflow.ledger(SEARCH_MODEL)]
+    assert actions == [("promote", 1, None), ("promote", 2, None), ("rollback", 1, "drill")]
     # who asked is the login that triggered the run, whatever the conf says
-    assert airflow.ledger()[-1]["requested_by"] == "engineer"
+    assert airflow.ledger(SEARCH_MODEL)[-1]["requested_by"] == "engineer"
+    assert airflow.pointer(MODEL_NAME) == recommender_before  # the other model is untouched
+    assert verify(airflow.settings, SEARCH_MODEL).ok

@@ -1,0 +1,269 @@
+"""The production shape, end to end, on this machine's PostgreSQL and Redis with S3 served by
+moto on loopback: `shopml stack up --profile production` (Airflow with the CeleryExecutor
+and two workers of their own homes, MLflow with basic auth, the serving API on S3), a
+retrain triggered over REST, its training steps run only by the worker serving `training`,
+approvals by the assigned reviewer (another login is refused), promotion of both models to
+the S3 bucket with `champion` moved by the promoter account, which an engineer's MLflow
+account cannot move, and the serving API answering with the promoted versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pipelines.data.generator import generate_shop
+from pipelines.errors import ShopMLError
+from pipelines.orchestration.airflow_api import AirflowClient
+from pipelines.orchestration.production import Layout, down, status, up
+from pipelines.promotion.promote import ledger_entries, promote
+from pipelines.registry.accounts import init_accounts
+from pipelines.settings import load_settings
+from tests.promotion.test_promote import review
+from tests.shops import LIGHT_TOML, SHOP
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.needs_postgres,
+    pytest.mark.needs_redis,
+]
+HEAVY = {"build_features", "train_candidates", "train_ranker", "build_search_index", "train_search_ranker"}  # fmt: skip
+CANDIDATES = "shopml-recommender-candidates"
+
+
+def _ports(n: int) -> list[int]:
+    """``n`` free ports, each with its next 4 free too (Airflow's log servers)."""
+    found: list[int] = []
+    while len(found) < n:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        try:
+            for k in range(5):
+                with socket.socket() as t:
+                    t.bind(("127.0.0.1", port + k))
+        except OSError:
+            continue
+        if all(abs(port - p) > 5 for p in found):
+            found.append(port)
+    return found
+
+
+def _services() -> None:
+    import psycopg2
+    import redis
+
+    try:
+        psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=2).close()
+    except psycopg2.Error as exc:
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({str(exc).strip()})")
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+    except redis.exceptions.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at 127.0.0.1:6379 ({exc})")
+
+
+def _drop_databases(prefix: str) -> None:
+    import psycopg2
+
+    con = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    con.autocommit = True
+    with con.cursor() as cur:
+        for part in ("airflow", "mlflow", "mlflow_auth"):
+            cur.execute(f'DROP DATABASE IF EXISTS "{prefix}_{part}" WITH (FORCE)')
+    con.close()
+
+
+@pytest.fixture
+def production(
+    tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Layout, dict[str, Any]]]:
+    _services()
+    airflow_port, mlflow_port, serving_port = _ports(3)
+    name = f"shopml_e2e_{os.getpid()}"
+    env = {
+        "SHOPML_ENV": "production",
+        "SHOPML_HOME": str(tmp_path / "home"),
+        "SHOPML_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        "SHOPML_AIRFLOW_API_URL": f"http://127.0.0.1:{airflow_port}",
+        "SHOPML_SERVING_BUCKET_URI": "s3://serving/shopml",
+        "SHOPML_WORK_URI": "s3://work/runs",
+        "SHOPML_MLFLOW_ARTIFACTS_DESTINATION": "s3://mlflow/artifacts",
+        "SHOPML_S3_ENDPOINT_URL": s3,
+        "SHOPML_STACK_NAME": name,
+        "SHOPML_STACK_BROKER_URL": "redis://127.0.0.1:6379/11",
+        "SHOPML_REDIS_URL": "redis://127.0.0.1:6379/12",
+        "SHOPML_REVIEWERS": "alice",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    import redis
+
+    for db in (11, 12):
+        redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+    _drop_databases(name)
+    layout = Layout.of(load_settings(), serving_port)
+    try:
+        info = up(layout, workers=2, reviewers="alice")
+        yield layout, info
+    finally:
+        down(layout)
+        _drop_databases(name)
+
+
+@contextmanager
+def account(user: str, password: str) -> Iterator[MlflowClient]:
+    """MLflow calls inside run as ``user`` (how a process picks its MLflow login)."""
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(dict(zip(keys, (user, password), strict=True)))
+    url = load_settings().mlflow_tracking_uri
+    try:
+        yield MlflowClient(url, url)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _wait(check: Any, what: str, timeout: float = 600) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_retrain_loop_in_the_production_shape(
+    production: tuple[Layout, dict[str, Any]], tmp_path: Path
+) -> None:
+    layout, info = production
+    settings = layout.settings
+    assert {h.component for h in status(layout) if h.running} == {
+        "mlflow", "scheduler", "dag-processor", "triggerer", "api-server", "worker-w1",
+        "worker-w2", "serving",
+    }  # fmt: skip
+    assert all(h.healthy is not False for h in status(layout))
+    secrets = json.loads(layout.secrets_file.read_text())
+    assert layout.secrets_file.stat().st_mode & 0o777 == 0o600
+    passwords = json.loads((settings.airflow_home / "passwords.json").read_text())
+    url = info["urls"]["airflow"]
+
+    snapshot = settings.snapshots_dir / "shop"
+    generate_shop(SHOP, out=snapshot)
+    config = tmp_path / "pipeline.toml"
+    config.write_text(LIGHT_TOML)
+    engineer = AirflowClient(url, "engineer", passwords["engineer"])
+    run = engineer.trigger("shopml_retrain", {"snapshot": str(snapshot), "config": str(config)})
+    run_id = run["dag_run_id"]
+    admin = AirflowClient(url, "admin", passwords["admin"])
+
+    def tasks() -> dict[str, dict[str, Any]]:
+        path = f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances"
+        return {t["task_id"]: t for t in admin._call("GET", path)["task_instances"]}
+
+    alice = AirflowClient(url, "alice", passwords["alice"])
+    for review_task in ("await_search_review", "await_review"):
+        _wait(lambda t=review_task: tasks()[t]["state"] == "awaiting_input", review_task)
+        with pytest.raises(ShopMLError, match="not a respondent"):  # another login: refused
+            engineer.answer(run_id, True, "not mine", task_id=review_task)
+        alice.answer(run_id, True, "looks right", task_id=review_task)
+    final = _wait(
+        lambda: (
+            (r := admin.dag_run("shopml_retrain", run_id))["state"] in ("success", "failed") and r
+        ),
+        "the run to finish",
+    )
+    found = tasks()
+    assert final["state"] == "success", {t: v["state"] for t, v in found.items()}
+
+    # which worker and queue ran each task, as Airflow recorded it
+    ran = {t: v for t, v in found.items() if v["state"] == "success"}
+    for task, ti in ran.items():
+        queue = "training" if task in HEAVY else "default"
+        assert ti["queue"] == queue, (task, ti["queue"])
+        if task in HEAVY:  # only w2 serves "training"
+            assert ti["hostname"].startswith("w2@"), (task, ti["hostname"])
+            assert ti["pool"] == "shopml_training"
+    assert {ti["hostname"].split("@")[0] for ti in ran.values()} == {"w1", "w2"}
+    # each worker kept its own home: nothing of the run's work files stayed on either disk
+    for worker in ("w1", "w2"):
+        scratch = layout.worker_home(worker) / "scratch"
+        assert not scratch.exists() or not any(scratch.iterdir())
+
+    # promoted into the S3 bucket; champion moved (by the promoter) to the copy
+    for model, candidates in (
+        ("shopml-recommender", CANDIDATES),
+        ("shopml-search", "shopml-search-candidates"),
+    ):
+        (entry,) = ledger_entries(settings, model)
+        assert (entry["version"], entry["approved_by"], entry["source"]) == (
+            1, "alice", f"{candidates}/1",
+        )  # fmt: skip
+    mlflow_url = info["urls"]["mlflow"]
+    with account("admin", secrets["mlflow_admin"]):  # a second init keeps what exists
+        again = init_accounts(
+            settings,
+            {"shopml-pipeline": "x", "shopml-promoter": "x", "engineer": "x"},
+            engineers=["engineer"],
+        )
+        assert again.users_created == again.models_created == []
+    with account("engineer", secrets["mlflow_engineer"]) as erin:
+        champion = erin.get_model_version_by_alias("shopml-recommender", "champion")
+        assert (champion.version, champion.source) == ("1", f"models:/{CANDIDATES}/1")
+        exp = erin.get_experiment_by_name("shopml-recommender")  # engineers log runs
+        assert exp is not None
+        erin.log_metric(erin.create_run(exp.experiment_id).info.run_id, "ndcg_at_10", 0.1)
+    # neither an engineer's account nor the pipeline's may move champion
+    for user, password in (("engineer", secrets["mlflow_engineer"]), ("shopml-pipeline", secrets["mlflow_pipeline"])):  # fmt: skip
+        with account(user, password) as client:
+            for attempt in (
+                lambda c=client: c.set_registered_model_alias(
+                    "shopml-recommender", "champion", "1"
+                ),
+                lambda c=client: c.delete_registered_model_alias("shopml-recommender", "champion"),
+                lambda c=client: c.copy_model_version(
+                    f"models:/{CANDIDATES}/1", "shopml-recommender"
+                ),
+            ):
+                with pytest.raises(MlflowException, match=r"PERMISSION_DENIED|403"):
+                    attempt()
+    with account("shopml-pipeline", secrets["mlflow_pipeline"]) as client:
+        # a retried promotion (as the promoter, from its 0600 file) finds its copy
+        again_promoted = promote(version=1, settings=settings, review=review(run_id, "alice"))
+        assert not again_promoted.changed and again_promoted.version == 1
+        assert len(client.search_model_versions("name = 'shopml-recommender'")) == 1
+        assert client.get_model_version_by_alias("shopml-recommender", "champion").version == "1"
+    assert httpx.get(f"{mlflow_url}/api/2.0/mlflow/registered-models/search").status_code == 401
+
+    # the serving API reads the S3 bucket and answers with the promoted versions
+    key = (settings.serving_keys_file.parent / "serving-client.key").read_text().strip()
+    serving = httpx.Client(base_url=info["urls"]["serving"], headers={"X-API-Key": key}, timeout=10)
+    models = _wait(
+        lambda: (
+            {m["model"]: m["version"] for m in serving.get("/v1/models").json().get("models", [])}
+            if serving.get("/readyz").status_code == 200
+            else None
+        ),
+        "the serving API to load both models",
+        timeout=120,
+    )
+    assert models == {"shopml-recommender": 1, "shopml-search": 1}
+    user = "u1"
+    answer = serving.get(f"/v1/recommendations/{user}", params={"k": 5}).json()
+    assert answer["version"] == 1 and len(answer["items"]) == 5
