@@ -27,6 +27,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from feature_store.definitions import recommender_ranker
-from pipelines.errors import ShopMLError
+from pipelines.errors import ServiceUnavailableError, ShopMLError
 from pipelines.io import folder_digest, sha256_bytes, sha256_file, sha256_json, write_json
 from pipelines.keys import signing_key, verify_signature
 from pipelines.promotion import layout, ledger
@@ -352,7 +354,7 @@ def promote(
     number. The outcome's version is the served model's."""
     name = served_model(name)
     source = registered_name(name, settings)
-    with as_promoter(settings):
+    with as_promoter(settings), _bucket_errors(settings, f"promoting {name}"):
         if source == name:
             return _promote(name, version, settings, review, source, version)
         client = _client(settings)
@@ -372,6 +374,23 @@ def promote(
             )
             log.info("copied %s version %d to %s version %d", source, version, name, copied)
         return _promote(name, copied, settings, review, source, version)
+
+
+@contextmanager
+def _bucket_errors(settings: Settings, action: str) -> Iterator[None]:
+    """The bucket's store unreachable or failing (S3 down, a network error): one message,
+    as a :class:`ServiceUnavailableError` (a DAG task retries it). Whatever the failed
+    write was, ``current.json`` only ever names a verified version whose ledger entry
+    exists, so nothing half-done is served and running the promotion again finishes it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise ServiceUnavailableError(
+            f"{action}: the serving bucket {settings.serving_bucket_uri} failed "
+            f"({str(exc).splitlines()[0]}); what is served did not change; run it again"
+        ) from exc
 
 
 def _copy_of(client: Any, name: str, source: str, version: int) -> int | None:
@@ -501,7 +520,7 @@ def rollback(
 ) -> Outcome:
     """Serve an earlier promoted ``to_version`` again: ledger entry, pointer, alias.
     ``requested_by`` is the authenticated login that asked (the DAG run's triggering user)."""
-    with as_promoter(settings):
+    with as_promoter(settings), _bucket_errors(settings, f"rolling back {name or MODEL_NAME}"):
         return _rollback(to_version, reason, settings, requested_by, served_model(name), dag_run)
 
 

@@ -467,3 +467,35 @@ def test_writers_racing_to_append_keep_every_entry(where: str, s3: str, tmp_path
     entries = ledger_module.read_ledger(bucket, "m")  # the chain verifies
     assert [e.seq for e in entries] == list(range(1, 9))
     assert sorted(e.version for e in entries) == list(range(1, 9))
+
+
+@pytest.mark.parametrize("fails_at", ["a bundle file", "current.json"])
+def test_s3_failing_mid_promotion_serves_nothing_new_and_the_rerun_finishes(
+    models: Models, s3: str, monkeypatch: pytest.MonkeyPatch, fails_at: str
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from pipelines.errors import ServiceUnavailableError
+    from pipelines.promotion.bucket import S3Bucket
+
+    settings = models.settings_with(f"s3://serving/outage-{len(fails_at)}", s3)
+    assert promote(version=models.v1, settings=settings, review=review("run-1")).changed
+    put = S3Bucket.put
+
+    def unreachable(self: S3Bucket, key: str, data: bytes) -> None:
+        hit = key.endswith("current.json") if fails_at == "current.json" else "/bundle/" in key
+        if hit:
+            raise EndpointConnectionError(endpoint_url=s3)
+        put(self, key, data)
+
+    monkeypatch.setattr(S3Bucket, "put", unreachable)
+    with pytest.raises(ServiceUnavailableError, match=r"promoting shopml-recommender: the serving bucket s3://serving/outage-\w+ failed \(Could not connect"):  # fmt: skip
+        promote(version=models.v2, settings=settings, review=review("run-2", "alice"))
+    bucket = open_bucket(settings.serving_bucket_uri, s3)
+    assert _pointer(bucket)["version"] == models.v1  # what is served did not change
+    assert _champion(settings) == models.v1  # nor the alias
+    monkeypatch.setattr(S3Bucket, "put", put)  # S3 is back: the task's retry
+    assert promote(version=models.v2, settings=settings, review=review("run-2", "alice")).changed
+    assert _pointer(bucket)["version"] == models.v2 and _champion(settings) == models.v2
+    assert [e["version"] for e in ledger_entries(settings, MODEL_NAME)] == [models.v1, models.v2]
+    assert verify(settings, MODEL_NAME).ok
