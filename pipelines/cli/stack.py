@@ -64,8 +64,9 @@ def _layout(profile: Profile, serving_port: int = 8000) -> Layout:
 def init_cmd(
     profile: ProfileOption = Profile.production, reviewers: ReviewersOption = "reviewer"
 ) -> None:
-    """Create what a first start needs: databases, buckets, secrets (0600, never printed),
-    serving API keys, Airflow logins. What exists is kept."""
+    """Create databases, buckets, secrets, serving keys and logins; keep what exists.
+
+    Secrets are written 0600 and never printed."""
     from pipelines.orchestration.production import init
 
     layout = _layout(profile)
@@ -87,8 +88,10 @@ def up_cmd(
     ] = 8000,
     reviewers: ReviewersOption = "reviewer",
 ) -> None:
-    """Init, then start MLflow, Airflow (API server, scheduler, DAG processor, triggerer),
-    the Celery workers and the serving API, each in its own process group."""
+    """Init, then start MLflow, Airflow, the Celery workers and the serving API.
+
+    Each component runs in its own process group; Airflow is the API server, scheduler,
+    DAG processor and triggerer with the CeleryExecutor."""
     from pipelines.orchestration.production import up
 
     layout = _layout(profile, serving_port)
@@ -115,8 +118,9 @@ def down_cmd(profile: ProfileOption = Profile.production) -> None:
 @stack_app.command("status")
 @reports_errors
 def status_cmd(profile: ProfileOption = Profile.production) -> None:
-    """Each component: running, and healthy where it has a health endpoint. Exit code 1
-    when one is down."""
+    """Each component: running, and healthy where it has a health endpoint.
+
+    Exit code 1 when one is down."""
     from pipelines.orchestration.production import status
 
     found = status(_layout(profile))

@@ -33,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -46,7 +46,7 @@ from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.orchestration.hostname import WORKER_ENV
 from pipelines.orchestration.mlflow_server import ADMIN, MlflowServer, wait_healthy
 from pipelines.orchestration.stack import REPO, SERVICE_USER, _passwords, roles
-from pipelines.settings import Settings
+from pipelines.settings import Settings, redact
 
 log = logging.getLogger(__name__)
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
@@ -153,7 +153,7 @@ def create_databases(layout: Layout) -> list[str]:
         con = psycopg2.connect(f"{base}/postgres", connect_timeout=5)
     except psycopg2.Error as exc:
         raise ShopMLError(
-            f"cannot reach PostgreSQL at {_redact(base)} (stack_postgres_url): "
+            f"cannot reach PostgreSQL at {redact(base)} (stack_postgres_url): "
             f"{str(exc).strip().splitlines()[0]}"
         ) from exc
     created = []
@@ -392,7 +392,8 @@ def up(
                     ENGINEER: keys["mlflow_engineer"],
                 },
                 engineers=[ENGINEER],
-            ).__dict__
+            )
+            made["mlflow"] = asdict(made["mlflow"])
         start_serving(s, port=layout.serving_port, timeout=timeout)
         pgids["serving"] = json.loads(serving_state(s).read_text())["pgids"]["serving"]
         serving_state(s).unlink(missing_ok=True)  # this stack's record holds it
@@ -507,9 +508,3 @@ def status(layout: Layout) -> list[Health]:
                 healthy, detail = False, str(exc)
         out.append(Health(component, running, healthy, detail))
     return out
-
-
-def _redact(url: str) -> str:
-    from pipelines.settings import redact
-
-    return redact(url)
