@@ -192,17 +192,17 @@ def main() -> None:
         r = runs[config]
         print(f"{config}: {r['state']}, wall {r['wall_seconds']:.0f} s (review wait "
               f"{r['review_wait_seconds']:.0f} s), busy {r['busy_seconds']:.0f} s", flush=True)  # fmt: skip
+        path = write_result(  # after each configuration: a long run keeps what it measured
+            "stack_retrain",
+            f"python benchmarks/bench_stack.py --events {args.events} --configs {args.configs}",
+            {"events": args.events, "runs": runs},
+            args.out,
+        )
+        print(f"results written to {path}")
         for task, v in sorted(r["tasks"].items(), key=lambda kv: kv[1]["start"] or ""):
             print(
                 f"  {task:28} {v['seconds'] and round(v['seconds'], 1)!s:>8} s  {v['worker']:4} {v['queue']}"
             )
-    path = write_result(
-        "stack_retrain",
-        f"python benchmarks/bench_stack.py --events {args.events} --configs {args.configs}",
-        {"events": args.events, "runs": runs},
-        args.out,
-    )
-    print(f"results written to {path}")
 
 
 if __name__ == "__main__":

@@ -345,21 +345,7 @@ def up(
         "serving": f"http://127.0.0.1:{layout.serving_port}",
     }
     try:
-        server = MlflowServer(
-            backend_store_uri=layout.database_url("mlflow"),
-            auth_database_uri=layout.database_url("mlflow_auth"),
-            artifacts_destination=s.mlflow_artifacts_destination,
-            host="127.0.0.1",
-            port=layout.mlflow_port,
-            folder=layout.folder,
-            s3_endpoint_url=s.s3_endpoint_url,
-        )
-        env = {
-            k: v
-            for k, v in server.environment(keys["mlflow_admin"], keys["flask_secret"]).items()
-            if k != "PROMETHEUS_MULTIPROC_DIR"
-        }
-        pgids["mlflow"] = _spawn(layout, "mlflow", server.command(), env)
+        pgids["mlflow"] = _start_mlflow(layout, keys)
         _record(layout, pgids, urls)
         base = airflow_environment(layout, reviewers, keys)
         s.airflow_home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -403,6 +389,50 @@ def up(
         down(layout)
         raise
     return {"urls": urls, "init": made, "pgids": pgids}
+
+
+def _start_mlflow(layout: Layout, keys: dict[str, str]) -> int:
+    s = layout.settings
+    server = MlflowServer(
+        backend_store_uri=layout.database_url("mlflow"),
+        auth_database_uri=layout.database_url("mlflow_auth"),
+        artifacts_destination=s.mlflow_artifacts_destination,
+        host="127.0.0.1",
+        port=layout.mlflow_port,
+        folder=layout.folder,
+        s3_endpoint_url=s.s3_endpoint_url,
+    )
+    env = {
+        k: v
+        for k, v in server.environment(keys["mlflow_admin"], keys["flask_secret"]).items()
+        if k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    return _spawn(layout, "mlflow", server.command(), env)
+
+
+def restart_mlflow(layout: Layout, *, down_seconds: float = 0.0, timeout: float = 120) -> None:
+    """Stop the stack's MLflow server (SIGTERM to its process group), wait ``down_seconds``,
+    start it again and wait until it answers: an outage the running tasks must ride out."""
+    state = json.loads(layout.state_file.read_text())
+    _stop_group(state["pgids"]["mlflow"])
+    time.sleep(down_seconds)
+    state["pgids"]["mlflow"] = _start_mlflow(layout, stack_secrets(layout))
+    _record(layout, state["pgids"], state["urls"])
+    wait_healthy(state["urls"]["mlflow"], timeout=timeout)
+
+
+def _stop_group(pgid: int, grace: float = 20) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def serving_state(settings: Settings) -> Path:
