@@ -37,9 +37,23 @@ for dag_id, dag in bag.dags.items():
         "timetable": type(dag.timetable).__name__,
     }
 hitl = bag.dags["shopml_retrain"].get_task("await_review")
+# the first scheduled run of a DAG that appears 20 minutes after 03:00
+from unittest import mock
+import pendulum
+from airflow.timetables.base import TimeRestriction
+from airflow.serialization.decoders import decode_timetable
+from airflow.serialization.encoders import encode_timetable
+timetable = bag.dags["shopml_retrain"].timetable
+timetable = decode_timetable(encode_timetable(getattr(timetable, "timetable", timetable)))  # as the scheduler sees it
+with mock.patch("airflow.timetables.trigger.utcnow", return_value=pendulum.datetime(2026, 12, 7, 3, 20, tz="UTC")):
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
+    )
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags,
                   "heavy": heavy, "seconds": time.perf_counter() - started,
-                  "assigned": hitl.assigned_users, "defaults": hitl.defaults}))
+                  "assigned": hitl.assigned_users, "defaults": hitl.defaults,
+                  "first_run": first.run_after.isoformat()}))
 """
 
 
@@ -111,6 +125,15 @@ def test_retrain_task_order_and_review(parsed: dict) -> None:
     assert tasks["promote_model"]["downstream"] == ["notify"]
     assert parsed["assigned"] == [{"id": "alice", "name": "alice"}, {"id": "bob", "name": "bob"}]
     assert parsed["defaults"] == ["Reject"]  # no answer in time = rejected
+
+
+def test_a_new_retrain_dag_waits_for_the_next_0300_instead_of_running_a_missed_one(
+    parsed: dict,
+) -> None:
+    """Airflow's CronTriggerTimetable runs the latest 03:00 at once when the DAG appears
+    within 2.4 h after it, unless run_immediately is timedelta(0): a stack started at 03:20
+    must not start a scheduled run (it would hold the one active run slot)."""
+    assert parsed["first_run"] == "2026-12-08T03:00:00+00:00"
 
 
 def test_the_heavy_steps_go_to_the_training_queue_and_pool(parsed: dict) -> None:
