@@ -139,10 +139,11 @@ def production(root: Path, snapshot: Path, workers: int) -> dict[str, Any]:
     os.environ.update(env)
     from pipelines.orchestration.production import Layout, down, up
     from pipelines.settings import load_settings
+    from serving.keys import generate_keys
 
     layout = Layout.of(load_settings(), _port())
     try:
-        up(layout, workers=workers, reviewers="alice", timeout=300)
+        up(layout, generate_keys, workers=workers, reviewers="alice", timeout=300)
         passwords = json.loads((layout.settings.airflow_home / "passwords.json").read_text())
         return run_dag(f"http://127.0.0.1:{layout.airflow_port}", passwords, snapshot, "alice")
     finally:

@@ -162,7 +162,7 @@ def ensure_default_keys(settings: Settings) -> dict[str, Path]:
     key, each written once to a 0600 file beside the keys file; returns {scope: file}
     of the keys created (empty when keys exist). The production profile never gets
     generated keys: its operator adds them (``shopml serve keys add``)."""
-    if settings.env != "embedded" or len(KeyRing.load(settings)):
+    if settings.env != "embedded":
         return {}
     return generate_keys(settings)
 
@@ -170,7 +170,10 @@ def ensure_default_keys(settings: Settings) -> dict[str, Path]:
 def generate_keys(settings: Settings) -> dict[str, Path]:
     """A ``default`` client key and an ``admin`` key, each written to a 0600 file beside the
     keys file (``serving-<scope>.key``); returns {scope: file}. For the embedded profile,
-    and for ``shopml stack init --profile production``, whose operator asked for a stack."""
+    and for ``shopml stack init --profile production``, whose operator asked for a stack.
+    Nothing when keys exist."""
+    if len(KeyRing.load(settings)):
+        return {}
     out = {}
     for scope, name in (("client", "default"), ("admin", "admin")):
         key = add_key(settings.serving_keys_file, name, scope)

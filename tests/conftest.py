@@ -27,9 +27,10 @@ def shared_data(name: str) -> Path:
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """S3 on loopback (moto's server) with the buckets ``serving`` and ``work``; yields its
-    endpoint URL."""
+    """S3 on loopback (moto's server) with the buckets ``serving`` and ``work`` and nothing
+    else; yields its endpoint URL."""
     import boto3
+    import httpx
     from moto.server import ThreadedMotoServer
 
     for key, value in {
@@ -43,6 +44,8 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
+        # moto keeps its buckets per process, not per server: start from none
+        httpx.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
         client = boto3.client("s3", endpoint_url=endpoint)
         for name in ("serving", "work"):
             client.create_bucket(Bucket=name)

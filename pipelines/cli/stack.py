@@ -68,9 +68,10 @@ def init_cmd(
 
     Secrets are written 0600 and never printed."""
     from pipelines.orchestration.production import init
+    from serving.keys import generate_keys
 
     layout = _layout(profile)
-    made = init(layout, reviewers)
+    made = init(layout, reviewers, generate_keys)
     out_console.print(f"databases created: {', '.join(made['databases']) or 'none (all exist)'}")
     out_console.print(f"buckets created: {', '.join(made['buckets']) or 'none (all exist)'}")
     for scope, path in made["serving_keys"].items():
@@ -93,10 +94,11 @@ def up_cmd(
     Each component runs in its own process group; Airflow is the API server, scheduler,
     DAG processor and triggerer with the CeleryExecutor."""
     from pipelines.orchestration.production import up
+    from serving.keys import generate_keys
 
     layout = _layout(profile, serving_port)
     out_console.print(f"starting the production stack ({workers} Celery workers)...")
-    info = up(layout, workers=workers, reviewers=reviewers)
+    info = up(layout, generate_keys, workers=workers, reviewers=reviewers)
     for name, url in info["urls"].items():
         out_console.print(f"{name}: {url}")
     out_console.print(

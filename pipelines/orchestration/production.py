@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -198,10 +199,13 @@ def create_buckets(layout: Layout) -> list[str]:
     return created
 
 
-def init(layout: Layout, reviewers: str) -> dict[str, Any]:
-    """What a first start needs (module docstring); what exists is kept."""
-    from serving.keys import KeyRing, generate_keys
+MakeKeys = Callable[[Settings], dict[str, Path]]
 
+
+def init(layout: Layout, reviewers: str, make_keys: MakeKeys) -> dict[str, Any]:
+    """What a first start needs (module docstring); what exists is kept. ``make_keys``
+    creates the serving API's keys when it has none and returns {scope: key file}
+    (``serving.keys.generate_keys``: the serving layer owns its key files)."""
     s = layout.settings
     layout.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     out: dict[str, Any] = {
@@ -211,9 +215,7 @@ def init(layout: Layout, reviewers: str) -> dict[str, Any]:
     stack_secrets(layout)
     s.airflow_home.mkdir(parents=True, exist_ok=True, mode=0o700)
     _passwords(s.airflow_home, list(roles(reviewers)))
-    out["serving_keys"] = (
-        {} if len(KeyRing.load(s)) else {k: str(v) for k, v in generate_keys(s).items()}
-    )
+    out["serving_keys"] = {k: str(v) for k, v in make_keys(s).items()}
     return out
 
 
@@ -322,7 +324,12 @@ def _airflow(*args: str, env: dict[str, str]) -> None:
 
 
 def up(
-    layout: Layout, *, workers: int = 2, reviewers: str = "reviewer", timeout: float = 240
+    layout: Layout,
+    make_keys: MakeKeys,
+    *,
+    workers: int = 2,
+    reviewers: str = "reviewer",
+    timeout: float = 240,
 ) -> dict[str, Any]:
     """Start the stack (module docstring); returns its URLs and what init created."""
     from pipelines.orchestration.stack import start_serving
@@ -336,7 +343,7 @@ def up(
             "`shopml stack down` first"
         )
     s = layout.settings
-    made = init(layout, reviewers)
+    made = init(layout, reviewers, make_keys)
     keys = stack_secrets(layout)
     pgids: dict[str, int] = {}
     urls = {

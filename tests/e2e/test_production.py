@@ -33,6 +33,7 @@ from pipelines.orchestration.production import Layout, down, restart_mlflow, sta
 from pipelines.promotion.promote import ledger_entries, promote
 from pipelines.registry.accounts import init_accounts
 from pipelines.settings import load_settings
+from serving.keys import generate_keys
 from tests.promotion.test_promote import review
 from tests.shops import LIGHT_TOML, SHOP
 
@@ -119,7 +120,7 @@ def production(
     _drop_databases(name)
     layout = Layout.of(load_settings(), serving_port)
     try:
-        info = up(layout, workers=3, reviewers="alice")
+        info = up(layout, generate_keys, workers=3, reviewers="alice")
         yield layout, info
     finally:
         down(layout)
