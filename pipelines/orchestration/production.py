@@ -288,9 +288,10 @@ def worker_environment(
     }
 
 
-def worker_queues(index: int) -> str:
-    """The first worker is the small one (``default``); the others also train."""
-    return "default" if index == 0 else "default,training"
+def worker_queues(index: int, workers: int) -> str:
+    """The first of several workers is the small one (``default``); the others also train.
+    A single worker serves both queues (nothing would run the training steps otherwise)."""
+    return "default" if index == 0 and workers > 1 else "default,training"
 
 
 def _inherited() -> dict[str, str]:
@@ -364,7 +365,7 @@ def up(
         for i in range(workers):
             name = f"w{i + 1}"
             args = [
-                airflow, "celery", "worker", "--queues", worker_queues(i), "--concurrency", "1",
+                airflow, "celery", "worker", "--queues", worker_queues(i, workers), "--concurrency", "1",
                 "--celery-hostname", f"{name}@%h",
             ]  # fmt: skip
             pgids[f"worker-{name}"] = _spawn(

@@ -87,8 +87,9 @@ def test_every_component_shares_one_configuration_and_each_worker_has_its_home(
     assert workers[0]["SHOPML_HOME"] != workers[1]["SHOPML_HOME"]
     ports = {w["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] for w in workers}
     assert len(ports) == 2 and base["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] not in ports
-    assert [worker_queues(i) for i in range(3)] == [
+    assert [worker_queues(i, 3) for i in range(3)] == [
         "default",
         "default,training",
         "default,training",
     ]
+    assert worker_queues(0, 1) == "default,training"  # alone, it must also train
