@@ -137,6 +137,10 @@ def production(root: Path, snapshot: Path, workers: int) -> dict[str, Any]:
         "SHOPML_REVIEWERS": "alice",
     }  # fmt: skip
     os.environ.update(env)
+    import redis
+
+    for db in (13, 14):  # a stopped stack's queued messages would go to this one's workers
+        redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
     from pipelines.orchestration.production import Layout, down, up
     from pipelines.settings import load_settings
     from serving.keys import generate_keys
