@@ -20,7 +20,7 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -221,3 +221,19 @@ def publish(new: Path, target: Path, *, exists: Callable[[], bool]) -> bool:
             raise
         return False
     return True
+
+
+@contextmanager
+def environ(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` set in ``os.environ`` inside the block; afterwards each variable is back
+    to what it was (removed when it was not set)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -4,7 +4,6 @@ each test module registers into a home of its own."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,6 +19,7 @@ from pipelines.data.contract import TABLES
 from pipelines.data.generator import GeneratorConfig, generate_shop
 from pipelines.data.snapshot import Snapshot, write_snapshot
 from pipelines.features import FeatureConfig
+from pipelines.io import environ
 from pipelines.recommender.config import RankerConfig, TrainConfig, TrainOptions
 from pipelines.recommender.plan import (
     TrainingPlan,
@@ -118,13 +118,5 @@ def mlflow_client(settings: Settings) -> MlflowClient:
 @contextmanager
 def in_dag_run(run_id: str) -> Iterator[None]:
     """What Airflow exports to a task of DAG run ``run_id``."""
-    saved = {k: os.environ.get(k) for k in ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID")}
-    os.environ.update({"AIRFLOW_CTX_DAG_ID": "shopml_retrain", "AIRFLOW_CTX_DAG_RUN_ID": run_id})
-    try:
+    with environ({"AIRFLOW_CTX_DAG_ID": "shopml_retrain", "AIRFLOW_CTX_DAG_RUN_ID": run_id}):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

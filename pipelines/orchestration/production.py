@@ -24,12 +24,10 @@ and waits until Airflow has parsed the DAGs. ``down`` stops them; ``status`` che
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -42,11 +40,18 @@ from urllib.parse import urlparse
 import httpx
 
 from pipelines.errors import ConfigError, ShopMLError
-from pipelines.io import temporary_name
+from pipelines.io import environ, temporary_name
 from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.orchestration.hostname import WORKER_ENV
 from pipelines.orchestration.mlflow_server import ADMIN, MlflowServer, wait_healthy
-from pipelines.orchestration.stack import REPO, SERVICE_USER, _passwords, roles
+from pipelines.orchestration.stack import (
+    REPO,
+    SERVICE_USER,
+    _passwords,
+    _stop_groups,
+    roles,
+    stop_process_groups,
+)
 from pipelines.settings import Settings, redact
 
 log = logging.getLogger(__name__)
@@ -377,7 +382,7 @@ def up(
             "MLFLOW_TRACKING_USERNAME": ADMIN,
             "MLFLOW_TRACKING_PASSWORD": keys["mlflow_admin"],
         }
-        with _environ(admin):
+        with environ(admin):
             made["mlflow"] = init_accounts(
                 s,
                 {
@@ -422,45 +427,17 @@ def restart_mlflow(layout: Layout, *, down_seconds: float = 0.0, timeout: float 
     """Stop the stack's MLflow server (SIGTERM to its process group), wait ``down_seconds``,
     start it again and wait until it answers: an outage the running tasks must ride out."""
     state = json.loads(layout.state_file.read_text())
-    _stop_group(state["pgids"]["mlflow"])
+    stop_process_groups({"mlflow": state["pgids"]["mlflow"]})
     time.sleep(down_seconds)
     state["pgids"]["mlflow"] = _start_mlflow(layout, stack_secrets(layout))
     _record(layout, state["pgids"], state["urls"])
     wait_healthy(state["urls"]["mlflow"], timeout=timeout)
 
 
-def _stop_group(pgid: int, grace: float = 20) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 def serving_state(settings: Settings) -> Path:
     from pipelines.orchestration.stack import serving_file
 
     return serving_file(settings)
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Any:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _wait_airflow(layout: Layout, timeout: float) -> None:
@@ -486,28 +463,7 @@ def _wait_airflow(layout: Layout, timeout: float) -> None:
 
 def down(layout: Layout) -> list[str]:
     """Stop every component of ``stack.json`` (SIGTERM, then SIGKILL after 20 s)."""
-    path = layout.state_file
-    if not path.is_file():
-        return []
-    pgids: dict[str, int] = json.loads(path.read_text())["pgids"]
-    stopped = []
-    for component, pgid in pgids.items():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-            stopped.append(component)
-    deadline = time.monotonic() + 20
-    for pgid in pgids.values():
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-    path.unlink(missing_ok=True)
-    return stopped
+    return _stop_groups(layout.state_file)
 
 
 @dataclass(frozen=True)

@@ -192,10 +192,9 @@ def stop(settings: Settings) -> list[str]:
     return stopped + _stop_groups(serving_file(settings))
 
 
-def _stop_groups(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    pgids: dict[str, int] = json.loads(path.read_text())["pgids"]
+def stop_process_groups(pgids: dict[str, int], grace: float = 20) -> list[str]:
+    """SIGTERM each process group, SIGKILL those still alive after ``grace`` seconds;
+    returns the names of the groups that were running."""
     stopped = []
     for component, pgid in pgids.items():
         try:
@@ -203,7 +202,7 @@ def _stop_groups(path: Path) -> list[str]:
             stopped.append(component)
         except ProcessLookupError:
             continue
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + grace
     for pgid in pgids.values():
         while time.monotonic() < deadline:
             try:
@@ -214,6 +213,14 @@ def _stop_groups(path: Path) -> list[str]:
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
+    return stopped
+
+
+def _stop_groups(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    pgids: dict[str, int] = json.loads(path.read_text())["pgids"]
+    stopped = stop_process_groups(pgids)
     path.unlink(missing_ok=True)
     return stopped
 

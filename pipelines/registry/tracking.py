@@ -21,7 +21,7 @@ from typing import Any
 import mlflow
 
 from pipelines.errors import ShopMLError
-from pipelines.io import file_lock, sha256_json
+from pipelines.io import environ, file_lock, sha256_json
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -212,13 +212,5 @@ def as_promoter(settings: Settings) -> Iterator[str | None]:
     if not password:
         yield None
         return
-    saved = {k: os.environ.get(k) for k in _CREDENTIALS}
-    os.environ.update(dict(zip(_CREDENTIALS, (user, str(password)), strict=True)))
-    try:
+    with environ(dict(zip(_CREDENTIALS, (user, str(password)), strict=True))):
         yield user
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

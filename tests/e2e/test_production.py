@@ -28,6 +28,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines.data.generator import generate_shop
 from pipelines.errors import ShopMLError
+from pipelines.io import environ
 from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.orchestration.production import Layout, down, restart_mlflow, status, up
 from pipelines.promotion.promote import ledger_entries, promote
@@ -131,17 +132,9 @@ def production(
 def account(user: str, password: str) -> Iterator[MlflowClient]:
     """MLflow calls inside run as ``user`` (how a process picks its MLflow login)."""
     keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(dict(zip(keys, (user, password), strict=True)))
-    url = load_settings().mlflow_tracking_uri
-    try:
+    with environ(dict(zip(keys, (user, password), strict=True))):
+        url = load_settings().mlflow_tracking_uri
         yield MlflowClient(url, url)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _wait(check: Any, what: str, timeout: float = 600, poll: float = 3) -> Any:
