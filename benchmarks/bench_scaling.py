@@ -89,6 +89,8 @@ STEPS: list[tuple[str, str, str | None]] = [
 # the payload each step starts from: the recommender's steps pass theirs along; the search
 # branch starts from validate's (as in the DAG)
 BRANCH_START = {"build_search_index": "validate_snapshot"}
+# the search re-ranker and what follows it (--search-up-to leaves them out above a size)
+SEARCH_MODEL_STEPS = ("train_search_ranker", "register_search_challenger", "evaluate_search")
 USABLE = 0.85  # of a worker's memory, for the operating system, page cache and the worker
 
 
@@ -153,7 +155,24 @@ def run_step(
     }
 
 
-def measure(events: int, workdir: Path, cap_gb: float, timeout: float) -> dict[str, Any]:
+def _wait_while(pause: Path | None) -> None:
+    """Hold the next step while ``pause`` exists (another benchmark needs the cores)."""
+    announced = False
+    while pause is not None and pause.exists():
+        if not announced:
+            print(f"  paused while {pause} exists", flush=True)
+            announced = True
+        time.sleep(5)
+
+
+def measure(
+    events: int,
+    workdir: Path,
+    cap_gb: float,
+    timeout: float,
+    search: bool = True,
+    pause: Path | None = None,
+) -> dict[str, Any]:
     users, items = events // 20, min(50_000, events // 200)
     root = workdir / str(events)
     shutil.rmtree(root, ignore_errors=True)
@@ -174,6 +193,11 @@ def measure(events: int, workdir: Path, cap_gb: float, timeout: float) -> dict[s
             results[step] = {"ok": False, "skipped": f"needs {needs}"}
             _show(step, results[step])
             continue
+        if not search and step in SEARCH_MODEL_STEPS:
+            results[step] = {"ok": False, "skipped": "above --search-up-to"}
+            _show(step, results[step])
+            continue
+        _wait_while(pause)
         body = VALIDATE.format(shop=str(shop)) if not function else STEP.format(function=function)
         results[step] = run_step(
             body, before.get("payload", {}), root / "steps" / step, env, cap_gb, timeout
@@ -243,6 +267,18 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/shopml-bench-scaling"))
     parser.add_argument("--memory-cap-gb", type=float, default=20.0)
     parser.add_argument("--step-timeout", type=float, default=3600.0)
+    parser.add_argument(
+        "--search-up-to",
+        type=int,
+        default=0,
+        help="fit the search re-ranker only at sizes up to this many events (0: all)",
+    )
+    parser.add_argument(
+        "--pause-file",
+        type=Path,
+        default=None,
+        help="hold each next step while this file exists",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -255,10 +291,17 @@ def main() -> None:
         raise SystemExit(f"importing the steps failed: {fixed['error']}")
     fixed.pop("payload")
     _show("fixed cost (imports)", fixed)
-    command = f"python benchmarks/bench_scaling.py --sizes {args.sizes}"
+    command = f"python benchmarks/bench_scaling.py --sizes {args.sizes}" + (
+        f" --search-up-to {args.search_up_to}" if args.search_up_to else ""
+    )
     for events in sizes:
         t0 = time.monotonic()
-        measured.append(measure(events, args.workdir, args.memory_cap_gb, args.step_timeout))
+        search = not args.search_up_to or events <= args.search_up_to
+        measured.append(
+            measure(
+                events, args.workdir, args.memory_cap_gb, args.step_timeout, search, args.pause_file
+            )
+        )
         measured[-1]["total_seconds"] = round(time.monotonic() - t0, 1)
         fits = growth(measured, fixed)
         path = write_result(  # after each size: a long run keeps what it measured

@@ -78,6 +78,11 @@ class Settings:
     airflow_service_password_file: Path
     # The key that signs evaluation verdicts (created 0600 on first use; never printed).
     signing_key_file: Path
+    # Shoppers' privacy (docs/privacy.md): imports replace user ids by keyed pseudonyms
+    # (production default), and the key of pseudonyms and erasure hashes (0600, created on
+    # first use, never printed, never in a snapshot).
+    pseudonymise: bool
+    privacy_key_file: Path
     # The serving API (docs/serving.md): how often it looks for a new promoted version, its
     # API keys (a file of hashed keys, and/or SHOPML_SERVING_API_KEYS "name:scope:sha256,..."),
     # the key its request ids are signed with, where it spools events, and where the
@@ -255,6 +260,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
             "airflow_service_password_file", airflow_home / "passwords.json"
         ),
         signing_key_file=path_of("signing_key_file", home / "secrets" / "signing.key"),
+        pseudonymise=_flag(values, "pseudonymise", profile == "production"),
+        privacy_key_file=path_of("privacy_key_file", home / "secrets" / "privacy.key"),
         serving_poll_seconds=poll,
         serving_keys_file=path_of("serving_keys_file", home / "secrets" / "serving-keys.json"),
         serving_api_keys=_entries(values.get("serving_api_keys", "")),

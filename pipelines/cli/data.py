@@ -25,6 +25,26 @@ import_app = typer.Typer(help="Import real shop data into a snapshot.", no_args_
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
 
+PseudonymiseOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--pseudonymise/--no-pseudonymise",
+        help="Store keyed pseudonyms instead of user and session ids (default: the "
+        "pseudonymise setting; on in production). docs/privacy.md.",
+        show_default=False,
+    ),
+]
+
+
+def _privacy(pseudonymise: bool | None) -> Any:
+    """What an import does to shoppers' ids: the ``Privacy`` of the settings and the flag."""
+    from pipelines.data.privacy import Privacy, privacy_key
+    from pipelines.settings import load_settings
+
+    settings = load_settings()
+    on = settings.pseudonymise if pseudonymise is None else pseudonymise
+    return Privacy(key=privacy_key(settings, create=True) if on else None, pseudonymise=on)
+
 
 @data_app.command("generate")
 @reports_errors
@@ -98,11 +118,17 @@ def import_movielens_cmd(
         typer.Option(help="Snapshot folder (default: $SHOPML_HOME/snapshots/movielens-100k)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
+    pseudonymise: PseudonymiseOption = None,
 ) -> None:
     """Import MovieLens 100K: ratings become events (mapping in docs/data-import.md)."""
     from pipelines.data.importers.movielens import import_movielens_100k
 
-    r = import_movielens_100k(src, out=out or default_out("movielens-100k"), overwrite=overwrite)
+    r = import_movielens_100k(
+        src,
+        out=out or default_out("movielens-100k"),
+        overwrite=overwrite,
+        privacy=_privacy(pseudonymise),
+    )
     print_snapshot("imported", r.path, r.snapshot_id, r.rows, r.notes)
 
 
@@ -124,12 +150,19 @@ def import_csv_cmd(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
+    pseudonymise: PseudonymiseOption = None,
 ) -> None:
     """Import any shop's CSV or parquet files through a declarative mapping."""
     from pipelines.data.importers.mapping import import_mapped, load_mapping
 
     target = out or default_out(load_mapping(mapping, base_dir=data_dir).source)
-    r = import_mapped(mapping, out=target, base_dir=data_dir, overwrite=overwrite)
+    r = import_mapped(
+        mapping,
+        out=target,
+        base_dir=data_dir,
+        overwrite=overwrite,
+        privacy=_privacy(pseudonymise),
+    )
     print_snapshot("imported", r.path, r.snapshot_id, r.rows, r.notes)
 
 
@@ -200,6 +233,7 @@ def import_events_log_cmd(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing snapshot at --out.")] = False,
+    pseudonymise: PseudonymiseOption = None,
 ) -> None:
     """The serving API's events and search answers, added to BASE as a new snapshot: the
     next retrain learns from what was served and clicked (docs/serving.md)."""
@@ -209,7 +243,9 @@ def import_events_log_cmd(
 
     folder = spool or load_settings().serving_events_dir
     target = out or default_out(f"events-log-{Snapshot.open(base).id[:12]}")
-    r = import_events_log(folder, base=base, out=target, overwrite=overwrite)
+    r = import_events_log(
+        folder, base=base, out=target, overwrite=overwrite, privacy=_privacy(pseudonymise)
+    )
     print_snapshot("imported", r.path, r.snapshot_id, r.rows, r.notes)
 
 

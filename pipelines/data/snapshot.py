@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,6 +28,9 @@ from pipelines import __version__
 from pipelines.data.contract import EMBEDDING, TABLES, check_schema, empty_table, schema
 from pipelines.errors import SnapshotError
 from pipelines.io import resolved, sha256_file, swap_in, temporary_name, write_json
+
+if TYPE_CHECKING:
+    from pipelines.data.privacy import Privacy
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -69,11 +72,16 @@ def _ts_range(path: Path, column: str) -> tuple[datetime | None, datetime | None
 class SnapshotWriter:
     """Collects the tables of one snapshot in a temporary folder; see :func:`write_snapshot`."""
 
-    def __init__(self, tmp: Path, allow_empty: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, tmp: Path, allow_empty: tuple[str, ...] = (), privacy: Privacy | None = None
+    ) -> None:
         self.tmp = tmp
         self.allow_empty = allow_empty
+        self.privacy = privacy
 
     def write_table(self, name: str, table: pa.Table, *, allow_empty: bool = False) -> None:
+        if self.privacy is not None:  # pseudonyms in, erased shoppers out
+            table = self.privacy.protect(name, table)
         check_schema(
             name,
             table,
@@ -209,6 +217,7 @@ def write_snapshot(
     overwrite: bool = False,
     notes: list[str] | None = None,
     allow_empty: tuple[str, ...] = (),
+    privacy: Privacy | None = None,
 ) -> Iterator[SnapshotWriter]:
     """Write a snapshot atomically.
 
@@ -218,7 +227,9 @@ def write_snapshot(
     is an error unless ``overwrite``; then it is swapped out only after the new snapshot
     is complete. On any exception nothing is published and ``out`` is untouched.
     ``allow_empty`` names tables that may have no rows (a judgments-only snapshot has
-    no users and events); the manifest's ``kind`` then says ``judgments``.
+    no users and events); the manifest's ``kind`` then says ``judgments``. ``privacy``
+    pseudonymises the shoppers' ids of every table written and drops erased shoppers' rows
+    (:mod:`pipelines.data.privacy`); the manifest's notes say how many.
     """
     target = resolved(out)
     check_target(target, overwrite)
@@ -229,12 +240,13 @@ def write_snapshot(
     except OSError as exc:
         raise SnapshotError(f"cannot write a snapshot at {target}: {exc.strerror or exc}") from exc
     try:
-        writer = SnapshotWriter(tmp, allow_empty)
+        writer = SnapshotWriter(tmp, allow_empty, privacy)
         yield writer
         if not (tmp / TABLES["queries"].file).exists():
             writer.write_table("queries", empty_table("queries"))
+        notes = [*(notes or []), *(privacy.notes() if privacy is not None else [])]
         manifest = build_manifest(
-            tmp, source=source, producer=producer, notes=notes or [], allow_empty=allow_empty
+            tmp, source=source, producer=producer, notes=notes, allow_empty=allow_empty
         )
         write_json(tmp / MANIFEST, manifest)
         _publish(tmp, target, overwrite)

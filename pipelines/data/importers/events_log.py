@@ -35,6 +35,7 @@ import pyarrow as pa
 from pipelines.data.contract import schema
 from pipelines.data.events_log import EVENT_KINDS, SpoolLines, read_spool
 from pipelines.data.importers import ImportResult, log_table
+from pipelines.data.privacy import Privacy
 from pipelines.data.snapshot import Snapshot, check_target, write_snapshot
 from pipelines.errors import ContractError
 
@@ -73,9 +74,15 @@ def _event_id(rec: dict[str, Any]) -> str:
 
 
 def import_events_log(
-    spool: str | Path, *, base: str | Path, out: str | Path, overwrite: bool = False
+    spool: str | Path,
+    *,
+    base: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    privacy: Privacy | None = None,
 ) -> ImportResult:
-    """The snapshot ``base`` plus the events and search answers of the spool folder."""
+    """The snapshot ``base`` plus the events and search answers of the spool folder;
+    ``privacy``: pseudonyms and erased shoppers (:mod:`pipelines.data.privacy`)."""
     check_target(out, overwrite)
     started = time.perf_counter()
     snap = Snapshot.open(base)
@@ -166,6 +173,7 @@ def import_events_log(
     with write_snapshot(
         out, source=f"events log {folder} over {snap.id}", overwrite=overwrite, notes=notes,
         producer={"importer": "events-log", "importer_version": IMPORTER_VERSION, "base": snap.id},
+        privacy=privacy,
     ) as w:  # fmt: skip
         w.write_table("users", table("users", users, new_users))
         w.write_table("items", items)
@@ -175,7 +183,9 @@ def import_events_log(
             w.write_table("judgments", snap.read("judgments"))
     log_table("events", str(folder), len(new), time.perf_counter() - started)
     result = Snapshot.open(out)
-    return ImportResult(result.path, result.id, dict(result.manifest["row_counts"]), tuple(notes))
+    return ImportResult(
+        result.path, result.id, dict(result.manifest["row_counts"]), tuple(result.manifest["notes"])
+    )
 
 
 def read_spool_checked(folder: Path) -> SpoolLines:

@@ -20,8 +20,15 @@ example on the Amazon India product listings)::
 A column is either a source column name (rename only) or a spec with ``from``,
 ``default`` (constant, or the fill for empty values), ``values`` (value map),
 ``strip`` (characters to remove), ``replace`` (substring map), ``format`` /
-``unit`` / ``timezone`` (timestamps), ``split`` (list columns), or
+``unit`` / ``timezone`` (timestamps), ``split`` (list columns), ``band`` (a number rounded down to a multiple: ages in
+bands) / ``keep`` (the first characters of a text: a postcode's region), or
 ``generate: row`` (the 1-based source row number, with an optional ``prefix``).
+
+Shoppers' privacy (docs/privacy.md): in ``users``, ``events`` and ``queries``, a source
+column whose name says it is a direct identifier (email, phone, name, address, ...) must
+be listed under the table's ``drop:`` (it is then never read), and no contract column may
+be made from one, nor hold values that look like e-mail addresses or phone numbers, except
+``user_id`` when the import pseudonymises it.
 """
 
 from __future__ import annotations
@@ -41,6 +48,13 @@ from pipelines.data.conform import ParseOptions, conform
 from pipelines.data.contract import TABLES, empty_table
 from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table
+from pipelines.data.privacy import (
+    CONTACT_PATTERN,
+    USER_TABLES,
+    Privacy,
+    check_no_contacts,
+    identifier_columns,
+)
 from pipelines.data.snapshot import Snapshot, check_target, write_snapshot
 from pipelines.errors import ConfigError, ContractError
 from pipelines.io import resolved, why_not_a_file
@@ -56,10 +70,13 @@ _TABLE_KEYS = {
     "null_values",
     "drop_duplicates",
     "drop_if_empty",
+    "drop",
     "columns",
 }
 _UNITS = ("s", "ms", "us", "ns")
 _AMBIGUOUS = ("refuse", "earlier", "later")
+_KEEPABLE = ("region",)  # texts that may be cut to a prefix
+_COARSEN_DOC = {"band": "users.age", "keep": "users.region"}
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _COLUMN_KEYS = {
     "from",
@@ -75,6 +92,8 @@ _COLUMN_KEYS = {
     "split",
     "generate",
     "prefix",
+    "band",
+    "keep",
 }
 
 
@@ -91,6 +110,8 @@ class ColumnMap:
     generate: str | None = None
     prefix: str = ""
     parse: ParseOptions = field(default_factory=ParseOptions)
+    band: int | None = None  # numbers rounded down to a multiple of this (age bands)
+    keep: int | None = None  # texts cut to their first characters (a region prefix)
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,7 @@ class TableMap:
     columns: tuple[ColumnMap, ...]
     merge: tuple[Path, str] | None = None  # (file, key column): a left join before mapping
     drop_unknown: bool = False  # drop rows whose user_id / item_id the other tables lack
+    drop: tuple[str, ...] = ()  # source columns declared not imported (direct identifiers)
 
 
 @dataclass(frozen=True)
@@ -160,6 +182,14 @@ def _column(mapping: Path, table: str, target: str, spec: Any) -> ColumnMap:
         raise _fail(mapping, where, f"`ambiguous` must be one of {', '.join(_AMBIGUOUS)}")
     if "timezone" in spec:
         _check_timezone(mapping, where, spec["timezone"])
+    for key, target_ok in (("band", target == "age"), ("keep", target in _KEEPABLE)):
+        if key not in spec:
+            continue
+        value = spec[key]
+        if not target_ok:
+            raise _fail(mapping, where, f"`{key}` applies to {_COARSEN_DOC[key]} only")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _fail(mapping, where, f"`{key}` must be a whole number from 1, got {value!r}")
     return ColumnMap(
         target=target,
         source=spec.get("from"),
@@ -177,6 +207,8 @@ def _column(mapping: Path, table: str, target: str, spec: Any) -> ColumnMap:
             split=spec.get("split"),
             ambiguous=spec.get("ambiguous", "refuse"),
         ),
+        band=spec.get("band"),
+        keep=spec.get("keep"),
     )
 
 
@@ -269,6 +301,11 @@ def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Map
         fmt = spec.get("format")
         if fmt not in (None, "csv", "parquet"):
             raise _fail(path, f"tables.{table}.format", f"must be csv or parquet, got {fmt!r}")
+        drop = spec.get("drop", [])
+        if not isinstance(drop, list) or not all(isinstance(c, str) and c for c in drop):
+            raise _fail(
+                path, f"tables.{table}.drop", f"must be a list of source column names; got {drop!r}"
+            )
         tables[table] = TableMap(
             table=table,
             path=resolved(root / _table_option(path, table, spec, "path", "")),
@@ -281,6 +318,7 @@ def load_mapping(path: str | Path, *, base_dir: str | Path | None = None) -> Map
             columns=tuple(_column(path, table, t, s) for t, s in spec["columns"].items()),
             merge=_merge(path, table, spec, root),
             drop_unknown=bool(spec.get("drop_unknown", False)),
+            drop=tuple(drop),
         )
     missing = [t for t, s in TABLES.items() if s.required and not s.allow_empty and t not in tables]
     if missing and not catalog_only(tables):
@@ -380,7 +418,78 @@ def _map_column(df: pd.DataFrame, col: ColumnMap, file: str) -> pd.Series:
         )
     if col.default is not None:
         s = s.where(s.notna(), col.default)
+    if col.band:  # numbers only: anything else is left for the contract to name
+        num = pd.to_numeric(s, errors="coerce")
+        ok = num.notna()
+        s = s.astype(object).copy()
+        s[ok] = ((num[ok] // col.band) * col.band).astype(int)
+    if col.keep:
+        present = s.notna()
+        s = s.astype(object).copy()
+        s[present] = s[present].astype(str).str.slice(0, col.keep)
     return s
+
+
+# per-shopper tables: the contract columns checked for e-mail addresses and phone numbers
+_CONTACT_CHECKED = {
+    "users": ("user_id", "gender", "region"),
+    "events": ("event_id", "user_id", "session_id", "query_id", "request_id"),
+    "queries": ("query_id", "user_id"),
+}
+
+
+def _sources(col: ColumnMap) -> list[str]:
+    """The source columns a contract column is made from."""
+    if col.template is not None:
+        return sorted({n for t in col.template for n in _PLACEHOLDER.findall(t)})
+    return [col.source] if col.source else []
+
+
+def _check_identifiers(
+    name: str, tm: TableMap, df: pd.DataFrame, file: str, pseudonymise: bool
+) -> pd.DataFrame:
+    """Refuse direct identifiers in a per-shopper table; ``df`` without the dropped columns."""
+    if name not in USER_TABLES:
+        return df
+    hashed = {c for col in tm.columns if col.target == "user_id" and pseudonymise for c in _sources(col)}  # fmt: skip
+    for column in identifier_columns(df.columns):
+        if column in tm.drop or column in hashed:
+            continue
+        used = [c.target for c in tm.columns if column in _sources(c)]
+        why = (
+            f"it is made into '{used[0]}', and only user_id may come from one, with --pseudonymise"
+            if used
+            else f"list it under tables.{name}.drop to import the file without it"
+        )
+        raise ContractError(
+            file,
+            f"looks like a direct identifier of a person (by its name); {why}",
+            column=column,
+        )
+    return df.drop(columns=[c for c in tm.drop if c in df.columns])
+
+
+def _check_contacts(
+    name: str, tm: TableMap, mapped: pd.DataFrame, rows: np.ndarray, file: str, pseudonymise: bool
+) -> None:
+    for col in tm.columns:
+        if col.target not in _CONTACT_CHECKED.get(name, ()):
+            continue
+        if col.target == "user_id" and pseudonymise:
+            continue  # stored as a keyed pseudonym
+        values = mapped[col.target]
+        text = values[values.notna()].astype(str)
+        flagged = text.str.match(CONTACT_PATTERN)
+        if flagged.any():
+            first = int(np.flatnonzero(flagged.to_numpy())[0])
+            position = mapped.index.get_loc(text.index[first])
+            sources = _sources(col)
+            check_no_contacts(
+                [text.iloc[first]],
+                file=file,
+                column=sources[0] if len(sources) == 1 else col.target,
+                rows=[int(rows[position])],
+            )
 
 
 def _merged(df: pd.DataFrame, tm: TableMap, file: str) -> pd.DataFrame:
@@ -437,8 +546,11 @@ def import_mapped(
     out: str | Path,
     base_dir: str | Path | None = None,
     overwrite: bool = False,
+    privacy: Privacy | None = None,
 ) -> ImportResult:
-    """Import the files a mapping names into a snapshot at ``out`` (atomically)."""
+    """Import the files a mapping names into a snapshot at ``out`` (atomically);
+    ``privacy``: pseudonyms and erased shoppers (:mod:`pipelines.data.privacy`)."""
+    pseudonymise = privacy is not None and privacy.pseudonymise
     check_target(out, overwrite)  # a conflicting --out is refused before any reading
     mapping = load_mapping(mapping_file, base_dir=base_dir)
     tables: dict[str, Any] = {}
@@ -456,6 +568,7 @@ def import_mapped(
         )
         if tm.merge is not None:
             df = _merged(df, tm, file)
+        df = _check_identifiers(name, tm, df, file, pseudonymise)
         mapped = pd.DataFrame(
             {c.target: _map_column(df, c, file) for c in tm.columns}, index=df.index
         )
@@ -477,6 +590,7 @@ def import_mapped(
             mapped, rows = mapped[keep], rows[keep]
         if tm.drop_unknown:
             mapped, rows = _drop_unknown(name, mapped, rows, tables, file, notes)
+        _check_contacts(name, tm, mapped, rows, file, pseudonymise)
         tables[name] = table = conform(
             name, mapped, file=file, parse={c.target: c.parse for c in tm.columns}, row_numbers=rows
         )
@@ -497,6 +611,7 @@ def import_mapped(
         overwrite=overwrite,
         notes=notes,
         allow_empty=("users", "events") if only_catalog else (),
+        privacy=privacy,
     ) as w:
         if only_catalog:
             w.write_table("users", empty_table("users"), allow_empty=True)
@@ -504,4 +619,6 @@ def import_mapped(
         for name, table in tables.items():
             w.write_table(name, table)
     snap = Snapshot.open(out)
-    return ImportResult(snap.path, snap.id, dict(snap.manifest["row_counts"]), tuple(notes))
+    return ImportResult(
+        snap.path, snap.id, dict(snap.manifest["row_counts"]), tuple(snap.manifest["notes"])
+    )

@@ -27,6 +27,7 @@ import pandas as pd
 from pipelines.data.conform import ParseOptions, conform, require
 from pipelines.data.importers import ImportResult, log_table
 from pipelines.data.importers.readers import read_text_table
+from pipelines.data.privacy import Privacy
 from pipelines.data.snapshot import Snapshot, check_target, write_snapshot
 from pipelines.errors import ContractError
 from pipelines.io import resolved
@@ -132,9 +133,10 @@ def _items_frame(items: pd.DataFrame, genres: list[str], first_rating: pd.Series
 
 
 def import_movielens_100k(
-    src: str | Path, *, out: str | Path, overwrite: bool = False
+    src: str | Path, *, out: str | Path, overwrite: bool = False, privacy: Privacy | None = None
 ) -> ImportResult:
-    """Import the ml-100k folder ``src`` into a snapshot at ``out`` (atomically)."""
+    """Import the ml-100k folder ``src`` into a snapshot at ``out`` (atomically);
+    ``privacy``: pseudonyms and erased shoppers (:mod:`pipelines.data.privacy`)."""
     check_target(out, overwrite)  # a conflicting --out is refused before any reading
     src = Path(src)
     started = time.perf_counter()
@@ -184,9 +186,16 @@ def import_movielens_100k(
         "source_dir": str(resolved(src)),
     }
     with write_snapshot(
-        out, source="movielens-100k", producer=producer, overwrite=overwrite, notes=notes
+        out,
+        source="movielens-100k",
+        producer=producer,
+        overwrite=overwrite,
+        notes=notes,
+        privacy=privacy,
     ) as w:
         for name, table in tables.items():
             w.write_table(name, table)
     snap = Snapshot.open(out)
-    return ImportResult(snap.path, snap.id, dict(snap.manifest["row_counts"]), tuple(notes))
+    return ImportResult(
+        snap.path, snap.id, dict(snap.manifest["row_counts"]), tuple(snap.manifest["notes"])
+    )
