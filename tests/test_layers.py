@@ -2,7 +2,7 @@
 
 base (settings, errors, io, progress) <- data <- validation <- features (+ feature_store)
 <- candidates <- ranking <- recommender | search <- registry <- evaluation <- promotion
-<- serving | orchestration <- cli
+<- privacy <- serving | orchestration <- cli
 
 Packages on one level (recommender and search, serving and orchestration) do not import
 each other either, and the DAG files import only ``pipelines.orchestration``. Every import
@@ -30,9 +30,10 @@ LEVELS: dict[str, int] = {
     "registry": 7,
     "evaluation": 8,
     "promotion": 9,
-    "serving": 10,
-    "orchestration": 10,
-    "cli": 11,
+    "privacy": 10,
+    "serving": 11,
+    "orchestration": 11,
+    "cli": 12,
 }
 BASE = {"settings", "errors", "io", "progress", "keys"}
 _SUB = BASE | set(LEVELS)

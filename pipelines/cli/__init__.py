@@ -11,12 +11,23 @@ import signal
 import threading
 from types import FrameType
 
-from pipelines.cli import bench, data, evaluation, features, models, ops, search, serve, stack
+from pipelines.cli import (
+    bench,
+    data,
+    evaluation,
+    features,
+    models,
+    ops,
+    privacy,
+    search,
+    serve,
+    stack,
+)
 from pipelines.cli.app import app
 
 __all__ = [
-    "app", "bench", "data", "evaluation", "features", "main", "models", "ops", "search", "serve",
-    "stack",
+    "app", "bench", "data", "evaluation", "features", "main", "models", "ops", "privacy", "search",
+    "serve", "stack",
 ]  # fmt: skip
 
 

@@ -37,13 +37,19 @@ PseudonymiseOption = Annotated[
 
 
 def _privacy(pseudonymise: bool | None) -> Any:
-    """What an import does to shoppers' ids: the ``Privacy`` of the settings and the flag."""
+    """What an import does to shoppers' ids: pseudonyms (the setting, or the flag), and
+    the erasure list of the serving bucket (erased shoppers never come back)."""
     from pipelines.data.privacy import Privacy, privacy_key
+    from pipelines.privacy import erasures
+    from pipelines.promotion.bucket import open_bucket
     from pipelines.settings import load_settings
 
     settings = load_settings()
     on = settings.pseudonymise if pseudonymise is None else pseudonymise
-    return Privacy(key=privacy_key(settings, create=True) if on else None, pseudonymise=on)
+    bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
+    erased = erasures.erased_hashes(erasures.read(bucket))
+    key = privacy_key(settings, create=on) if on or erased else None
+    return Privacy(key=key, pseudonymise=on, erased=erased)
 
 
 @data_app.command("generate")

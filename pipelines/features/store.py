@@ -245,3 +245,67 @@ def get_training_frame(
         )
         out = out.drop(columns="__fts")
     return out.sort_values("__row").drop(columns=["__row", "__ts"]).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- erasure
+
+
+def _user_keys(user_ids: Iterable[str], project: str) -> dict[str, bytes]:
+    """Each shopper's key in the online store: Feast's serialised entity key (version 3),
+    followed by the project name in Redis."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return {
+        uid: serialize_entity_key(
+            EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=uid)]),
+            entity_key_serialization_version=3,
+        )
+        for uid in user_ids
+    }
+
+
+def _user_tables(con: Any, project: str) -> list[str]:
+    """The online tables of the views keyed by user_id (``<project>_<view>``)."""
+    names = {f"{project}_{v}" for v in VIEWS if join_key(v) == "user_id"}
+    rows = con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return sorted(r[0] for r in rows if r[0] in names)
+
+
+def online_users(
+    user_ids: Iterable[str], settings: Settings, *, delete: bool = False, project: str = PROJECT
+) -> int:
+    """How many online-store rows hold these shoppers (SQLite: feature rows; Redis: keys);
+    with ``delete``, those rows are deleted. Feast has no per-entity delete, so this goes to
+    the store Feast wrote: its tables (SQLite) or its keys (Redis)."""
+    keys = _user_keys(user_ids, project)
+    if not keys:
+        return 0
+    if settings.online_store == "redis":
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            names = [k + project.encode() for k in keys.values()]
+            counted: Any = client.delete(*names) if delete else client.exists(*names)
+            return int(counted)
+        except redis.exceptions.ConnectionError as exc:
+            raise ShopMLError(f"online store {redact(settings.redis_url)}: {exc}") from exc
+        finally:
+            client.close()
+    import sqlite3
+
+    path = settings.feature_store_dir / "online.db"
+    if not path.is_file():
+        return 0
+    found = 0
+    with sqlite3.connect(path) as con:
+        blobs = [sqlite3.Binary(k) for k in keys.values()]
+        marks = ",".join("?" * len(blobs))
+        for table in _user_tables(con, project):
+            quoted = '"' + table.replace('"', '""') + '"'
+            verb = "DELETE" if delete else "SELECT COUNT(*)"
+            cur = con.execute(f"{verb} FROM {quoted} WHERE entity_key IN ({marks})", blobs)
+            found += cur.rowcount if delete else int(cur.fetchone()[0])
+    return found

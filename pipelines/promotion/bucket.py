@@ -32,7 +32,7 @@ class Bucket(ABC):
 
     @abstractmethod
     def keys(self, prefix: str) -> list[str]:
-        """Every key under ``prefix`` (a folder path), sorted."""
+        """Every key under ``prefix`` (a folder path; "" for the whole bucket), sorted."""
 
     @abstractmethod
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -126,9 +126,8 @@ class S3Bucket(Bucket):
         out: list[str] = []
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(
-            Bucket=self.name, Prefix=self._key(prefix).rstrip("/") + "/"
-        ):
+        folder = self._key(prefix).rstrip("/")
+        for page in paginator.paginate(Bucket=self.name, Prefix=folder + "/" if folder else ""):
             out.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         return sorted(out)
 

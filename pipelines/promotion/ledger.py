@@ -52,12 +52,30 @@ class Entry:
         return int(self.body["version"])
 
 
+@dataclass(frozen=True)
+class Chain:
+    """One hash-chained, append-only record in the bucket: its folder, the keys an entry
+    may carry and those it must (the promotion ledger of a model; the erasure ledger)."""
+
+    folder: str
+    fields: tuple[str, ...]
+    required: tuple[str, ...]
+
+    def key(self, seq: int) -> str:
+        return f"{self.folder}/{seq:08d}.json"
+
+
+def chain(model: str) -> Chain:
+    """The promotion ledger of ``model``."""
+    return Chain(folder(model), LEDGER_FIELDS, ("seq", "action", "version", "prev_sha256"))
+
+
 def folder(model: str) -> str:
     return f"{model}/ledger"
 
 
 def entry_key(model: str, seq: int) -> str:
-    return f"{folder(model)}/{seq:08d}.json"
+    return chain(model).key(seq)
 
 
 def encode(body: dict[str, Any]) -> bytes:
@@ -67,38 +85,55 @@ def encode(body: dict[str, Any]) -> bytes:
 def read_ledger(bucket: Bucket, model: str) -> list[Entry]:
     """Every entry, oldest first, after checking the chain; raises :class:`LedgerError`
     naming the first key that is missing, unreadable, edited or out of order."""
-    keys = bucket.keys(folder(model))
+    return read_chain(bucket, chain(model))
+
+
+def read_chain(bucket: Bucket, spec: Chain, *, after: list[Entry] | None = None) -> list[Entry]:
+    """:func:`read_ledger` for any chain. ``after``: entries already read and checked (a
+    reader that polls reads only the new ones; the old ones must still be there)."""
+    keys = bucket.keys(spec.folder)
     numbered: dict[int, str] = {}
     for key in keys:
         m = _ENTRY.match(key.rsplit("/", 1)[-1])
         if m is None:
             raise LedgerError(f"{bucket.url(key)}: not a ledger entry (expected NNNNNNNN.json)")
         numbered[int(m.group(1))] = key
-    entries: list[Entry] = []
+    entries: list[Entry] = list(after or [])
     for expected, seq in enumerate(sorted(numbered), start=1):
         key = numbered[seq]
         if seq != expected:
             raise LedgerError(
-                f"{bucket.url(entry_key(model, expected))}: ledger entry {expected} is missing "
+                f"{bucket.url(spec.key(expected))}: ledger entry {expected} is missing "
                 f"(the next one is {seq}); the ledger was edited or an entry deleted"
             )
+        if expected <= len(entries):
+            continue  # checked before
         raw = bucket.get(key)
         if raw is None:
             raise LedgerError(f"{bucket.url(key)}: ledger entry vanished while reading")
-        entries.append(_parse(bucket, key, raw, expected, entries[-1] if entries else None))
+        entries.append(_parse(bucket, spec, key, raw, expected, entries[-1] if entries else None))
+    if len(entries) > len(numbered):
+        raise LedgerError(
+            f"{bucket.url(spec.folder)}: {len(entries) - len(numbered)} entries read before are "
+            "gone; the ledger was truncated"
+        )
     return entries
 
 
-def _parse(bucket: Bucket, key: str, raw: bytes, seq: int, before: Entry | None) -> Entry:
+def _parse(
+    bucket: Bucket, spec: Chain, key: str, raw: bytes, seq: int, before: Entry | None
+) -> Entry:
     where = bucket.url(key)
     body = json_object(bucket, key, raw, LedgerError) or {}
-    unknown = sorted(set(body) - set(LEDGER_FIELDS))
-    missing = [k for k in ("seq", "action", "version", "prev_sha256") if k not in body]
+    unknown = sorted(set(body) - set(spec.fields))
+    missing = [k for k in spec.required if k not in body]
     if unknown or missing:
         raise LedgerError(f"{where}: unknown fields {unknown} / missing fields {missing}")
     if body["seq"] != seq:
         raise LedgerError(f"{where}: says it is entry {body['seq']!r}, stored as entry {seq}")
-    if not isinstance(body["version"], int) or isinstance(body["version"], bool):
+    if "version" in spec.required and (
+        not isinstance(body["version"], int) or isinstance(body["version"], bool)
+    ):
         raise LedgerError(f"{where}: version {body['version']!r} is not a number")
     expected_prev = None if before is None else before.sha256
     if body["prev_sha256"] != expected_prev:
@@ -114,8 +149,17 @@ def _parse(bucket: Bucket, key: str, raw: bytes, seq: int, before: Entry | None)
 def append(bucket: Bucket, model: str, body: dict[str, Any]) -> Entry:
     """Add ``body`` as the next entry (``seq`` and ``prev_sha256`` filled in), retrying
     when a concurrent writer took the number; returns the entry written."""
+    return append_chain(bucket, chain(model), body)
+
+
+def append_chain(bucket: Bucket, spec: Chain, body: dict[str, Any]) -> Entry:
+    """:func:`append` for any chain."""
+    unknown = sorted(set(body) - set(spec.fields))
+    if unknown:
+        raise LedgerError(f"{bucket.url(spec.folder)}: an entry may not carry {unknown}")
+    entries: list[Entry] = []
     for _ in range(_MAX_RACES):
-        entries = read_ledger(bucket, model)
+        entries = read_chain(bucket, spec, after=entries)
         head = entries[-1] if entries else None
         full = {
             **body,
@@ -123,7 +167,7 @@ def append(bucket: Bucket, model: str, body: dict[str, Any]) -> Entry:
             "prev_sha256": None if head is None else head.sha256,
         }
         raw = encode(full)
-        key = entry_key(model, full["seq"])
+        key = spec.key(full["seq"])
         if bucket.put_if_absent(key, raw):
             return Entry(key, full, sha256_bytes(raw))
-    raise LedgerError(f"{bucket.url(folder(model))}: lost {_MAX_RACES} races to append; retry")
+    raise LedgerError(f"{bucket.url(spec.folder)}: lost {_MAX_RACES} races to append; retry")
