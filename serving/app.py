@@ -46,6 +46,7 @@ from serving.recommend import Ask, recommend_batch
 from serving.registry import ServedModels
 from serving.request_ids import new_request_id
 from serving.schemas import Problem
+from serving.shoppers import Shoppers
 
 log = logging.getLogger("shopml.serving")
 access = logging.getLogger("shopml.serving.access")
@@ -89,6 +90,7 @@ class Service:
     spool: Spool
     metrics: Metrics
     secret: bytes
+    shoppers: Shoppers  # stored ids (pseudonyms) and the erasure list
     online: OnlineUserFeatures | None = None  # serving_feature_source = "online"
     # recommendations answered in batches (serving/batcher.py)
     recommend: Batcher[Ask, pd.DataFrame] = field(
@@ -258,21 +260,33 @@ def build_service(settings: Settings) -> Service:
     metrics = Metrics()
     bucket = open_bucket(settings.serving_bucket_uri, settings.s3_endpoint_url)
     cache = _own_cache(settings.home / "serving" / "cache")
+    models = ServedModels(
+        bucket,
+        cache,
+        metrics,
+        # the online store changes profiles between swaps: lists would go stale
+        known_shoppers=settings.serving_precomputed_shoppers
+        if settings.serving_feature_source == "bundle"
+        else 0,
+    )
+    spool = Spool(settings.serving_events_dir)
+    shoppers = Shoppers(settings, bucket)
+
+    def erasures() -> None:
+        # a changed list starts a new spool file: `privacy forget` can then rewrite the
+        # file that may hold the erased shoppers' lines
+        if shoppers.refresh():
+            spool.rotate()
+
+    models.also.append(erasures)
     return Service(
         settings=settings,
         keys=KeyRing.load(settings),
-        models=ServedModels(
-            bucket,
-            cache,
-            metrics,
-            # the online store changes profiles between swaps: lists would go stale
-            known_shoppers=settings.serving_precomputed_shoppers
-            if settings.serving_feature_source == "bundle"
-            else 0,
-        ),
-        spool=Spool(settings.serving_events_dir),
+        models=models,
+        spool=spool,
         metrics=metrics,
         secret=secret,
+        shoppers=shoppers,
         online=OnlineUserFeatures(settings)
         if settings.serving_feature_source == "online"
         else None,

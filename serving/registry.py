@@ -17,6 +17,7 @@ import logging
 import shutil
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,8 @@ class ServedModels:
         self._extra: OrderedDict[tuple[str, int], ServedVersion] = OrderedDict()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # read at every check too, before the models (the erasure list: serving/shoppers.py)
+        self.also: list[Callable[[], object]] = []
 
     # -- reading ------------------------------------------------------------------
     def current(self, model: str) -> ServedVersion | None:
@@ -98,6 +101,11 @@ class ServedModels:
     def check(self) -> dict[str, str]:
         """Read every pointer and swap in what moved; returns {model: what happened}."""
         with self._check_lock:
+            for fn in self.also:
+                try:
+                    fn()
+                except Exception:  # one store failing must not stop the models' check
+                    log.exception("check of %s failed", getattr(fn, "__name__", fn))
             return {m: self._check_model(m) for m in MODELS}
 
     def _check_model(self, model: str) -> str:

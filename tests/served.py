@@ -95,5 +95,6 @@ class ServedShop:
             serving_keys_file=dst / "secrets" / "serving-keys.json",
             serving_secret_file=dst / "secrets" / "serving.key",
             serving_events_dir=dst / "events",
+            privacy_key_file=dst / "secrets" / "privacy.key",
             home=dst / "serving-home",
         )

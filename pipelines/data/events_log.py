@@ -164,6 +164,12 @@ class Spool:
         self._fh = None
         self._synced = self._written
 
+    def rotate(self) -> None:
+        """Finish the current file now (the next append starts a new one)."""
+        with self._lock:
+            if self._fh is not None:
+                self._finish(self._fh)
+
     @property
     def path(self) -> Path | None:
         return None if self._fh is None else Path(self._fh.name)

@@ -41,6 +41,7 @@ import httpx
 
 from pipelines.errors import ConfigError, ShopMLError
 from pipelines.io import environ, temporary_name
+from pipelines.keys import create_secret
 from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.orchestration.hostname import WORKER_ENV
 from pipelines.orchestration.mlflow_server import ADMIN, MlflowServer, wait_healthy
@@ -218,6 +219,9 @@ def init(layout: Layout, reviewers: str, make_keys: MakeKeys) -> dict[str, Any]:
         "buckets": create_buckets(layout),
     }
     stack_secrets(layout)
+    # the key of pseudonyms and erasure hashes: imports, workers, serving and `privacy
+    # forget` must share it (production pseudonymises by default)
+    create_secret(s.privacy_key_file)
     s.airflow_home.mkdir(parents=True, exist_ok=True, mode=0o700)
     _passwords(s.airflow_home, list(roles(reviewers)))
     out["serving_keys"] = {k: str(v) for k, v in make_keys(s).items()}
@@ -284,6 +288,7 @@ def worker_environment(
         "SHOPML_SNAPSHOTS_DIR": str(s.snapshots_dir),
         "SHOPML_FEATURE_STORE_DIR": str(s.feature_store_dir),  # Feast's registry, shared
         "SHOPML_SIGNING_KEY_FILE": str(s.signing_key_file),
+        "SHOPML_PRIVACY_KEY_FILE": str(s.privacy_key_file),
         "SHOPML_MLFLOW_PROMOTER_PASSWORD_FILE": str(s.mlflow_promoter_password_file),
         "MLFLOW_TRACKING_USERNAME": "shopml-pipeline",
         "MLFLOW_TRACKING_PASSWORD": keys["mlflow_pipeline"],

@@ -41,7 +41,8 @@ def post_events(request: Request, body: Events) -> dict[str, Any]:
     (``shopml data import events-log`` makes them the next snapshot's events). An
     impression or a click names the ``request_id`` of the answer that showed the item and
     its ``position``; a request id this service did not issue is refused, so nobody can
-    click on answers that were never given. The whole batch is accepted or none of it."""
+    click on answers that were never given. The whole batch is accepted or none of it;
+    events of a shopper on the erasure list are dropped (``accepted`` counts the others)."""
     svc = service_of(request)
     key = request.scope.get("state", {}).get("key")
     records = []
@@ -61,9 +62,13 @@ def post_events(request: Request, body: Events) -> dict[str, Any]:
                 f"{where}.request_id: {e.request_id!r} was not issued by this service",
                 parameter=f"{where}.request_id",
             )  # fmt: skip
+        shopper = svc.shoppers.served(e.user_id)
+        if shopper is None:  # an erased shopper's events are dropped (docs/privacy.md)
+            svc.metrics.events.labels(e.type, "erased").inc()
+            continue
         records.append(
             event_record(
-                type=e.type, user_id=e.user_id, item_id=e.item_id, request_id=e.request_id,
+                type=e.type, user_id=shopper, item_id=e.item_id, request_id=e.request_id,
                 position=e.position, session_id=e.session_id, quantity=e.quantity,
                 value=e.value, ts=now_iso() if e.ts is None else _iso(e.ts, f"{where}.ts"),
                 key=key,

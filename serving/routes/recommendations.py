@@ -35,13 +35,14 @@ def _code(rec: Recommender, user_id: str | None) -> int:
     return code if code >= 0 and rec.ctx.history.user_events[code] > 0 else -1
 
 
-async def _answer(request: Request, user_id: str | None, body: RecommendBody) -> dict[str, Any]:
+async def _answer(request: Request, asked: str | None, body: RecommendBody) -> dict[str, Any]:
     """Runs on the event loop: the model works in the batcher's thread, awaited here."""
     svc = service_of(request)
     version = served(svc, request, RECOMMENDER)
     rec = version.obj
     assert isinstance(rec, Recommender)
     rid = str(request.scope["state"]["request_id"])
+    user_id = svc.shoppers.served(asked)  # the stored id; None: anonymous or erased
     asking = user_id if user_id is not None else f"anonymous:{body.session_id or rid}"
     known_items = version.catalog.row  # item id -> row
     recent = [i for i in body.recent_items if i in known_items]
@@ -84,7 +85,7 @@ async def _answer(request: Request, user_id: str | None, body: RecommendBody) ->
         "request_id": rid,
         "model": version.model,
         "version": version.version,
-        "user_id": user_id,
+        "user_id": asked,
         "cold_start": code < 0,
         "items": items,
     }

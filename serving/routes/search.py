@@ -49,13 +49,14 @@ async def search(
     version = served(svc, request, SEARCH)
     model = version.obj
     assert isinstance(model, SearchModel)
+    shopper = svc.shoppers.served(user_id)  # the stored id; None: anonymous or erased
     frame, cands = model.search(
         q, k=k, offset=offset, category=category, price_min=price_min, price_max=price_max,
-        explain=explain, user=user_id,
+        explain=explain, user=shopper,
     )  # fmt: skip
     items = items_of(frame, version, offset=offset)
-    rid = record(svc, request, "search", version, items, user_id=user_id, query=q)
-    personal = model.personal(user_id, cands.items[:1]) is not None and model.booster is not None
+    rid = record(svc, request, "search", version, items, user_id=shopper, query=q)
+    personal = model.personal(shopper, cands.items[:1]) is not None and model.booster is not None
     return {
         "request_id": rid,
         "model": version.model,
