@@ -1,7 +1,8 @@
 """Which shopper a request is about, as ShopML stores them (docs/privacy.md).
 
-- With ``pseudonymise`` on, an incoming ``user_id`` is mapped to its keyed pseudonym (the
-  id the snapshots, models and spool hold), with the same key the imports use.
+- With ``pseudonymise`` on, an incoming ``user_id`` (and ``session_id``) is mapped to its
+  keyed pseudonym (the id the snapshots, models and spool hold), with the same key the
+  imports use.
 - A shopper on the erasure list (the serving bucket's erasure ledger, read again at every
   poll and at ``POST /admin/reload``) is answered like an anonymous one, and their events
   are dropped: :meth:`Shoppers.served` returns None for them.
@@ -16,7 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from pipelines.data.privacy import erasure_hash, privacy_key, pseudonym
+from pipelines.data.privacy import SESSION_PREFIX, erasure_hash, privacy_key, pseudonym
 from pipelines.errors import ConfigError
 from pipelines.privacy.erasures import ErasureList
 from pipelines.promotion.bucket import Bucket
@@ -54,6 +55,13 @@ class Shoppers:
         if self.settings.pseudonymise and self.key is not None:
             return pseudonym(user_id, self.key)
         return user_id
+
+    def session(self, session_id: str | None) -> str | None:
+        """The session id ShopML stores (a keyed pseudonym too: sources and shop fronts
+        often build session ids from the shopper's id)."""
+        if session_id is None or not self.settings.pseudonymise or self.key is None:
+            return session_id
+        return pseudonym(session_id, self.key, prefix=SESSION_PREFIX)
 
     def served(self, user_id: str | None) -> str | None:
         """The stored id to answer and record for, or None (anonymous) when erased."""

@@ -652,6 +652,15 @@ def _index(universe: np.ndarray) -> pd.Index:
     return lookup
 
 
+def blank_rows(m: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """``m`` with the given rows emptied (their stored values removed; the shape kept)."""
+    out = m.tocsr(copy=True)
+    for r in rows:
+        out.data[out.indptr[r] : out.indptr[r + 1]] = 0
+    out.eliminate_zeros()
+    return out
+
+
 def index_of(ids: Sequence[str] | np.ndarray, universe: np.ndarray) -> np.ndarray:
     """Positions of ``ids`` in ``universe`` (-1 where absent)."""
     lookup = _index(universe) if type(universe) is np.ndarray else pd.Index(universe)

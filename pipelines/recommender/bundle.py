@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,7 @@ from pipelines.candidates import (
     SideInfo,
     UserBatch,
 )
-from pipelines.candidates.base import item_rows
+from pipelines.candidates.base import blank_rows, index_of, item_rows
 from pipelines.candidates.repeats import Repeats, top_categories
 from pipelines.data.timeline import Timeline
 from pipelines.errors import ShopMLError
@@ -394,6 +395,43 @@ class Recommender:
                 )
             ]
         return out
+
+    # --- erasure
+    def erase_users(self, user_ids: Sequence[str]) -> int:
+        """Blank these shoppers' rows (docs/privacy.md): their id becomes a random
+        tombstone nobody can ask for, their history, repeat purchases, demographics, store
+        features and user factors are emptied; the shapes, the item side and every other
+        shopper's rows stay as they were, so the bundle loads and answers everyone else the
+        same. Returns how many rows were blanked."""
+        codes = index_of(list(user_ids), self.ctx.user_ids)
+        rows = np.unique(codes[codes >= 0])
+        if not len(rows):
+            return 0
+        h, side = self.ctx.history, self.ctx.side
+        h.matrix = blank_rows(h.matrix, rows)
+        h.last_seen = blank_rows(h.last_seen, rows)
+        h.user_events[rows] = 0
+        h.user_last[rows] = np.nan
+        h.user_mean_ts[rows] = np.nan
+        if h.repeats is not None:
+            for name in ("buys", "last_bought", "mean_gap_days"):
+                setattr(h.repeats, name, blank_rows(getattr(h.repeats, name), rows))
+        side.age[rows] = np.nan
+        side.gender[rows] = None
+        side.region[rows] = None
+        side.segment[rows] = -1
+        if self.store is not None:
+            self.store.users[rows] = np.nan
+        for gen in self.generators.values():
+            state = gen.state() if hasattr(gen, "state") else {}
+            if "user_factors" in state:
+                state["user_factors"][rows] = 0
+        # a new array, never an in-place write: index_of caches a hash table over the
+        # old one that borrows its strings
+        ids = self.ctx.user_ids.copy()
+        ids[rows] = [f"erased-{secrets.token_hex(12)}" for _ in rows]
+        self.ctx.user_ids = ids
+        return len(rows)
 
     # --- persistence
     def save(self, folder: Path) -> None:

@@ -111,6 +111,10 @@ class SearchModel:
         return self.profiles.features(user, rows, self.tags)
 
     # -- persistence ----------------------------------------------------------------
+    def erase_users(self, user_ids: list[str]) -> int:
+        """Blank these shoppers' interest profiles (:meth:`Profiles.erase_users`)."""
+        return 0 if self.profiles is None else self.profiles.erase_users(user_ids)
+
     def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
         out = Path(folder)
         if out.exists() and any(out.iterdir()) and not overwrite:

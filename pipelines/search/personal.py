@@ -26,7 +26,8 @@ An anonymous or unknown shopper gets missing values (NaN), which LightGBM routes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import secrets
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from pipelines.candidates.base import blank_rows
 from pipelines.data.contract import EVENT_TYPES
 from pipelines.data.timeline import DAY, Timeline, category_medians
 from pipelines.features.config import FeatureConfig
@@ -131,6 +133,25 @@ class Profiles:
         out[:, 4] = np.log1p(self.events[u])
         out[:, 5] = np.asarray(self.vectors[rows]) @ self.taste[u]
         return out
+
+    def erase_users(self, user_ids: Sequence[str]) -> int:
+        """Blank these shoppers' rows (docs/privacy.md): a random tombstone for the id,
+        empty tags, no price gap, no events, a zero taste vector; others unchanged.
+        Returns how many rows were blanked."""
+        rows = sorted({self.user_row[u] for u in user_ids if u in self.user_row})
+        if not rows:
+            return 0
+        at = np.asarray(rows)
+        for name in ("category", "top", "brand"):
+            setattr(self, name, blank_rows(getattr(self, name), at))
+        self.gap_mean[at] = np.nan
+        self.events[at] = 0
+        self.taste[at] = 0
+        by_row = {r: u for u, r in self.user_row.items()}
+        for r in rows:
+            del self.user_row[by_row[r]]
+            self.user_row[f"erased-{secrets.token_hex(12)}"] = r
+        return len(rows)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,7 @@ def post_events(request: Request, body: Events) -> dict[str, Any]:
         records.append(
             event_record(
                 type=e.type, user_id=shopper, item_id=e.item_id, request_id=e.request_id,
-                position=e.position, session_id=e.session_id, quantity=e.quantity,
+                position=e.position, session_id=svc.shoppers.session(e.session_id), quantity=e.quantity,
                 value=e.value, ts=now_iso() if e.ts is None else _iso(e.ts, f"{where}.ts"),
                 key=key,
             )

@@ -79,7 +79,13 @@ async def _answer(request: Request, asked: str | None, body: RecommendBody) -> d
             ) from exc
         items = items_of(frame, version)
     record(
-        svc, request, "recommendations", version, items, user_id=user_id, session_id=body.session_id
+        svc,
+        request,
+        "recommendations",
+        version,
+        items,
+        user_id=user_id,
+        session_id=svc.shoppers.session(body.session_id),
     )
     return {
         "request_id": rid,

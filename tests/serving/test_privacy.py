@@ -4,6 +4,7 @@ with pseudonyms on, incoming ids are mapped before anything is looked up or spoo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,9 +109,17 @@ def test_pseudonymised_ids_are_looked_up_and_spooled_as_pseudonyms(
     try:
         key = privacy_key(a.settings)
         user = _known_user(a.shop)  # a raw id: the model knows it, the mapping hides it
-        body = a.get(f"/v1/recommendations/{user}").json()
+        body = a.post(
+            "/v1/recommendations", json={"user_id": user, "session_id": f"{user}-s1"}
+        ).json()
         assert body["cold_start"] is True and body["user_id"] == user
         lines = [x for x in a.spool() if x.get("request_id") == body["request_id"]]
         assert lines and lines[0]["user_id"] == pseudonym(user, key)
+        assert lines[0]["session_id"] == pseudonym(f"{user}-s1", key, prefix="s_")
+        event = {"type": "purchase", "user_id": user, "item_id": "i1", "session_id": "s9"}
+        assert a.post("/v1/events", json={"events": [event]}).json()["accepted"] == 1
+        spooled = [x for x in a.spool() if x.get("kind") == "event"][-1]
+        assert spooled["user_id"] == pseudonym(user, key) and spooled["session_id"].startswith("s_")
+        assert user not in json.dumps(a.spool())
     finally:
         a.close()
