@@ -261,6 +261,37 @@ def growth(sizes: list[dict[str, Any]], fixed: dict[str, Any]) -> dict[str, Any]
     return fits
 
 
+def _cell(r: dict[str, Any]) -> str:
+    if r.get("skipped"):
+        return "–"
+    if not r.get("ok"):
+        return f"stopped at {r['seconds']:,.0f} s, {r['peak_rss_gb']:.1f} GB"
+    return f"{r['seconds']:,.0f} s, {r['peak_rss_gb']:.2f} GB"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """A results file as the tables of docs/scaling.md."""
+    sizes = result["sizes"]
+    head = " | ".join(f"{s['events']:,}" for s in sizes)
+    lines = [f"| step | {head} |", "|---|" + "---:|" * len(sizes)]
+    for step in ["generate", *(s[0] for s in STEPS)]:
+        lines.append(f"| {step} | " + " | ".join(_cell(s["steps"][step]) for s in sizes) + " |")
+    total = " | ".join(f"{s.get('total_seconds', 0):,.0f} s" for s in sizes)
+    lines += [f"| all steps, one after the other | {total} |", ""]
+    lines += [
+        "| step | time ~ events^b | memory ~ events^d | events at 24 GB | events at 128 GB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for step, f in result["growth"].items():
+        at = [f.get(f"events_at_{gb}gb") for gb in (24, 128)]
+        lines.append(
+            f"| {step} | {f.get('seconds_exponent', '–')} | {f.get('memory_exponent', '–')} | "
+            + " | ".join(f"{x / 1e6:,.1f}M" if x else "–" for x in at)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000000,3000000,10000000")
@@ -280,7 +311,16 @@ def main() -> None:
         help="hold each next step while this file exists",
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="only print this results file as docs/scaling.md's tables",
+    )
     args = parser.parse_args()
+    if args.markdown is not None:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     measured: list[dict[str, Any]] = []
     env = {**os.environ, "SHOPML_HOME": str(args.workdir / "fixed"), "SHOPML_ENV": "embedded"}

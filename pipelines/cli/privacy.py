@@ -57,6 +57,8 @@ def forget_cmd(
         accepted = report.revalidated.get(folder)
         state = "" if accepted is None else (", validated" if accepted else ", QUARANTINED")
         out_console.print(f"  snapshot {escape(folder)} is now {new[:12]}{state}")
+    for version in report.bundles:
+        out_console.print(f"  promoted {escape(version)} rewritten (an erase entry in its ledger)")
     for line in report.pending:
         out_console.print(f"  [yellow]pending[/]: {escape(line)}")
 

@@ -15,7 +15,10 @@ In order:
 7. everything else under SHOPML_HOME that ShopML writes as text (reports, summaries, logs):
    the ids replaced by ``[erased]``; search models and evaluation folders built from them
    are removed;
-8. the ledger's ``completed`` entry with the rows removed per store.
+8. every promoted version in the serving bucket that holds them: bundle, served feature
+   values and report rewritten, recorded in the promotion ledger
+   (:mod:`pipelines.privacy.bundles`);
+9. the erasure ledger's ``completed`` entry with the rows removed per store.
 
 What is not done here is returned as ``pending`` (and :mod:`pipelines.privacy.audit` still
 finds it): see docs/privacy.md.
@@ -42,6 +45,7 @@ from pipelines.data.snapshot import MANIFEST, Snapshot, write_snapshot
 from pipelines.errors import ConfigError
 from pipelines.features.store import online_users
 from pipelines.privacy import erasures
+from pipelines.privacy.bundles import erase_promoted
 from pipelines.privacy.scan import scan_file, scrub_file
 from pipelines.promotion.bucket import open_bucket
 from pipelines.settings import Settings
@@ -64,6 +68,7 @@ class ForgetReport:
     rewritten: dict[str, str] = field(default_factory=dict)  # snapshot folder -> new id
     revalidated: dict[str, bool] = field(default_factory=dict)  # folder -> accepted
     pending: list[str] = field(default_factory=list)
+    bundles: list[str] = field(default_factory=list)  # promoted versions rewritten
 
 
 def stored_forms(user_ids: list[str], key: bytes) -> list[str]:
@@ -110,6 +115,10 @@ def forget(
     text, removed = _home(settings, forms, report)
     stores["reports_and_logs"] = text
     stores["model_and_report_folders"] = removed
+    served = erase_promoted(bucket, forms, request_seq=asked.seq, requested_by=requested_by)
+    stores["served_bundles"] = served.rows
+    report.bundles = served.versions
+    report.pending += served.pending
     done = erasures.complete(bucket, asked, stores, requested_by=requested_by)
     report.completed_seq = done.seq
     log.info("erasure request %d completed (entry %d): %s", asked.seq, done.seq, stores)

@@ -38,6 +38,10 @@ class Bucket(ABC):
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create ``key`` with ``data`` unless it exists; False when it already did."""
 
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (nothing when it does not exist)."""
+
     def put_file(self, key: str, path: Path) -> None:
         """Upload the file ``path`` as ``key``."""
         self.put(key, path.read_bytes())
@@ -98,6 +102,17 @@ class LocalBucket(Bucket):
             tmp.unlink(missing_ok=True)
         return True
 
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:  # empty folders go too, up to the bucket's root
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
 
 class S3Bucket(Bucket):
     def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
@@ -130,6 +145,9 @@ class S3Bucket(Bucket):
         for page in paginator.paginate(Bucket=self.name, Prefix=folder + "/" if folder else ""):
             out.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         return sorted(out)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.name, Key=self._key(key))
 
     def put_file(self, key: str, path: Path) -> None:
         self.client.upload_file(str(path), self.name, self._key(key))  # multipart when large

@@ -8,7 +8,8 @@ Under the serving bucket URI (``file:///...`` or ``s3://bucket/prefix``)::
     <model>/versions/<version>/features/items.parquet  (recommender; a search bundle holds its own)
     <model>/versions/<version>/report/...              verdict.json, report.html, summary.md
     <model>/versions/<version>/manifest.json           sha256 of every file: written last
-    <model>/ledger/00000001.json ...                   one entry per promotion or rollback
+    <model>/ledger/00000001.json ...                   one entry per promotion, rollback or erasure
+    <model>/erasing/<version>/...                      a version being rewritten (pipelines.privacy.bundles)
     <model>/current.json                               the served version and the ledger head
 
 ``<model>`` is ``shopml-recommender`` or ``shopml-search``. A version is complete when its manifest exists and every file it lists matches its

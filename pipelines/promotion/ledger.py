@@ -3,7 +3,7 @@
 Entry ``n`` of a model is the key ``<model>/ledger/<n:08d>.json`` (canonical JSON, one
 line). Every entry carries ``seq`` (its number, from 1), ``prev_sha256`` (the sha256 of
 entry ``n - 1``'s bytes; None for the first) and the ``manifest_sha256`` of the version it
-serves. ``current.json`` names the head (the last entry's sha256), so editing, truncating
+serves (a ``promote`` or ``rollback``) or rewrote (an ``erase``: docs/privacy.md). ``current.json`` names the head (the last entry's sha256), so editing, truncating
 or deleting an entry breaks the chain or the pointer, and :func:`read_ledger` or
 :mod:`pipelines.promotion.verify` says which key.
 

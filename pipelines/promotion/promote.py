@@ -291,15 +291,22 @@ def _stage_features(out: Path) -> None:
         ],
     }
     write_json(out / layout.FEATURE_SERVICE, service)
-    rec = Recommender.load(out / layout.BUNDLE)
-    (out / layout.FEATURES).mkdir()
+    write_feature_values(Recommender.load(out / layout.BUNDLE), out / layout.FEATURES)
+
+
+def write_feature_values(rec: Recommender, folder: Path, *, items: bool = True) -> None:
+    """``users.parquet`` (and ``items.parquet``): the store's feature values the bundle
+    serves with, one row per user (item) of the bundle, in its order."""
+    folder.mkdir(parents=True, exist_ok=True)
     users = pd.DataFrame({"user_id": rec.ctx.user_ids.astype(str)})
-    items = pd.DataFrame({"item_id": rec.ctx.item_ids.astype(str)})
     if rec.store is not None:
         users = users.join(pd.DataFrame(rec.store.users, columns=list(STORE_USER_FEATURES)))
-        items = items.join(pd.DataFrame(rec.store.items, columns=list(STORE_ITEM_FEATURES)))
-    users.to_parquet(out / layout.FEATURES / "users.parquet", index=False)
-    items.to_parquet(out / layout.FEATURES / "items.parquet", index=False)
+    users.to_parquet(folder / "users.parquet", index=False)
+    if items:
+        table = pd.DataFrame({"item_id": rec.ctx.item_ids.astype(str)})
+        if rec.store is not None:
+            table = table.join(pd.DataFrame(rec.store.items, columns=list(STORE_ITEM_FEATURES)))
+        table.to_parquet(folder / "items.parquet", index=False)
 
 
 def _upload(bucket: Bucket, name: str, version: int, staged: Path, meta: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from pipelines.promotion.ledger import Entry, LedgerError, read_ledger
 
 DAMAGED = "damaged"
 UNFINISHED = "unfinished"  # the ledger has the entry, the pointer does not follow it yet
+ERASE = "erase"  # a ledger action: a version's files rewritten without erased shoppers
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def verify_model(
         out._add(str(exc))
     ledger_broken = bool(out.problems)
     _check_pointer(bucket, model, out, ledger_broken)
-    recorded = {e.version: e.body.get("manifest_sha256") for e in out.entries}
+    recorded = latest_manifests(out.entries)
     files_of = set(recorded) if versions is None else set(versions)
     if out.pointer is not None:
         files_of.add(int(out.pointer["version"]))
@@ -154,15 +155,31 @@ def _check_pointer(bucket: Bucket, model: str, out: Verification, ledger_broken:
                 f"{head.seq} ({head.sha256[:12]}…)"
             )
         return
-    if pointer["version"] != head.version:
+    serving = served_entry(entries)
+    if serving is None:
+        out._add(f"{bucket.url(model + '/ledger')}: erasures recorded before any promotion")
+        return
+    if pointer["version"] != serving.version:
         out._add(
-            f"{where}: serves version {pointer['version']}, the ledger's head serves "
-            f"version {head.version}"
+            f"{where}: serves version {pointer['version']}, the ledger serves version "
+            f"{serving.version} (entry {serving.seq})"
         )
         return
-    digest = head.body.get("manifest_sha256")
+    digest = latest_manifests(entries).get(serving.version)
     if pointer["manifest_sha256"] != digest:
         out._add(f"{where}: its manifest sha256 is not the one the ledger recorded")
+
+
+def served_entry(entries: list[Entry]) -> Entry | None:
+    """The entry that made the served version current: the last promotion or rollback
+    (an erasure rewrites a version's files, it serves nothing)."""
+    return next((e for e in reversed(entries) if e.body["action"] != ERASE), None)
+
+
+def latest_manifests(entries: list[Entry]) -> dict[int, Any]:
+    """Each version's manifest digest as the ledger last recorded it (an erasure records
+    the rewritten manifest)."""
+    return {e.version: e.body.get("manifest_sha256") for e in entries}
 
 
 def _manifested_versions(bucket: Bucket, model: str) -> list[int]:

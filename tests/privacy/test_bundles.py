@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines.data.snapshot import Snapshot
+from pipelines.privacy import bundles
+from pipelines.privacy.bundles import erase_promoted
 from pipelines.privacy.scan import scan_file
 from pipelines.promotion import layout
+from pipelines.promotion.bucket import Bucket, open_bucket
+from pipelines.promotion.ledger import read_ledger
+from pipelines.promotion.verify import UNFINISHED, verify_model
 from pipelines.recommender.bundle import Recommender
 from pipelines.recommender.predict import RecommendRequest
 from pipelines.registry.models import MODEL_NAME
 from pipelines.registry.search import SEARCH_MODEL
 from pipelines.search.model import SearchModel
+from serving.versions import ServedVersion, load_version
 from tests.served import ServedShop
 
 pytestmark = pytest.mark.slow
@@ -79,3 +86,91 @@ def test_a_search_bundle_without_a_shopper(served_shop: ServedShop, tmp_path: Pa
     assert not any(
         scan_file(p, [gone]).traces for p in (tmp_path / "erased").rglob("*") if p.is_file()
     )
+
+
+def _served(bucket: Bucket, model: str, cache: Path) -> ServedVersion:
+    pointer = layout.read_pointer(bucket, model)
+    assert pointer is not None
+    return load_version(bucket, model, int(pointer["version"]), cache, pointer)
+
+
+def _traces(bucket: Bucket, forms: list[str], tmp: Path) -> list[str]:
+    found = []
+    for key in bucket.keys(""):
+        local = tmp / "scan" / key
+        assert bucket.get_file(key, local)
+        if scan_file(local, forms).traces:
+            found.append(key)
+    return found
+
+
+def test_promoted_versions_are_rewritten_under_the_ledger(
+    served_shop: ServedShop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """forget's bucket step: every promoted version holding the shopper is rewritten, the
+    ledger records it and still verifies, the served versions load (serving's own checks)
+    and answer everyone else the same; an interrupted rewrite is finished by the next run."""
+    settings = served_shop.copy(tmp_path)
+    bucket = open_bucket(settings.serving_bucket_uri)
+    search = _served(bucket, SEARCH_MODEL, tmp_path / "cache")
+    assert isinstance(search.obj, SearchModel) and search.obj.profiles is not None
+    both = [u for u in _active(served_shop, 40) if u in search.obj.profiles.user_row]
+    gone, later, *others = both[:8]
+    rec = _served(bucket, MODEL_NAME, tmp_path / "cache")
+    assert isinstance(rec.obj, Recommender)
+    before = _lists(rec.obj, others)
+    entries = {m: len(read_ledger(bucket, m)) for m in (MODEL_NAME, SEARCH_MODEL)}
+    assert _traces(bucket, [gone], tmp_path)
+
+    done = erase_promoted(bucket, [gone], request_seq=7, requested_by="dpo")
+    assert sorted(done.versions) == sorted(
+        [f"{MODEL_NAME}/{served_shop.rec[0]}", f"{SEARCH_MODEL}/{served_shop.search[0]}"]
+    )
+    assert done.rows == 2 and not done.pending
+    assert _traces(bucket, [gone], tmp_path) == []
+    for model in (MODEL_NAME, SEARCH_MODEL):
+        state = verify_model(bucket, model)
+        assert state.ok, state.problems
+        ledger_now = read_ledger(bucket, model)
+        assert len(ledger_now) == entries[model] + 1
+        head = ledger_now[-1].body
+        assert head["action"] == "erase" and head["requested_by"] == "dpo"
+        assert head["reason"] == "erasure request 7"
+        manifest = layout.read_manifest(bucket, model, head["version"])
+        assert manifest is not None and manifest["erasures"][0]["request"] == 7
+    again = _served(bucket, MODEL_NAME, tmp_path / "cache2")
+    assert isinstance(again.obj, Recommender)
+    pd.testing.assert_frame_equal(_lists(again.obj, others), before)
+    assert gone not in set(again.obj.ctx.user_ids.astype(str))
+    assert (
+        _served(bucket, SEARCH_MODEL, tmp_path / "cache2").obj.personal(gone, np.arange(3)) is None
+    )  # type: ignore[union-attr]
+
+    # nothing left to do: a second run changes nothing
+    assert erase_promoted(bucket, [gone], request_seq=8, requested_by="dpo").versions == []
+    assert len(read_ledger(bucket, MODEL_NAME)) == entries[MODEL_NAME] + 1
+
+    # interrupted right after the ledger entry: refused until the next forget finishes it
+    real = bundles._apply
+    calls: list[int] = []
+
+    def crash(bucket: Bucket, model: str, entry: Any) -> None:
+        calls.append(entry.seq)
+        if len(calls) == 1:
+            raise OSError("connection lost")
+        real(bucket, model, entry)
+
+    monkeypatch.setattr(bundles, "_apply", crash)
+    with pytest.raises(OSError):
+        erase_promoted(bucket, [later], request_seq=9, requested_by="dpo")
+    state = verify_model(bucket, MODEL_NAME, versions=[])
+    assert any(p.kind == UNFINISHED for p in state.problems)
+    monkeypatch.setattr(bundles, "_apply", real)
+    erase_promoted(bucket, [later], request_seq=9, requested_by="dpo")
+    assert verify_model(bucket, MODEL_NAME).ok and verify_model(bucket, SEARCH_MODEL).ok
+    assert len(read_ledger(bucket, MODEL_NAME)) == entries[MODEL_NAME] + 2
+    assert _traces(bucket, [gone, later], tmp_path) == []
+    assert bucket.keys(f"{MODEL_NAME}/erasing") == []
+    final = _served(bucket, MODEL_NAME, tmp_path / "cache3")
+    assert isinstance(final.obj, Recommender)
+    pd.testing.assert_frame_equal(_lists(final.obj, others), before)

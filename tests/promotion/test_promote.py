@@ -379,7 +379,7 @@ def _tamper_cases(model: str, v1: int, v2: int) -> dict[str, tuple[Any, str]]:
         "the ledger deleted": (delete_ledger, "ledger: empty or deleted while"),
         "the pointer not JSON": (pointer("{\"version\": 2"), "current.json: not valid JSON"),
         "the pointer's version not a number": (pointer('{"version": "x", "ledger_seq": 2}'), "current.json: version 'x' is not a positive number"),
-        "the pointer moved to another version": (pointer_elsewhere, f"current.json: serves version {v1}, the ledger's head serves version {v2}"),
+        "the pointer moved to another version": (pointer_elsewhere, f"current.json: serves version {v1}, the ledger serves version {v2}"),
         "the pointer at a version never promoted": (pointer_unknown, "current.json: serves version 99"),
     }  # fmt: skip
 
