@@ -18,7 +18,9 @@ In order:
 8. every promoted version in the serving bucket that holds them: bundle, served feature
    values and report rewritten, recorded in the promotion ledger
    (:mod:`pipelines.privacy.bundles`);
-9. the erasure ledger's ``completed`` entry with the rows removed per store.
+9. MLflow's artifact store: registered bundles and run files rewritten
+   (:mod:`pipelines.privacy.mlflow_store`);
+10. the erasure ledger's ``completed`` entry with the rows removed per store.
 
 What is not done here is returned as ``pending`` (and :mod:`pipelines.privacy.audit` still
 finds it): see docs/privacy.md.
@@ -46,6 +48,7 @@ from pipelines.errors import ConfigError
 from pipelines.features.store import online_users
 from pipelines.privacy import erasures
 from pipelines.privacy.bundles import erase_promoted
+from pipelines.privacy.mlflow_store import erase_mlflow
 from pipelines.privacy.scan import scan_file, scrub_file
 from pipelines.promotion.bucket import open_bucket
 from pipelines.settings import Settings
@@ -119,6 +122,11 @@ def forget(
     stores["served_bundles"] = served.rows
     report.bundles = served.versions
     report.pending += served.pending
+    registry = erase_mlflow(settings, forms)
+    stores["mlflow_bundles"] = registry.rows
+    stores["mlflow_files"] = registry.files
+    report.bundles += [f"MLflow {v}" for v in registry.versions]
+    report.pending += registry.pending
     done = erasures.complete(bucket, asked, stores, requested_by=requested_by)
     report.completed_seq = done.seq
     log.info("erasure request %d completed (entry %d): %s", asked.seq, done.seq, stores)

@@ -4,6 +4,7 @@ replaced, the bundle still loads, and every other shopper is answered the same."
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +13,32 @@ import pandas as pd
 import pytest
 
 from pipelines.data.snapshot import Snapshot
+from pipelines.errors import ShopMLError
 from pipelines.privacy import bundles
+from pipelines.privacy.audit import audit
 from pipelines.privacy.bundles import erase_promoted
+from pipelines.privacy.forget import forget
 from pipelines.privacy.scan import scan_file
 from pipelines.promotion import layout
 from pipelines.promotion.bucket import Bucket, open_bucket
 from pipelines.promotion.ledger import read_ledger
+from pipelines.promotion.promote import promote
 from pipelines.promotion.verify import UNFINISHED, verify_model
 from pipelines.recommender.bundle import Recommender
+from pipelines.recommender.plan import (
+    plan_training,
+    prepare_features,
+    train_candidates,
+    train_ranker,
+)
 from pipelines.recommender.predict import RecommendRequest
 from pipelines.registry.models import MODEL_NAME
 from pipelines.registry.search import SEARCH_MODEL
 from pipelines.search.model import SearchModel
+from pipelines.settings import load_settings
 from serving.versions import ServedVersion, load_version
-from tests.served import ServedShop
+from tests.served import ServedShop, approval
+from tests.shops import LIGHT
 
 pytestmark = pytest.mark.slow
 
@@ -174,3 +187,59 @@ def test_promoted_versions_are_rewritten_under_the_ledger(
     final = _served(bucket, MODEL_NAME, tmp_path / "cache3")
     assert isinstance(final.obj, Recommender)
     pd.testing.assert_frame_equal(_lists(final.obj, others), before)
+
+
+def test_forget_on_a_trained_promoted_shop_leaves_no_trace(
+    served_shop: ServedShop, tmp_path: Path
+) -> None:
+    """The whole erasure on a shop whose models were registered in MLflow, evaluated and
+    promoted: after forget, audit finds the shopper in no store (MLflow's artifacts and
+    database included), the promoted bundles verify and answer everyone else the same, and
+    the registered challengers no longer match their verdicts (promotion refuses them)."""
+    home = tmp_path / "home"
+    shutil.copytree(served_shop.root / "home", home)
+    shutil.copytree(served_shop.root / "bucket", tmp_path / "bucket")
+    shutil.copytree(served_shop.trained.snapshot, home / "snapshots" / "shop")
+    settings = replace(
+        load_settings({"SHOPML_HOME": str(home)}),
+        reviewers=("reviewer",),
+        serving_bucket_uri=(tmp_path / "bucket").as_uri(),
+    )
+    bucket = open_bucket(settings.serving_bucket_uri)
+    gone, *others = _active(served_shop, 6)
+    rec = _served(bucket, MODEL_NAME, tmp_path / "cache")
+    assert isinstance(rec.obj, Recommender)
+    before = _lists(rec.obj, others)
+    assert not audit([gone], settings).clean
+
+    report = forget([gone], reason="GDPR Art. 17 #1", requested_by="dpo", settings=settings)
+    assert not report.pending, report.pending
+    assert report.stores["served_bundles"] >= 1 and report.stores["mlflow_bundles"] >= 3
+    found = audit([gone], settings)
+    assert found.clean, found.traces
+    # pictures and fonts of reports, and MLflow's pickle of the pyfunc wrapper (a class
+    # without data): nothing else is left unread
+    kinds = {Path(u).suffix for u in found.unreadable if Path(u).name != "python_model.pkl"}
+    assert kinds <= {".png", ".gif", ".ico", ".otf", ".woff", ".woff2", ".ttf"}, kinds
+    for model in (MODEL_NAME, SEARCH_MODEL):
+        assert verify_model(bucket, model).ok
+    after = _served(bucket, MODEL_NAME, tmp_path / "cache2")
+    assert isinstance(after.obj, Recommender)
+    pd.testing.assert_frame_equal(_lists(after.obj, others), before)
+    # the next retrain reads the rewritten snapshot: its model never saw the shopper
+    work = tmp_path / "retrain"
+    plan = plan_training(home / "snapshots" / "shop", LIGHT)
+    plan.save(work)
+    prepare_features(plan, work)
+    train_candidates(work_dir=work, settings=settings)
+    train_ranker(work_dir=work)
+    retrained = Recommender.load(work / "ranker" / "bundle")
+    trained_on = set(retrained.ctx.user_ids.astype(str))
+    assert gone not in trained_on and set(others) <= trained_on
+    # a registered challenger that held the shopper is no longer the bundle its verdict
+    # scored: promoting it is refused (it must be retrained without them)
+    with pytest.raises(ShopMLError, match="not the one its verdict"):
+        promote(
+            version=served_shop.rec[1], settings=settings, name=MODEL_NAME,
+            review=approval("run-2", MODEL_NAME),
+        )  # fmt: skip
