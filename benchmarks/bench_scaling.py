@@ -10,7 +10,8 @@ resident memory, polled every 0.2 s) or ``--step-timeout`` is stopped and record
 and the steps that need its output are skipped; the other branch goes on.
 
 Growth curve per step, above the fixed cost every step pays (a Python that only imports the
-steps, measured first): ``seconds = s0 + a * events^b`` and ``peak GB = m0 + c * events^d``,
+steps, measured first): ``CPU seconds = s0 + a * events^b`` (CPU rather than wall seconds:
+the step's own work, whatever else the machine was doing) and ``peak GB = m0 + c * events^d``,
 least squares on the logarithms of the sizes that completed, and from it the event count at
 which the step's peak memory reaches a worker's usable memory (85 % of 24 GB and of 128 GB).
 CPU seconds beside wall seconds show how much of a step uses more than one core.
@@ -239,7 +240,8 @@ def growth(sizes: list[dict[str, Any]], fixed: dict[str, Any]) -> dict[str, Any]
     for step in ["generate", *(s[0] for s in STEPS)]:
         done = [(s["events"], s["steps"][step]) for s in sizes if s["steps"][step].get("ok")]
         events = [float(e) for e, _ in done]
-        time_fit = power_fit(events, [r["seconds"] - s0 for _, r in done])
+        # CPU seconds: the step's own work, whatever else the machine was doing
+        time_fit = power_fit(events, [r.get("cpu_seconds", r["seconds"]) - s0 for _, r in done])
         mem_fit = power_fit(events, [r["peak_rss_gb"] - m0 for _, r in done])
         entry: dict[str, Any] = {"sizes": [e for e, _ in done]}
         if time_fit:
@@ -253,7 +255,7 @@ def growth(sizes: list[dict[str, Any]], fixed: dict[str, Any]) -> dict[str, Any]
                 entry[f"events_at_{worker_gb}gb"] = int(round(at, -5)) if reach else None
                 if reach and time_fit:
                     ta, tb = time_fit
-                    entry[f"seconds_at_{worker_gb}gb"] = round(s0 + ta * at**tb)
+                    entry[f"cpu_seconds_at_{worker_gb}gb"] = round(s0 + ta * at**tb)
         failed = [s["events"] for s in sizes if s["steps"][step].get("error")]
         if failed:
             entry["failed_at"] = failed
@@ -266,7 +268,16 @@ def _cell(r: dict[str, Any]) -> str:
         return "–"
     if not r.get("ok"):
         return f"stopped at {r['seconds']:,.0f} s, {r['peak_rss_gb']:.1f} GB"
-    return f"{r['seconds']:,.0f} s, {r['peak_rss_gb']:.2f} GB"
+    return f"{r['seconds']:,.0f} s ({r['cpu_seconds']:,.0f} cpu), {r['peak_rss_gb']:.2f} GB"
+
+
+def _events(at: int | None, largest: int) -> str:
+    """An extrapolated event count, or how far past the measured sizes it lies."""
+    if not at:
+        return "–"
+    if at > 100 * largest:
+        return f"> {100 * largest / 1e6:,.0f}M"  # a fit says nothing that far out
+    return f"{at / 1e6:,.1f}M"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -282,11 +293,11 @@ def markdown(result: dict[str, Any]) -> str:
         "| step | time ~ events^b | memory ~ events^d | events at 24 GB | events at 128 GB |",
         "|---|---:|---:|---:|---:|",
     ]
-    for step, f in result["growth"].items():
+    for step, f in growth(sizes, result["fixed_cost"]).items():
         at = [f.get(f"events_at_{gb}gb") for gb in (24, 128)]
         lines.append(
             f"| {step} | {f.get('seconds_exponent', '–')} | {f.get('memory_exponent', '–')} | "
-            + " | ".join(f"{x / 1e6:,.1f}M" if x else "–" for x in at)
+            + " | ".join(_events(x, sizes[-1]["events"]) for x in at)
             + " |"
         )
     return "\n".join(lines)

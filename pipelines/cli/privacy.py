@@ -36,7 +36,8 @@ def forget_cmd(
     ] = None,
 ) -> None:
     """Erase shoppers: on the erasure list at once, then removed from every store on this
-    machine; the erasure ledger records who, when, why and how many rows, never the ids."""
+    machine, the promoted versions in the serving bucket and MLflow's artifacts; the
+    erasure ledger records who, when, why and how many rows, never the ids."""
     from pipelines.privacy.forget import forget
 
     report = forget(
