@@ -9,7 +9,8 @@ In order:
    evaluation set, which the next evaluation freezes anew); validated again when it had
    been validated;
 4. the feature tables under ``feature_store_dir`` (their rows dropped);
-5. retrain runs in a local work storage that hold them (the run folder removed);
+5. retrain runs in the work storage that hold them (the run folder, or every object of the
+   run in a remote ``s3://`` one, removed);
 6. the serving events spool (their lines dropped; a file a live serving process is still
    appending to is left for the next forget and said so);
 7. everything else under SHOPML_HOME that ShopML writes as text (reports, summaries, logs):
@@ -32,6 +33,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +52,7 @@ from pipelines.privacy import erasures
 from pipelines.privacy.bundles import erase_promoted
 from pipelines.privacy.mlflow_store import erase_mlflow
 from pipelines.privacy.scan import scan_file, scrub_file
-from pipelines.promotion.bucket import open_bucket
+from pipelines.promotion.bucket import Bucket, open_bucket
 from pipelines.settings import Settings
 from pipelines.validation.validate import read_status, validate_snapshot
 
@@ -193,17 +195,38 @@ def _traced(folder: Path, forms: list[str]) -> bool:
 def _runs(settings: Settings, forms: list[str], report: ForgetReport) -> int:
     uri = urlparse(settings.work_uri)
     if uri.scheme != "file":
-        report.pending.append(
-            f"retrain runs in {settings.work_uri}: not searched (remote work storage); delete "
-            "the runs that used the rewritten snapshots"
-        )
-        return 0
+        return _remote_runs(open_bucket(settings.work_uri, settings.s3_endpoint_url), forms)
     root = Path(unquote(uri.path))
     gone = 0
     for run in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
         if _traced(run, forms):
             shutil.rmtree(run)
             gone += 1
+    return gone
+
+
+def _remote_runs(work: Bucket, forms: list[str]) -> int:
+    """Runs in a remote work storage (``s3://``) holding the shoppers: every object of the
+    run removed. Each object is read once (the search is the audit's)."""
+    runs: dict[str, list[str]] = {}
+    for key in work.keys(""):
+        runs.setdefault(key.split("/", 1)[0], []).append(key)
+    gone = 0
+    with tempfile.TemporaryDirectory(prefix="shopml-forget-") as tmp:
+        for run, keys in sorted(runs.items()):
+            traced = False
+            for key in keys:
+                local = Path(tmp) / key  # the name tells the scan the file's kind
+                found = work.get_file(key, local) and scan_file(local, forms).traces
+                local.unlink(missing_ok=True)
+                if found:
+                    traced = True
+                    break
+            if traced:
+                for key in keys:
+                    work.delete(key)
+                gone += 1
+                log.info("retrain run %s removed from %s", run, work.uri)
     return gone
 
 

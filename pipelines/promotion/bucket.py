@@ -155,6 +155,7 @@ class S3Bucket(Bucket):
     def get_file(self, key: str, path: Path) -> bool:
         from botocore.exceptions import ClientError
 
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_name(path)
         try:
             self.client.download_file(self.name, self._key(key), str(tmp))

@@ -173,3 +173,21 @@ def test_audit_of_a_clean_home_needs_no_key(tmp_path: Path) -> None:
     report = audit(["nobody"], load_settings())
     assert report.clean and report.forms == 1
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_runs_in_a_remote_work_storage_that_hold_the_shopper_are_removed(
+    s3: str, tmp_path: Path
+) -> None:
+    from pipelines.privacy.forget import _remote_runs
+
+    work = open_bucket("s3://work/runs", s3)
+    table = tmp_path / "rows.parquet"
+    pd.DataFrame({"user_id": ["u1", "u7"], "item_id": ["i1", "i2"]}).to_parquet(table)
+    other = tmp_path / "other.parquet"
+    pd.DataFrame({"user_id": ["u12", "u7"], "item_id": ["i1", "i2"]}).to_parquet(other)
+    work.put_file("run-a/stage/rows.parquet", table)
+    work.put("run-a/plan.json", b'{"snapshot": "s"}')
+    work.put_file("run-b/stage/rows.parquet", other)
+    assert _remote_runs(work, ["u1"]) == 1
+    assert work.keys("run-a") == [] and work.keys("run-b") == ["run-b/stage/rows.parquet"]
+    assert _remote_runs(work, ["u1"]) == 0
