@@ -173,6 +173,7 @@ def measure(
     timeout: float,
     search: bool = True,
     pause: Path | None = None,
+    only: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     users, items = events // 20, min(50_000, events // 200)
     root = workdir / str(events)
@@ -192,6 +193,10 @@ def measure(
         before = results.get(BRANCH_START.get(step, needs or ""), {})
         if needs and not results.get(needs, {}).get("ok"):
             results[step] = {"ok": False, "skipped": f"needs {needs}"}
+            _show(step, results[step])
+            continue
+        if only and step not in only:
+            results[step] = {"ok": False, "skipped": "not asked (--steps)"}
             _show(step, results[step])
             continue
         if not search and step in SEARCH_MODEL_STEPS:
@@ -323,6 +328,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
+        "--steps",
+        default="",
+        help="only these steps (comma-separated; the ones they need must be listed too)",
+    )
+    parser.add_argument(
         "--markdown",
         type=Path,
         default=None,
@@ -342,15 +352,23 @@ def main() -> None:
         raise SystemExit(f"importing the steps failed: {fixed['error']}")
     fixed.pop("payload")
     _show("fixed cost (imports)", fixed)
-    command = f"python benchmarks/bench_scaling.py --sizes {args.sizes}" + (
-        f" --search-up-to {args.search_up_to}" if args.search_up_to else ""
+    command = (
+        f"python benchmarks/bench_scaling.py --sizes {args.sizes}"
+        + (f" --search-up-to {args.search_up_to}" if args.search_up_to else "")
+        + (f" --steps {args.steps}" if args.steps else "")
     )
     for events in sizes:
         t0 = time.monotonic()
         search = not args.search_up_to or events <= args.search_up_to
         measured.append(
             measure(
-                events, args.workdir, args.memory_cap_gb, args.step_timeout, search, args.pause_file
+                events,
+                args.workdir,
+                args.memory_cap_gb,
+                args.step_timeout,
+                search,
+                args.pause_file,
+                frozenset(filter(None, args.steps.split(","))),
             )
         )
         measured[-1]["total_seconds"] = round(time.monotonic() - t0, 1)

@@ -183,8 +183,14 @@ class ServedModels:
         key = (model, version)
         with self._extra_lock:
             if key in self._extra:
-                self._extra.move_to_end(key)
-                return self._extra[key]
+                cached = self._extra[key]
+                now = layout.read_manifest(self.bucket, model, version)
+                if now is not None and sha256_json(now) == sha256_json(cached.manifest):
+                    self._extra.move_to_end(key)
+                    return cached
+                # rewritten since (an erasure): the old object must not answer again
+                del self._extra[key]
+                shutil.rmtree(cached.folder, ignore_errors=True)
             loaded = load_version(self.bucket, model, version, self.cache / "preview")
             self._extra[key] = loaded
             while len(self._extra) > EXTRA_VERSIONS:

@@ -17,20 +17,24 @@ entry in the model's ledger records the new manifest's digest (so ``shopml promo
 verify``, rollback and serving check the rewritten files against the ledger). Order, so
 that an interruption at any point is finished by the next ``forget``:
 
-1. the changed files and the new manifest are staged under ``<model>/erasing/<version>/``;
-2. the ``erase`` ledger entry is appended (from here the rewrite is decided);
+1. the changed files and the new manifest are staged under
+   ``<model>/erasing/<version>/<new manifest digest>/``;
+2. the ``erase`` ledger entry is appended, only if no other writer rewrote the version since
+   it was read (checked against the entries it follows; from here the rewrite is decided);
 3. the staged files are copied over the version's, then its manifest;
-4. ``current.json`` names the new ledger head (the served version does not change; when it
-   is the rewritten one, serving sees a new manifest digest and reloads it);
+4. ``current.json`` names the new ledger head (the served version, from the last promotion
+   or rollback, does not change; when it is the rewritten one, serving sees a new manifest
+   digest and reloads it);
 5. the staging folder is removed.
 
-A version whose files cannot be rewritten (a trace left in a file of an unknown kind) is
-left as it was and reported as pending.
+Steps 3-5 are :func:`pipelines.promotion.erasure.finish`: the next promotion, rollback or
+``forget`` finishes an erasure interrupted after its entry. A version whose files cannot be
+rewritten (a trace left in a file of an unknown kind, a bundle that does not load) is left
+as it was and reported as pending.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -40,16 +44,15 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ShopMLError
-from pipelines.io import sha256_bytes, sha256_json, write_bytes
+from pipelines.io import folder_digest, sha256_bytes, sha256_json, write_bytes
 from pipelines.privacy.scan import scan_file, scrub_file
-from pipelines.promotion import layout, ledger
+from pipelines.promotion import erasure, layout
 from pipelines.promotion.bucket import Bucket
-from pipelines.promotion.verify import ERASE, UNFINISHED, verify_model
+from pipelines.promotion.verify import UNFINISHED, verify_model
 from pipelines.registry.models import MODEL_NAME
 from pipelines.registry.search import SEARCH_MODEL
 
 log = logging.getLogger(__name__)
-STAGING = "erasing"
 SERVED_MODELS = (MODEL_NAME, SEARCH_MODEL)
 
 
@@ -64,37 +67,50 @@ class BundleErasure:
     pending: list[str] = field(default_factory=list)
 
 
-def staging_prefix(model: str, version: int) -> str:
-    return f"{model}/{STAGING}/{version}"
+def erase_promoted(
+    bucket: Bucket, forms: list[str], *, request_seq: int, requested_by: str
+) -> BundleErasure:
+    """Rewrite every promoted version that holds one of ``forms`` (the shoppers' ids as
+    stored); finish an erasure an earlier run left half done first. What cannot be done
+    (a damaged bucket, an unfinished promotion, a bundle that does not load, the store
+    failing) is returned as pending, naming the version; the other versions go on."""
+    out = BundleErasure()
+    for model in SERVED_MODELS:
+        try:
+            state = verify_model(bucket, model, versions=[])
+            unfinished = any(p.kind == UNFINISHED for p in state.problems)
+            if erasure.finish_unfinished(bucket, model, state.entries, unfinished):
+                log.info("%s: finished an interrupted erasure (ledger entry %d)", model, state.entries[-1].seq)  # fmt: skip
+                state = verify_model(bucket, model, versions=[])
+                unfinished = any(p.kind == UNFINISHED for p in state.problems)
+            if not state.entries and state.ok and state.pointer is None:
+                continue  # never promoted
+            state.require_intact(f"erasing shoppers from {model}")
+            if unfinished:
+                raise ShopMLError(
+                    f"the {state.entries[-1].body['action']} of {model} version "
+                    f"{state.entries[-1].version} did not finish; finish it first (rerun it)"
+                )
+        except Exception as exc:  # the bucket failing or damaged: the rest goes on
+            out.pending.append(f"{model} in {bucket.uri}: not erased ({_first_line(exc)})")
+            continue
+        for version in sorted({e.version for e in state.entries}):
+            try:
+                _erase_version(bucket, model, version, forms, request_seq, requested_by, out)
+            except Exception as exc:  # a bundle that does not load, the store failing
+                out.pending.append(
+                    f"{model} version {version}: not rewritten ({_first_line(exc)}); run "
+                    "forget again once the cause is fixed"
+                )
+    return out
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def erase_promoted(
-    bucket: Bucket, forms: list[str], *, request_seq: int, requested_by: str
-) -> BundleErasure:
-    """Rewrite every promoted version that holds one of ``forms`` (the shoppers' ids as
-    stored); finish an erasure an earlier run left half done first."""
-    out = BundleErasure()
-    for model in SERVED_MODELS:
-        state = verify_model(bucket, model, versions=[])
-        head = state.head
-        if (
-            head is not None
-            and head.body["action"] == ERASE
-            and any(p.kind == UNFINISHED for p in state.problems)
-        ):
-            log.info("%s: finishing the erasure of version %d (ledger entry %d)", model, head.version, head.seq)  # fmt: skip
-            _apply(bucket, model, head)
-            state = verify_model(bucket, model, versions=[])
-        if not state.entries:
-            continue
-        state.require_intact(f"erasing shoppers from {model}")
-        for version in sorted({e.version for e in state.entries}):
-            _erase_version(bucket, model, version, forms, request_seq, requested_by, out)
-    return out
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _download(bucket: Bucket, model: str, version: int, manifest: dict[str, Any], to: Path) -> None:
@@ -141,31 +157,12 @@ def _erase_version(
             )
             return
         changed = sorted(rel for rel, d in files.items() if manifest["files"].get(rel) != d)
-        body = _manifest(model, version, manifest, files, request_seq)
-        prefix = staging_prefix(model, version)
-        for key in bucket.keys(prefix):  # an earlier try that stopped before its entry
-            bucket.delete(key)
-        for rel in changed:
-            bucket.put_file(f"{prefix}/{rel}", folder / rel)
-        bucket.put(f"{prefix}/{layout.MANIFEST}", body)
-    new_manifest = json.loads(body)
-    entry = ledger.append(
-        bucket,
-        model,
-        {
-            "action": ERASE,
-            "model": model,
-            "version": version,
-            "requested_by": requested_by,
-            "reason": f"erasure request {request_seq}",
-            "time": _now(),
-            "verdict_sha256": new_manifest.get("verdict_sha256"),
-            "report_sha256": new_manifest.get("report_sha256"),
-            "manifest_sha256": sha256_json(new_manifest),
-            "snapshot_id": new_manifest.get("snapshot_id"),
-        },
-    )
-    _apply(bucket, model, entry)
+        body = _manifest(model, version, manifest, files, folder, request_seq)
+        entry = erasure.record(
+            bucket, model, version, manifest,
+            {rel: (folder / rel).read_bytes() for rel in changed}, body,
+            requested_by=requested_by, reason=f"erasure request {request_seq}",
+        )  # fmt: skip
     out.rows += rows
     out.files += len(changed)
     out.versions.append(f"{model}/{version}")
@@ -207,6 +204,7 @@ def _manifest(
     version: int,
     old: dict[str, Any],
     files: dict[str, str],
+    folder: Path,
     request_seq: int,
 ) -> bytes:
     """The rewritten version's manifest: the old one's metadata, the new files, and a
@@ -216,63 +214,8 @@ def _manifest(
         digest = files.get(f"{layout.REPORT}/{rel}")
         if name in meta and digest is not None:
             meta[name] = digest
+    if "bundle_sha256" in meta:  # the bundle as it is now (the verdict keeps the old one)
+        meta["bundle_sha256"] = folder_digest(folder / layout.BUNDLE)
     record = {"request": request_seq, "replaces_manifest": sha256_json(old), "time": _now()}
     meta["erasures"] = [*meta.get("erasures", []), record]
     return layout.manifest_body(model, version, files, meta, str(old["created_at"]))
-
-
-def _apply(bucket: Bucket, model: str, entry: ledger.Entry) -> None:
-    """Steps 3-5: the staged files over the version's, its manifest, the pointer, the
-    staging folder removed. Safe to run again."""
-    version, prefix = entry.version, staging_prefix(model, entry.version)
-    staged_raw = bucket.get(f"{prefix}/{layout.MANIFEST}")
-    current = layout.read_manifest(bucket, model, version)
-    wanted = entry.body.get("manifest_sha256")
-    if current is not None and sha256_json(current) == wanted:
-        body = None  # copied before an interruption; the pointer and the staging remain
-    elif staged_raw is None:
-        raise ShopMLError(
-            f"{bucket.url(prefix)}: the rewrite that ledger entry {entry.seq} records is not "
-            f"staged; {model} version {version} cannot be finished (restore it from a backup)"
-        )
-    else:
-        body = layout.json_object(bucket, f"{prefix}/{layout.MANIFEST}", staged_raw)
-        if body is None or sha256_json(body) != wanted:
-            raise ShopMLError(
-                f"{bucket.url(prefix)}: the staged manifest is not the one ledger entry "
-                f"{entry.seq} records"
-            )
-    if body is not None:
-        for rel, digest in sorted(body["files"].items()):
-            key = layout.version_key(model, version, rel)
-            existing = bucket.get(key)
-            if existing is not None and sha256_bytes(existing) == digest:
-                continue
-            data = bucket.get(f"{prefix}/{rel}")
-            if data is None or sha256_bytes(data) != digest:
-                raise ShopMLError(
-                    f"{bucket.url(f'{prefix}/{rel}')}: staged file missing or altered"
-                )
-            bucket.put(key, data)
-        listed = {layout.version_key(model, version, rel) for rel in body["files"]}
-        listed.add(layout.version_key(model, version, layout.MANIFEST))
-        for key in bucket.keys(layout.version_prefix(model, version)):
-            if key not in listed:
-                bucket.delete(key)
-        bucket.put(layout.version_key(model, version, layout.MANIFEST), staged_raw or b"")
-    pointer = layout.read_pointer(bucket, model)
-    if pointer is None:
-        raise ShopMLError(f"{bucket.url(layout.pointer_key(model))}: missing")
-    served = int(pointer["version"])
-    manifest = layout.verify_version(bucket, model, served)
-    if manifest is None:
-        raise ShopMLError(f"{model} version {served} does not verify after the erasure")
-    bucket.put(
-        layout.pointer_key(model),
-        layout.pointer_body(
-            model, served, pointer.get("previous_version"), manifest, entry.seq, entry.sha256,
-            _now(),
-        ),
-    )  # fmt: skip
-    for key in bucket.keys(prefix):
-        bucket.delete(key)

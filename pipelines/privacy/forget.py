@@ -195,7 +195,13 @@ def _traced(folder: Path, forms: list[str]) -> bool:
 def _runs(settings: Settings, forms: list[str], report: ForgetReport) -> int:
     uri = urlparse(settings.work_uri)
     if uri.scheme != "file":
-        return _remote_runs(open_bucket(settings.work_uri, settings.s3_endpoint_url), forms)
+        try:
+            return _remote_runs(open_bucket(settings.work_uri, settings.s3_endpoint_url), forms)
+        except Exception as exc:  # the store failing: said, and the other stores go on
+            report.pending.append(
+                f"retrain runs in {settings.work_uri}: not searched ({str(exc).splitlines()[0]})"
+            )
+            return 0
     root = Path(unquote(uri.path))
     gone = 0
     for run in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:

@@ -82,11 +82,25 @@ def erase_mlflow(settings: Settings, forms: list[str]) -> MlflowErasure:
         return out
     done: set[str] = set()
     for name in sorted(m for m in models if served_name(m) in _SERVED):
-        for mv in client.search_model_versions(f"name='{name}'"):
-            _erase_version(client, name, int(mv.version), forms, done, out)
-    for run_id in _runs(client):
+        try:
+            versions = [int(mv.version) for mv in client.search_model_versions(f"name='{name}'")]
+        except Exception as exc:
+            out.pending.append(f"MLflow model {name}: versions not listed ({_first_line(exc)})")
+            continue
+        for version in versions:
+            _erase_version(client, name, version, forms, done, out)
+    try:
+        runs = _runs(client)
+    except Exception as exc:
+        out.pending.append(f"MLflow runs: not listed ({_first_line(exc)})")
+        return out
+    for run_id in runs:
         _erase_run(client, run_id, forms, out)
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _erase_version(
@@ -168,13 +182,18 @@ def _erase_bundle(model: str, bundle: Path, forms: list[str]) -> int:
 
 
 def _runs(client: Any) -> list[str]:
+    """Every run, deleted ones too (their artifacts stay until ``mlflow gc``)."""
+    from mlflow.entities import ViewType
+
     ids: list[str] = []
-    experiments = [e.experiment_id for e in client.search_experiments()]
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     if not experiments:
         return ids
     token = None
     while True:
-        page = client.search_runs(experiments, max_results=1000, page_token=token)
+        page = client.search_runs(
+            experiments, run_view_type=ViewType.ALL, max_results=1000, page_token=token
+        )
         ids.extend(r.info.run_id for r in page)
         token = page.token
         if not token:

@@ -15,6 +15,7 @@ takes the next number, so no entry is ever lost or overwritten.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,13 +147,27 @@ def _parse(
     return Entry(key, body, sha256_bytes(raw))
 
 
-def append(bucket: Bucket, model: str, body: dict[str, Any]) -> Entry:
+def append(
+    bucket: Bucket,
+    model: str,
+    body: dict[str, Any],
+    *,
+    precondition: Callable[[list[Entry]], None] | None = None,
+) -> Entry:
     """Add ``body`` as the next entry (``seq`` and ``prev_sha256`` filled in), retrying
-    when a concurrent writer took the number; returns the entry written."""
-    return append_chain(bucket, chain(model), body)
+    when a concurrent writer took the number; returns the entry written.
+    ``precondition`` sees the entries the new one will follow, at every try, and raises
+    to refuse: with the exclusive create, what it checked is exactly what precedes it."""
+    return append_chain(bucket, chain(model), body, precondition=precondition)
 
 
-def append_chain(bucket: Bucket, spec: Chain, body: dict[str, Any]) -> Entry:
+def append_chain(
+    bucket: Bucket,
+    spec: Chain,
+    body: dict[str, Any],
+    *,
+    precondition: Callable[[list[Entry]], None] | None = None,
+) -> Entry:
     """:func:`append` for any chain."""
     unknown = sorted(set(body) - set(spec.fields))
     if unknown:
@@ -160,6 +175,8 @@ def append_chain(bucket: Bucket, spec: Chain, body: dict[str, Any]) -> Entry:
     entries: list[Entry] = []
     for _ in range(_MAX_RACES):
         entries = read_chain(bucket, spec, after=entries)
+        if precondition is not None:
+            precondition(entries)
         head = entries[-1] if entries else None
         full = {
             **body,

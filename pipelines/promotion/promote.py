@@ -40,7 +40,7 @@ from feature_store.definitions import recommender_ranker
 from pipelines.errors import ServiceUnavailableError, ShopMLError
 from pipelines.io import folder_digest, sha256_bytes, sha256_file, sha256_json, write_json
 from pipelines.keys import signing_key, verify_signature
-from pipelines.promotion import layout, ledger
+from pipelines.promotion import erasure, layout, ledger
 from pipelines.promotion.bucket import Bucket, open_bucket
 from pipelines.promotion.verify import UNFINISHED, Verification, verify_model
 from pipelines.recommender.bundle import Recommender
@@ -434,7 +434,7 @@ def _promote(
     """Serve ``version`` of ``name``, registered as ``source`` ``source_version`` (the same
     model and number without registry_candidates)."""
     bucket = _bucket(settings)
-    state = verify_model(bucket, name, versions=[version], pending=version)
+    state = _finishing_erasures(bucket, name, versions=[version], pending=version)
     state.require_intact(f"promoting {name} version {version}")
     check_review(review, settings, version=source_version, name=name)
     served = None if state.pointer is None else int(state.pointer["version"])
@@ -453,6 +453,8 @@ def _promote(
         return Outcome("promote", version, head.body.get("previous_version"), False, None)
     if served == version:
         previous = None if state.pointer is None else state.pointer.get("previous_version")
+        # the alias too: a promotion interrupted before it moved the alias, then erased
+        _write(_client(settings).set_registered_model_alias, name, CHAMPION, str(version))
         log.info("%s version %d is already served; nothing to do", name, version)
         return Outcome("promote", version, previous, False, None)
     client = _client(settings)
@@ -495,10 +497,25 @@ def _promote(
             "dag_run": review.dag_run,
             **({"source": f"{source}/{source_version}"} if source != name else {}),
         },
+        precondition=erasure.unchanged_since(version, sha256_json(manifest), "promoting"),
     )
     _finish(bucket, name, entry, settings)
     record_approval(name, version, review, settings)
     return Outcome("promote", version, served, True, entry.body)
+
+
+def _finishing_erasures(
+    bucket: Bucket, name: str, *, versions: list[int], pending: int | None = None
+) -> Verification:
+    """The bucket's verification, after finishing an erasure interrupted after its ledger
+    entry (:mod:`pipelines.promotion.erasure`): promotion and rollback do not stay blocked
+    until the next ``forget``."""
+    state = verify_model(bucket, name, versions=versions, pending=pending)
+    unfinished = any(p.kind == UNFINISHED for p in state.problems)
+    if erasure.finish_unfinished(bucket, name, state.entries, unfinished):
+        log.info("%s: finished an interrupted erasure first", name)
+        state = verify_model(bucket, name, versions=versions, pending=pending)
+    return state
 
 
 def record_approval(name: str, version: int, review: Review, settings: Settings) -> None:
@@ -545,7 +562,7 @@ def _rollback(
         raise ShopMLError("a rollback needs the authenticated login that asked for it")
     bucket = _bucket(settings)
     action = f"rolling back {name} to version {to_version}"
-    state = verify_model(bucket, name, versions=[])
+    state = _finishing_erasures(bucket, name, versions=[])
     state.require_intact(action)
     promoted = sorted({e.version for e in state.entries if e.body["action"] == "promote"})
     if to_version not in promoted:
@@ -575,6 +592,7 @@ def _rollback(
             "snapshot_id": manifest.get("snapshot_id"),
             "dag_run": dag_run,
         },
+        precondition=erasure.unchanged_since(to_version, sha256_json(manifest), "rolling back"),
     )
     _finish(bucket, name, entry, settings)
     return Outcome("rollback", to_version, served, True, entry.body)

@@ -143,9 +143,14 @@ def _check_pointer(bucket: Bucket, model: str, out: Verification, ledger_broken:
             before.seq,
             before.sha256,
         ):
+            hint = (
+                " (the next promotion, rollback or `shopml privacy forget` finishes it)"
+                if head.body["action"] == ERASE
+                else ""
+            )
             out._add(
                 f"{where}: the {head.body['action']} of version {head.version} (ledger entry "
-                f"{head.seq}) did not finish; it still serves version {pointer['version']}",
+                f"{head.seq}) did not finish; it still serves version {pointer['version']}{hint}",
                 UNFINISHED,
             )
         else:

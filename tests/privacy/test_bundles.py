@@ -14,12 +14,11 @@ import pytest
 
 from pipelines.data.snapshot import Snapshot
 from pipelines.errors import ShopMLError
-from pipelines.privacy import bundles
 from pipelines.privacy.audit import audit
 from pipelines.privacy.bundles import erase_promoted
 from pipelines.privacy.forget import forget
 from pipelines.privacy.scan import scan_file
-from pipelines.promotion import layout
+from pipelines.promotion import erasure, layout
 from pipelines.promotion.bucket import Bucket, open_bucket
 from pipelines.promotion.ledger import read_ledger
 from pipelines.promotion.promote import promote
@@ -133,6 +132,8 @@ def test_promoted_versions_are_rewritten_under_the_ledger(
     assert isinstance(rec.obj, Recommender)
     before = _lists(rec.obj, others)
     entries = {m: len(read_ledger(bucket, m)) for m in (MODEL_NAME, SEARCH_MODEL)}
+    first_manifest = layout.read_manifest(bucket, MODEL_NAME, served_shop.rec[0])
+    assert first_manifest is not None
     assert _traces(bucket, [gone], tmp_path)
 
     done = erase_promoted(bucket, [gone], request_seq=7, requested_by="dpo")
@@ -163,8 +164,17 @@ def test_promoted_versions_are_rewritten_under_the_ledger(
     assert erase_promoted(bucket, [gone], request_seq=8, requested_by="dpo").versions == []
     assert len(read_ledger(bucket, MODEL_NAME)) == entries[MODEL_NAME] + 1
 
+    # a rewrite prepared from what a version held before another erasure is refused
+    stale = dict(first_manifest)
+    with pytest.raises(ShopMLError, match="was rewritten"):
+        erasure.record(
+            bucket, MODEL_NAME, served_shop.rec[0], stale, {}, layout.manifest_body(
+                MODEL_NAME, served_shop.rec[0], stale["files"], {}, stale["created_at"]
+            ), requested_by="dpo", reason="stale",
+        )  # fmt: skip
+
     # interrupted right after the ledger entry: refused until the next forget finishes it
-    real = bundles._apply
+    real = erasure.finish
     calls: list[int] = []
 
     def crash(bucket: Bucket, model: str, entry: Any) -> None:
@@ -173,12 +183,13 @@ def test_promoted_versions_are_rewritten_under_the_ledger(
             raise OSError("connection lost")
         real(bucket, model, entry)
 
-    monkeypatch.setattr(bundles, "_apply", crash)
-    with pytest.raises(OSError):
-        erase_promoted(bucket, [later], request_seq=9, requested_by="dpo")
+    monkeypatch.setattr(erasure, "finish", crash)
+    cut = erase_promoted(bucket, [later], request_seq=9, requested_by="dpo")
+    assert any("connection lost" in p for p in cut.pending), cut.pending
     state = verify_model(bucket, MODEL_NAME, versions=[])
-    assert any(p.kind == UNFINISHED for p in state.problems)
-    monkeypatch.setattr(bundles, "_apply", real)
+    unfinished = [p.message for p in state.problems if p.kind == UNFINISHED]
+    assert unfinished and "`shopml privacy forget` finishes it" in unfinished[0]
+    monkeypatch.setattr(erasure, "finish", real)
     erase_promoted(bucket, [later], request_seq=9, requested_by="dpo")
     assert verify_model(bucket, MODEL_NAME).ok and verify_model(bucket, SEARCH_MODEL).ok
     assert len(read_ledger(bucket, MODEL_NAME)) == entries[MODEL_NAME] + 2
