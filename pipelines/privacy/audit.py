@@ -78,9 +78,18 @@ def audit(user_ids: list[str], settings: Settings) -> AuditReport:
         if urlparse(uri).scheme == "s3":
             _scan_bucket(open_bucket(uri, settings.s3_endpoint_url), forms, store, report)
     if urlparse(settings.mlflow_tracking_uri).scheme in ("http", "https"):
+        # a remote tracking server: its artifacts through its API (the embedded store's
+        # files and database are under SHOPML_HOME, searched above)
+        from pipelines.privacy.mlflow_store import scan_mlflow
+
+        remote = scan_mlflow(settings, forms)
+        report.files += remote.files
+        report.traces += [("mlflow", where, n) for where, n in remote.traces]
+        report.unreadable += remote.unreadable
+        report.not_searched += remote.not_searched
         report.not_searched.append(
-            f"the MLflow tracking server {settings.mlflow_tracking_uri}: its database and "
-            "artifact store are searched where they live (docs/privacy.md)"
+            f"the MLflow tracking server's database ({settings.mlflow_tracking_uri}): ShopML "
+            "logs no shopper ids to it (metrics, parameters, tags); search it where it lives"
         )
     return report
 

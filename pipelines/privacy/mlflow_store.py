@@ -229,3 +229,57 @@ def _erase_run(client: Any, run_id: str, forms: list[str], out: MlflowErasure) -
             return
     out.files += len(changed)
     log.info("MLflow run %s: %d file(s) scrubbed", run_id, len(changed))
+
+
+@dataclass
+class MlflowScan:
+    """What :func:`scan_mlflow` found: traces per artifact, files it could not read, and
+    what it could not list."""
+
+    traces: list[tuple[str, int]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    not_searched: list[str] = field(default_factory=list)
+    files: int = 0
+
+
+def scan_mlflow(settings: Settings, forms: list[str]) -> MlflowScan:
+    """Every registered bundle of ShopML's models and every run's files, read through the
+    tracking server (or store) the settings name: the audit of a remote MLflow."""
+    out = MlflowScan()
+    mlflow = mlflow_module()
+    configure(settings)
+    client = mlflow.MlflowClient()
+    try:
+        with quiet_mlflow():
+            models = [m.name for m in client.search_registered_models()]
+            where: list[tuple[str, dict[str, Any]]] = []
+            seen: set[str] = set()
+            for name in sorted(m for m in models if served_name(m) in _SERVED):
+                for mv in client.search_model_versions(f"name='{name}'"):
+                    uri = str(client.get_model_version_download_uri(name, str(mv.version)))
+                    if uri not in seen:
+                        seen.add(uri)
+                        where.append((f"models:/{name}/{mv.version}", {"artifact_uri": uri}))
+            where += [(f"runs:/{r}", {"run_id": r}) for r in _runs(client)]
+    except Exception as exc:
+        out.not_searched.append(f"MLflow {settings.mlflow_tracking_uri}: {_first_line(exc)}")
+        return out
+    for label, source in where:
+        with tempfile.TemporaryDirectory(prefix="shopml-audit-mlflow-") as tmp:
+            try:
+                if "run_id" in source and not client.list_artifacts(source["run_id"]):
+                    continue
+                with quiet_mlflow():
+                    local = Path(mlflow.artifacts.download_artifacts(**source, dst_path=tmp))
+            except Exception as exc:
+                out.not_searched.append(f"{label}: {_first_line(exc)}")
+                continue
+            for path in sorted(p for p in local.rglob("*") if p.is_file()):
+                out.files += 1
+                found = scan_file(path, forms)
+                rel = f"{label}/{path.relative_to(local).as_posix()}"
+                if not found.readable:
+                    out.unreadable.append(rel)
+                elif found.traces:
+                    out.traces.append((rel, found.traces))
+    return out

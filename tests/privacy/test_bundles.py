@@ -17,6 +17,7 @@ from pipelines.errors import ShopMLError
 from pipelines.privacy.audit import audit
 from pipelines.privacy.bundles import erase_promoted
 from pipelines.privacy.forget import forget
+from pipelines.privacy.mlflow_store import scan_mlflow
 from pipelines.privacy.scan import scan_file
 from pipelines.promotion import erasure, layout
 from pipelines.promotion.bucket import Bucket, open_bucket
@@ -222,12 +223,17 @@ def test_forget_on_a_trained_promoted_shop_leaves_no_trace(
     assert isinstance(rec.obj, Recommender)
     before = _lists(rec.obj, others)
     assert not audit([gone], settings).clean
+    through_api = scan_mlflow(settings, [gone])  # how audit reads a remote MLflow
+    assert through_api.traces and not through_api.not_searched
+    assert any(w.startswith("models:/") for w, _ in through_api.traces)
 
     report = forget([gone], reason="GDPR Art. 17 #1", requested_by="dpo", settings=settings)
     assert not report.pending, report.pending
     assert report.stores["served_bundles"] >= 1 and report.stores["mlflow_bundles"] >= 3
     found = audit([gone], settings)
     assert found.clean, found.traces
+    again = scan_mlflow(settings, [gone])
+    assert not again.traces and not again.not_searched and again.files > 50
     # pictures and fonts of reports, and MLflow's pickle of the pyfunc wrapper (a class
     # without data): nothing else is left unread
     kinds = {Path(u).suffix for u in found.unreadable if Path(u).name != "python_model.pkl"}
