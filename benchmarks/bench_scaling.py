@@ -299,6 +299,8 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for step, f in growth(sizes, result["fixed_cost"]).items():
+        if step == "generate":  # the benchmark's own shop, not a retrain step
+            continue
         at = [f.get(f"events_at_{gb}gb") for gb in (24, 128)]
         lines.append(
             f"| {step} | {f.get('seconds_exponent', '–')} | {f.get('memory_exponent', '–')} | "
