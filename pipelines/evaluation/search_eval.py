@@ -633,8 +633,8 @@ def write_report(
                 items.append(f"<li>{e(str(title))} <small>({e(str(r.item_id))}){mark}</small></li>")
             return "<ol>" + ("".join(items) or "<li><em>no results</em></li>") + "</ol>"
 
-        user = es.users[i]
-        shopper = f" — shopper {e(user)}" if user else " — anonymous"
+        # whether the query was personalised, not who asked: a reviewer needs no shopper id
+        shopper = " — a known shopper" if es.users[i] else " — anonymous"
         samples.append(
             f"<h3>“{e(es.texts[i])}”{shopper}</h3><table class='side'><tr>"
             f"<th>{e(other_label)}</th><th>challenger</th></tr><tr>"
