@@ -31,7 +31,9 @@ from pipelines.errors import ShopMLError
 from pipelines.io import environ
 from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.orchestration.production import Layout, down, restart_mlflow, status, up
-from pipelines.promotion.promote import ledger_entries, promote
+from pipelines.privacy.audit import audit
+from pipelines.privacy.forget import forget
+from pipelines.promotion.promote import ledger_entries, promote, verify
 from pipelines.registry.accounts import init_accounts
 from pipelines.settings import load_settings
 from serving.keys import generate_keys
@@ -295,3 +297,39 @@ def test_the_retrain_loop_in_the_production_shape(
     user = "u1"
     answer = serving.get(f"/v1/recommendations/{user}", params={"k": 5}).json()
     assert answer["version"] == 1 and len(answer["items"]) == 5
+
+    # erasure in the production shape: the S3 bucket's promoted versions, the tracking
+    # server's artifacts (through its API, as the pipeline's account), Redis, the S3 work
+    # storage; serving drops the shopper's events once it has read the erasure list
+    event = {"type": "add_to_cart", "user_id": user, "item_id": answer["items"][0]["item_id"]}
+    posted = serving.post("/v1/events", json={"events": [event]})
+    assert posted.status_code == 202 and posted.json()["accepted"] == 1, posted.text
+    with account("shopml-pipeline", secrets["mlflow_pipeline"]):
+        first = forget([user], reason="e2e erasure", requested_by="dpo", settings=settings)
+        assert first.bundles, first  # both promoted versions held the shopper
+        _wait(
+            lambda: serving.post("/v1/events", json={"events": [event]}).json()["accepted"] == 0,
+            "the serving API to read the erasure list",
+            timeout=60,
+            poll=1,
+        )
+        # the spool file serving was writing when the list changed: a second forget
+        # reaches it once serving has moved to a new file (docs/privacy.md)
+        again = forget([user], reason="e2e erasure", requested_by="dpo", settings=settings)
+        assert not again.pending, again.pending
+        found = audit([user], settings)
+        assert found.clean, found.traces[:5]
+        assert not [n for n in found.not_searched if n.startswith("runs:/") or "models:/" in n]
+    assert verify(settings, "shopml-recommender").ok and verify(settings, "shopml-search").ok
+    assert {e["action"] for e in ledger_entries(settings, "shopml-recommender")} == {
+        "promote",
+        "erase",
+    }
+    _wait(
+        lambda: (
+            serving.get("/v1/models").json()["models"][0]["version"] == 1
+            and serving.get(f"/v1/recommendations/{user}", params={"k": 5}).status_code == 200
+        ),
+        "serving to answer after the rewrite",
+        timeout=60,
+    )
