@@ -165,10 +165,12 @@ class Spool:
         self._synced = self._written
 
     def rotate(self) -> None:
-        """Finish the current file now (the next append starts a new one)."""
+        """Finish the current file now and start the next one at once (so the finished
+        file is no longer this process's newest: ``privacy forget`` may rewrite it)."""
         with self._lock:
             if self._fh is not None:
                 self._finish(self._fh)
+                self._file()
 
     @property
     def path(self) -> Path | None:

@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipelines.data.generator import generate_shop
+from pipelines.data.snapshot import Snapshot
 from pipelines.errors import ShopMLError
 from pipelines.io import environ
 from pipelines.orchestration.airflow_api import AirflowClient
@@ -301,6 +302,8 @@ def test_the_retrain_loop_in_the_production_shape(
     # erasure in the production shape: the S3 bucket's promoted versions, the tracking
     # server's artifacts (through its API, as the pipeline's account), Redis, the S3 work
     # storage; serving drops the shopper's events once it has read the erasure list
+    events = Snapshot.open(snapshot).read("events", ["user_id"]).to_pandas()
+    user = str(events["user_id"].value_counts().index[0])  # in every store
     event = {"type": "add_to_cart", "user_id": user, "item_id": answer["items"][0]["item_id"]}
     posted = serving.post("/v1/events", json={"events": [event]})
     assert posted.status_code == 202 and posted.json()["accepted"] == 1, posted.text
