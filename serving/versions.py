@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import ShopMLError
-from pipelines.io import sha256_bytes, sha256_json, write_bytes
+from pipelines.io import sha256_json
 from pipelines.promotion import layout, ledger
 from pipelines.promotion.bucket import Bucket
 from pipelines.ranking.compiled import CompileError, compile_booster
@@ -135,23 +135,9 @@ def fetch(
         raise RefusedError(
             f"{model} version {version}: manifest path {bad[0]!r} leaves the version"
         )
-    listed = {layout.version_key(model, version, rel) for rel in files}
-    listed.add(layout.version_key(model, version, layout.MANIFEST))
-    extra = [k for k in bucket.keys(layout.version_prefix(model, version)) if k not in listed]
-    if extra:
-        raise RefusedError(f"{bucket.url(extra[0])}: not listed in the manifest (file added)")
     folder = cache / model / f"{version}-{time.time_ns()}"
     try:
-        for rel, digest in sorted(files.items()):
-            key = layout.version_key(model, version, rel)
-            data = bucket.get(key)
-            if data is None:
-                raise RefusedError(f"{bucket.url(key)}: listed in the manifest but missing")
-            if sha256_bytes(data) != digest:
-                raise RefusedError(
-                    f"{bucket.url(key)}: sha256 differs from the manifest (file altered)"
-                )
-            write_bytes(folder / rel, data)
+        layout.copy_version(bucket, model, version, manifest, folder, RefusedError)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

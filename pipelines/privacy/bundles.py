@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ShopMLError
-from pipelines.io import folder_digest, sha256_bytes, sha256_json, write_bytes
+from pipelines.io import folder_digest, sha256_bytes, sha256_json
 from pipelines.privacy.scan import scan_file, scrub_file
 from pipelines.promotion import erasure, layout
 from pipelines.promotion.bucket import Bucket
-from pipelines.promotion.verify import UNFINISHED, verify_model
+from pipelines.promotion.verify import UNFINISHED, latest_manifests, verify_model
 from pipelines.registry.models import MODEL_NAME
 from pipelines.registry.search import SEARCH_MODEL
 
@@ -92,14 +92,18 @@ def erase_promoted(
                     f"{state.entries[-1].version} did not finish; finish it first (rerun it)"
                 )
         except Exception as exc:  # the bucket failing or damaged: the rest goes on
-            out.pending.append(f"{model} in {bucket.uri}: not erased ({_first_line(exc)})")
+            out.pending.append(f"{model} in {bucket.uri}: not erased ({first_line(exc)})")
             continue
-        for version in sorted({e.version for e in state.entries}):
+        recorded = latest_manifests(state.entries)
+        for version in sorted(recorded):
             try:
-                _erase_version(bucket, model, version, forms, request_seq, requested_by, out)
+                _erase_version(
+                    bucket, model, version, recorded[version], forms, request_seq,
+                    requested_by, out,
+                )  # fmt: skip
             except Exception as exc:  # a bundle that does not load, the store failing
                 out.pending.append(
-                    f"{model} version {version}: not rewritten ({_first_line(exc)}); run "
+                    f"{model} version {version}: not rewritten ({first_line(exc)}); run "
                     "forget again once the cause is fixed"
                 )
     return out
@@ -109,37 +113,32 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An error's first line (a store's errors carry pages of detail)."""
     return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
-def _download(bucket: Bucket, model: str, version: int, manifest: dict[str, Any], to: Path) -> None:
-    for rel, digest in sorted(manifest["files"].items()):
-        key = layout.version_key(model, version, rel)
-        data = bucket.get(key)
-        if data is None or sha256_bytes(data) != digest:
-            raise ShopMLError(f"{bucket.url(key)}: missing or altered; nothing was erased")
-        write_bytes(to / rel, data)
 
 
 def _erase_version(
     bucket: Bucket,
     model: str,
     version: int,
+    recorded: str,
     forms: list[str],
     request_seq: int,
     requested_by: str,
     out: BundleErasure,
 ) -> None:
-    verify_model(bucket, model, versions=[version]).require_intact(
-        f"erasing shoppers from {model} version {version}"
-    )
     manifest = layout.read_manifest(bucket, model, version)
-    if manifest is None:  # verified above: a recorded version has one
-        raise ShopMLError(f"{model} version {version}: no manifest")
+    if manifest is None or sha256_json(manifest) != recorded:
+        raise ShopMLError(
+            f"{bucket.url(layout.version_key(model, version, layout.MANIFEST))}: missing or "
+            "not the manifest the ledger recorded; nothing was erased"
+        )
     with tempfile.TemporaryDirectory(prefix="shopml-erase-") as tmp:
         folder = Path(tmp) / "version"
-        _download(bucket, model, version, manifest, folder)
+        # every file checked against the manifest as it is read: the version's own
+        # verification, without reading it twice
+        layout.copy_version(bucket, model, version, manifest, folder, ShopMLError)
         if not any(scan_file(folder / rel, forms).traces for rel in manifest["files"]):
             return
         rows = _rewrite(model, folder, forms)
@@ -172,26 +171,33 @@ def _erase_version(
     )  # fmt: skip
 
 
-def _rewrite(model: str, folder: Path, forms: list[str]) -> int:
-    """Blank the shoppers in the bundle (and the recommender's served feature values);
-    scrub the report files. Returns the bundle rows blanked."""
-    bundle = folder / layout.BUNDLE
+def erase_bundle(model: str, bundle: Path, forms: list[str]) -> tuple[int, Any]:
+    """Blank the shoppers in the bundle folder of ``model`` (a recommender's or a search
+    model's), written back in place; returns the rows blanked and the erased model."""
     if model == MODEL_NAME:
-        from pipelines.promotion.promote import write_feature_values
         from pipelines.recommender.bundle import Recommender
 
-        rec = Recommender.load(bundle)
-        rows = rec.erase_users(forms)
-        shutil.rmtree(bundle)
-        rec.save(bundle)
-        if (folder / layout.FEATURES / "users.parquet").is_file():
-            write_feature_values(rec, folder / layout.FEATURES, items=False)
+        loaded: Any = Recommender.load(bundle)
     else:
         from pipelines.search.model import SearchModel
 
-        search = SearchModel.load(bundle)
-        rows = search.erase_users(forms)
-        search.save(bundle, overwrite=True)
+        loaded = SearchModel.load(bundle)
+    rows = loaded.erase_users(forms)
+    saved = bundle.with_name(bundle.name + ".erased")  # whole, then in place of the old one
+    loaded.save(saved)
+    shutil.rmtree(bundle)
+    saved.rename(bundle)
+    return rows, loaded
+
+
+def _rewrite(model: str, folder: Path, forms: list[str]) -> int:
+    """Blank the shoppers in the bundle (and the recommender's served feature values);
+    scrub the report files. Returns the bundle rows blanked."""
+    rows, erased = erase_bundle(model, folder / layout.BUNDLE, forms)
+    if model == MODEL_NAME and (folder / layout.FEATURES / "users.parquet").is_file():
+        from pipelines.promotion.promote import write_feature_values
+
+        write_feature_values(erased, folder / layout.FEATURES, items=False)
     report = folder / layout.REPORT
     for path in sorted(report.rglob("*")) if report.is_dir() else []:
         if path.is_file():

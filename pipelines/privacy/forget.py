@@ -49,7 +49,7 @@ from pipelines.data.snapshot import MANIFEST, Snapshot, write_snapshot
 from pipelines.errors import ConfigError
 from pipelines.features.store import online_users
 from pipelines.privacy import erasures
-from pipelines.privacy.bundles import erase_promoted
+from pipelines.privacy.bundles import erase_promoted, first_line
 from pipelines.privacy.mlflow_store import erase_mlflow
 from pipelines.privacy.scan import scan_file, scrub_file
 from pipelines.promotion.bucket import Bucket, open_bucket
@@ -199,7 +199,7 @@ def _runs(settings: Settings, forms: list[str], report: ForgetReport) -> int:
             return _remote_runs(open_bucket(settings.work_uri, settings.s3_endpoint_url), forms)
         except Exception as exc:  # the store failing: said, and the other stores go on
             report.pending.append(
-                f"retrain runs in {settings.work_uri}: not searched ({str(exc).splitlines()[0]})"
+                f"retrain runs in {settings.work_uri}: not searched ({first_line(exc)})"
             )
             return 0
     root = Path(unquote(uri.path))

@@ -21,7 +21,6 @@ account without write access) is returned as pending.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 from pipelines.errors import ShopMLError
 from pipelines.io import sha256_bytes
+from pipelines.privacy.bundles import erase_bundle, first_line
 from pipelines.privacy.scan import scan_file, scrub_file
 from pipelines.registry.models import MODEL_NAME, served_name
 from pipelines.registry.search import SEARCH_MODEL
@@ -77,7 +77,7 @@ def erase_mlflow(settings: Settings, forms: list[str]) -> MlflowErasure:
             models = [m.name for m in client.search_registered_models()]
     except Exception as exc:  # unreachable server, no permission
         out.pending.append(
-            f"MLflow {settings.mlflow_tracking_uri}: not searched ({str(exc).splitlines()[0]})"
+            f"MLflow {settings.mlflow_tracking_uri}: not searched ({first_line(exc)})"
         )
         return out
     done: set[str] = set()
@@ -85,22 +85,18 @@ def erase_mlflow(settings: Settings, forms: list[str]) -> MlflowErasure:
         try:
             versions = [int(mv.version) for mv in client.search_model_versions(f"name='{name}'")]
         except Exception as exc:
-            out.pending.append(f"MLflow model {name}: versions not listed ({_first_line(exc)})")
+            out.pending.append(f"MLflow model {name}: versions not listed ({first_line(exc)})")
             continue
         for version in versions:
             _erase_version(client, name, version, forms, done, out)
     try:
         runs = _runs(client)
     except Exception as exc:
-        out.pending.append(f"MLflow runs: not listed ({_first_line(exc)})")
+        out.pending.append(f"MLflow runs: not listed ({first_line(exc)})")
         return out
     for run_id in runs:
         _erase_run(client, run_id, forms, out)
     return out
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _erase_version(
@@ -111,7 +107,7 @@ def _erase_version(
     try:
         uri = str(client.get_model_version_download_uri(name, str(version)))
     except Exception as exc:
-        out.pending.append(f"MLflow model {where}: {str(exc).splitlines()[0]}")
+        out.pending.append(f"MLflow model {where}: {first_line(exc)}")
         return
     if uri in done:
         return  # a copy of a version already rewritten (same artifacts)
@@ -121,14 +117,14 @@ def _erase_version(
             with quiet_mlflow():
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except Exception as exc:
-            out.pending.append(f"MLflow model {where} ({uri}): {str(exc).splitlines()[0]}")
+            out.pending.append(f"MLflow model {where} ({uri}): {first_line(exc)}")
             return
         if not any(scan_file(p, forms).traces for p in local.rglob("*") if p.is_file()):
             return
         before = _digests(local)
         bundle = local / "artifacts" / "bundle"
         try:
-            rows = _erase_bundle(served_name(name), bundle, forms)
+            rows, _ = erase_bundle(served_name(name), bundle, forms)
         except (ShopMLError, OSError, ValueError) as exc:
             out.pending.append(f"MLflow model {where}: the bundle cannot be rewritten ({exc})")
             return
@@ -151,34 +147,12 @@ def _erase_version(
         try:
             _upload(uri, local, changed)
         except Exception as exc:  # permission, network
-            out.pending.append(
-                f"MLflow model {where}: writing {uri} failed ({str(exc).splitlines()[0]})"
-            )
+            out.pending.append(f"MLflow model {where}: writing {uri} failed ({first_line(exc)})")
             return
     out.rows += rows
     out.files += len(changed)
     out.versions.append(where)
     log.info("MLflow model %s: %d shopper row(s) blanked, %d file(s) rewritten", where, rows, len(changed))  # fmt: skip
-
-
-def _erase_bundle(model: str, bundle: Path, forms: list[str]) -> int:
-    if model == MODEL_NAME:
-        from pipelines.recommender.bundle import Recommender
-
-        rec = Recommender.load(bundle)
-        rows = rec.erase_users(forms)
-        saved = bundle.with_name("bundle.erased")
-        rec.save(saved)
-    else:
-        from pipelines.search.model import SearchModel
-
-        search = SearchModel.load(bundle)
-        rows = search.erase_users(forms)
-        saved = bundle.with_name("bundle.erased")
-        search.save(saved)
-    shutil.rmtree(bundle)
-    saved.rename(bundle)
-    return rows
 
 
 def _runs(client: Any) -> list[str]:
@@ -210,7 +184,7 @@ def _erase_run(client: Any, run_id: str, forms: list[str], out: MlflowErasure) -
             with quiet_mlflow():
                 local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=tmp))
         except Exception as exc:
-            out.pending.append(f"MLflow run {run_id}: not searched ({str(exc).splitlines()[0]})")
+            out.pending.append(f"MLflow run {run_id}: not searched ({first_line(exc)})")
             return
         traced = [p for p in sorted(local.rglob("*")) if p.is_file() and scan_file(p, forms).traces]
         if not traced:
@@ -225,7 +199,7 @@ def _erase_run(client: Any, run_id: str, forms: list[str], out: MlflowErasure) -
         try:
             _upload(str(client.get_run(run_id).info.artifact_uri), local, changed)
         except Exception as exc:
-            out.pending.append(f"MLflow run {run_id}: writing failed ({str(exc).splitlines()[0]})")
+            out.pending.append(f"MLflow run {run_id}: writing failed ({first_line(exc)})")
             return
     out.files += len(changed)
     log.info("MLflow run %s: %d file(s) scrubbed", run_id, len(changed))
@@ -262,7 +236,7 @@ def scan_mlflow(settings: Settings, forms: list[str]) -> MlflowScan:
                         where.append((f"models:/{name}/{mv.version}", {"artifact_uri": uri}))
             where += [(f"runs:/{r}", {"run_id": r}) for r in _runs(client)]
     except Exception as exc:
-        out.not_searched.append(f"MLflow {settings.mlflow_tracking_uri}: {_first_line(exc)}")
+        out.not_searched.append(f"MLflow {settings.mlflow_tracking_uri}: {first_line(exc)}")
         return out
     for label, source in where:
         with tempfile.TemporaryDirectory(prefix="shopml-audit-mlflow-") as tmp:
@@ -272,7 +246,7 @@ def scan_mlflow(settings: Settings, forms: list[str]) -> MlflowScan:
                 with quiet_mlflow():
                     local = Path(mlflow.artifacts.download_artifacts(**source, dst_path=tmp))
             except Exception as exc:
-                out.not_searched.append(f"{label}: {_first_line(exc)}")
+                out.not_searched.append(f"{label}: {first_line(exc)}")
                 continue
             for path in sorted(p for p in local.rglob("*") if p.is_file()):
                 out.files += 1

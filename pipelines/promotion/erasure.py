@@ -68,42 +68,29 @@ def record(
         bucket.put(f"{prefix}/{rel}", data)
     bucket.put(f"{prefix}/{layout.MANIFEST}", manifest)
     try:
-        entry = _append(bucket, model, version, body, digest, old, requested_by, reason)
+        entry = ledger.append(
+            bucket,
+            model,
+            {
+                "action": ERASE,
+                "model": model,
+                "version": version,
+                "requested_by": requested_by,
+                "reason": reason,
+                "time": _now(),
+                "verdict_sha256": body.get("verdict_sha256"),
+                "report_sha256": body.get("report_sha256"),
+                "manifest_sha256": digest,
+                "snapshot_id": body.get("snapshot_id"),
+            },
+            precondition=unchanged_since(version, sha256_json(old), "the erasure was prepared"),
+        )
     except ShopMLError:  # refused: nothing is decided, the staging goes
         for key in bucket.keys(prefix):
             bucket.delete(key)
         raise
     finish(bucket, model, entry)
     return entry
-
-
-def _append(
-    bucket: Bucket,
-    model: str,
-    version: int,
-    body: dict[str, Any],
-    digest: str,
-    old: dict[str, Any],
-    requested_by: str,
-    reason: str,
-) -> ledger.Entry:
-    return ledger.append(
-        bucket,
-        model,
-        {
-            "action": ERASE,
-            "model": model,
-            "version": version,
-            "requested_by": requested_by,
-            "reason": reason,
-            "time": _now(),
-            "verdict_sha256": body.get("verdict_sha256"),
-            "report_sha256": body.get("report_sha256"),
-            "manifest_sha256": digest,
-            "snapshot_id": body.get("snapshot_id"),
-        },
-        precondition=unchanged_since(version, sha256_json(old), "the erasure was prepared"),
-    )
 
 
 def finish(bucket: Bucket, model: str, entry: ledger.Entry) -> None:

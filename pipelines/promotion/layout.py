@@ -20,10 +20,11 @@ entry that made it current (:mod:`pipelines.promotion.ledger`).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ShopMLError
-from pipelines.io import dumps, sha256_bytes, sha256_json
+from pipelines.io import dumps, sha256_bytes, sha256_json, write_bytes
 from pipelines.promotion.bucket import Bucket
 
 MANIFEST = "manifest.json"
@@ -124,6 +125,33 @@ def version_problems(
         if key not in listed:
             problems.append(f"{bucket.url(key)}: not listed in the manifest (file added)")
     return manifest, problems
+
+
+def copy_version(
+    bucket: Bucket,
+    model: str,
+    version: int,
+    manifest: dict[str, Any],
+    to: Path,
+    error: type[ShopMLError] = LayoutError,
+) -> None:
+    """Every file ``manifest`` lists, each read once and checked against its sha256, into
+    the folder ``to``; raises ``error`` naming the key when the version folder holds a file
+    the manifest does not list, or a listed file is missing or altered."""
+    files = manifest["files"]
+    listed = {version_key(model, version, rel) for rel in files}
+    listed.add(version_key(model, version, MANIFEST))
+    extra = [k for k in bucket.keys(version_prefix(model, version)) if k not in listed]
+    if extra:
+        raise error(f"{bucket.url(extra[0])}: not listed in the manifest (file added)")
+    for rel, digest in sorted(files.items()):
+        key = version_key(model, version, rel)
+        data = bucket.get(key)
+        if data is None:
+            raise error(f"{bucket.url(key)}: listed in the manifest but missing")
+        if sha256_bytes(data) != digest:
+            raise error(f"{bucket.url(key)}: sha256 differs from the manifest (file altered)")
+        write_bytes(to / rel, data)
 
 
 def verify_version(bucket: Bucket, model: str, version: int) -> dict[str, Any] | None:
