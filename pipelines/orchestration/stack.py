@@ -79,6 +79,9 @@ def environment(settings: Settings, port: int, reviewers: str = "reviewer") -> d
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        # a writer waits up to a minute for the others (sqlite3's own limit is 5 s)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "pipelines.orchestration.sqlite_db.SYNC",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "pipelines.orchestration.sqlite_db.ASYNC",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
         # the task-log server of the scheduler; its default 8793 would clash between stacks

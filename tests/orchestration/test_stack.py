@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from pipelines.orchestration.stack import _passwords, environment, roles
@@ -31,3 +35,41 @@ def test_passwords_are_private_from_the_first_byte(tmp_path: Path) -> None:
     again = _passwords(tmp_path, ["admin", "engineer", "bob"])
     assert {k: again[k] for k in first} == first and len(again["bob"]) >= 16
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_an_airflow_writer_waits_out_another_writer_past_sqlites_five_seconds(
+    tmp_path: Path,
+) -> None:
+    """A busy machine kept the embedded database locked past sqlite3's 5 s, and the API
+    server answered 500 to an approval; every component now waits up to a minute."""
+    db = tmp_path / "airflow.db"
+    env = environment(load_settings(), 8090, "reviewer")
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{db}"
+    env["AIRFLOW_HOME"] = str(tmp_path)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE held (x)")
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from airflow import settings\n"
+            "from sqlalchemy import text\n"
+            "print('ready', flush=True)\n"
+            "with settings.engine.begin() as c:\n"
+            "    c.execute(text('CREATE TABLE written (x)'))\n",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+    time.sleep(8)  # past sqlite3's own 5 s: the writer still waits
+    assert writer.poll() is None, writer.communicate()
+    holder.execute("COMMIT")
+    holder.close()
+    _out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err[-2000:]
+    tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
+    assert {"held", "written"} <= tables
