@@ -91,6 +91,22 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def write_private(path: Path, text: str) -> None:
+    """``text`` into ``path`` atomically, mode 0600 from the moment the file exists (a
+    temporary file created 0600, then renamed): for passwords and keys."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = temporary_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def dumps(payload: Any, *, sort_keys: bool = False, indent: int | None = 2) -> str:
     """JSON text of ``payload`` (values made JSON-ready by :func:`jsonable`), one line
     when ``indent`` is None, else pretty with a final newline."""

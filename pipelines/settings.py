@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pipelines.errors import ConfigError
 from pipelines.io import why_not_a_file
@@ -46,6 +46,12 @@ class Settings:
     home: Path
     snapshots_dir: Path
     feature_store_dir: Path
+    # Feast's registry (the feature definitions every reader of the online store needs):
+    # "" = feature_store_dir/registry.db (embedded default; see feast_registry), a local
+    # path, or s3://bucket/key (production default with an S3 serving bucket:
+    # <serving_bucket_uri>/feast/registry.db), written whole on each apply, so the workers
+    # and the serving API share it without a shared disk.
+    feature_registry_uri: str
     airflow_home: Path
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
@@ -104,6 +110,11 @@ class Settings:
     stack_broker_url: str
     mlflow_artifacts_destination: str
     config_file: Path | None
+
+    @property
+    def feast_registry(self) -> str:
+        """Where Feast's registry is: ``feature_registry_uri``, else the feature folder's."""
+        return self.feature_registry_uri or str(self.feature_store_dir / "registry.db")
 
     def describe(self) -> dict[str, str]:
         """The settings as printable strings, for ``shopml config``: passwords inside URIs
@@ -224,11 +235,30 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
 
     mlflow_dir = home / "mlflow"
     airflow_home = path_of("airflow_home", home / "airflow")
+    feature_store_dir = path_of("feature_store_dir", home / "feature_store")
+    serving_bucket_uri = str(values.get("serving_bucket_uri", (home / "bucket").as_uri()))
+    registry = str(values.get("feature_registry_uri") or "")
+    parsed = urlparse(registry)
+    if not registry:
+        if profile == "production" and serving_bucket_uri.startswith("s3://"):
+            registry = f"{serving_bucket_uri.rstrip('/')}/feast/registry.db"
+    elif parsed.scheme == "file" and parsed.netloc in ("", "localhost") and parsed.path:
+        registry = str(Path(unquote(parsed.path)))
+    elif parsed.scheme == "s3" and parsed.netloc and parsed.path.strip("/"):
+        pass
+    elif "://" in registry:
+        raise ConfigError(
+            f"feature_registry_uri={registry!r}: use s3://bucket/key, file:///absolute/path "
+            "or a path"
+        )
+    else:
+        registry = str(path_of("feature_registry_uri", feature_store_dir / "registry.db"))
     return Settings(
         env=profile,  # checked against PROFILES above
         home=home,
         snapshots_dir=path_of("snapshots_dir", home / "snapshots"),
-        feature_store_dir=path_of("feature_store_dir", home / "feature_store"),
+        feature_store_dir=feature_store_dir,
+        feature_registry_uri=registry,
         airflow_home=airflow_home,
         mlflow_tracking_uri=str(
             values.get("mlflow_tracking_uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}")
@@ -246,7 +276,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, cwd: Path | None 
         mlflow_promoter_password_file=path_of(
             "mlflow_promoter_password_file", home / "secrets" / "mlflow-promoter.json"
         ),
-        serving_bucket_uri=str(values.get("serving_bucket_uri", (home / "bucket").as_uri())),
+        serving_bucket_uri=serving_bucket_uri,
         work_uri=_work_uri(str(values.get("work_uri") or (home / "runs").as_uri())),
         s3_endpoint_url=str(values["s3_endpoint_url"]) if values.get("s3_endpoint_url") else None,
         online_store=online_store,  # type: ignore[arg-type]  # checked above

@@ -275,7 +275,7 @@ def test_helm_sets_what_compose_sets(compose: dict[str, Any], helm: dict[str, An
                 f"{_rel(HELM)}: env has no {var}, which {_rel(COMPOSE)} gives service {worker}"
             )
     same = (
-        "SHOPML_ENV", "SHOPML_HOME", "SHOPML_SNAPSHOTS_DIR", "SHOPML_FEATURE_STORE_DIR",
+        "SHOPML_ENV", "SHOPML_HOME", "SHOPML_SNAPSHOTS_DIR", "SHOPML_FEATURE_REGISTRY_URI",
         "SHOPML_ONLINE_STORE", "SHOPML_SERVING_BUCKET_URI", "SHOPML_WORK_URI",
         "SHOPML_MLFLOW_PROMOTER_USER", "MLFLOW_TRACKING_USERNAME",
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE",
@@ -546,9 +546,12 @@ def test_compose_shares_the_folders_between_workers_and_serving(compose: dict[st
     svcs = services(compose)
     for name in (*WORKERS, "shopml-serving"):
         env = env_of(svcs[name])
+        # the Feast registry every reader of the online store needs: one S3 object
+        assert env["SHOPML_FEATURE_REGISTRY_URI"].startswith("s3://"), (
+            f"{_rel(COMPOSE)}: service {name}, SHOPML_FEATURE_REGISTRY_URI is not on S3"
+        )
         volumes = {str(v).split(":")[1]: str(v).split(":")[0] for v in svcs[name]["volumes"]}
-        wanted = ["SHOPML_FEATURE_STORE_DIR"]
-        wanted += ["SHOPML_SNAPSHOTS_DIR"] if name in WORKERS else []
+        wanted = ["SHOPML_SNAPSHOTS_DIR"] if name in WORKERS else []
         for var in wanted:
             assert env[var] in volumes, f"{_rel(COMPOSE)}: service {name}, {var} is no volume"
             assert volumes[env[var]] in compose["volumes"], (

@@ -58,6 +58,20 @@ def test_production_needs_explicit_service_uris(tmp_path: Path) -> None:
     )
     assert s.online_store == "redis"
     assert s.work_uri == "s3://b/work"
+    # Feast's registry beside the promoted models: every worker and the serving API share it
+    assert s.feature_registry_uri == "s3://b/p/feast/registry.db"
+
+
+def test_the_feast_registry_is_local_embedded_and_refuses_what_feast_cannot_read(
+    tmp_path: Path,
+) -> None:
+    s = load_settings({"SHOPML_HOME": str(tmp_path / "h")}, cwd=tmp_path)
+    assert s.feast_registry == str(tmp_path / "h" / "feature_store" / "registry.db")
+    given = load_settings({"SHOPML_FEATURE_REGISTRY_URI": (tmp_path / "r.db").as_uri()}, cwd=tmp_path)  # fmt: skip
+    assert given.feature_registry_uri == str(tmp_path / "r.db")
+    for bad in ("http://x/registry.db", "s3://bucket-only", "s3:///key", "gs://b/registry.db", "file://relative/r.db"):  # fmt: skip
+        with pytest.raises(ConfigError, match="feature_registry_uri="):
+            load_settings({"SHOPML_FEATURE_REGISTRY_URI": bad}, cwd=tmp_path)
 
 
 def test_work_uri_defaults_under_home_and_refuses_what_workers_cannot_share(

@@ -5,6 +5,7 @@ PostgreSQL and Redis, MLflow with basic auth, S3, the serving API). The embedded
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -79,6 +80,47 @@ def init_cmd(
     out_console.print(f"secrets: {escape(str(layout.secrets_file))} (0600)")
 
 
+@stack_app.command("accounts")
+@reports_errors
+def accounts_cmd(
+    passwords: Annotated[
+        Path,
+        typer.Option(
+            "--passwords",
+            help="0600 JSON file of login: password; holds shopml-pipeline's, receives "
+            "generated ones for new engineers.",
+        ),
+    ],
+    engineers: Annotated[
+        list[str] | None,
+        typer.Option("--engineer", metavar="LOGIN", help="An engineer's login (repeat for more)."),
+    ] = None,
+) -> None:
+    """Create ShopML's MLflow accounts, models and grants on a running tracking server.
+
+    For a server `shopml stack up` did not start (docker compose, a cluster); `up` does it itself.
+
+    As MLflow's admin (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD), at SHOPML_MLFLOW_TRACKING_URI.
+
+    The promoter's password comes from the file, else from where promotion reads it. What exists is kept (an existing account keeps its password); passwords are never printed."""
+    from pipelines.orchestration.mlflow_server import wait_healthy
+    from pipelines.registry.accounts import accounts_from_file
+
+    settings = load_settings()
+    url = settings.mlflow_tracking_uri.rstrip("/")
+    grants, generated = accounts_from_file(
+        settings, passwords, engineers or [], ready=lambda: wait_healthy(url, timeout=30)
+    )
+    created = ", ".join(escape(u) for u in grants.users_created) or "none (all exist)"
+    models = ", ".join(escape(m) for m in grants.models_created) or "none (all exist)"
+    out_console.print(f"accounts created: {created}")
+    out_console.print(f"models created: {models}")
+    out_console.print(f"grants set: {len(grants.granted)}")
+    if generated:
+        names = ", ".join(escape(g) for g in generated)
+        out_console.print(f"passwords of {names} written to {escape(str(passwords))} (0600)")
+
+
 @stack_app.command("up")
 @reports_errors
 def up_cmd(
@@ -120,9 +162,9 @@ def down_cmd(profile: ProfileOption = Profile.production) -> None:
 @stack_app.command("status")
 @reports_errors
 def status_cmd(profile: ProfileOption = Profile.production) -> None:
-    """Each component: running, and healthy where it has a health endpoint.
+    """Each component: running, and healthy by its health endpoint or Airflow's heartbeats.
 
-    Exit code 1 when one is down."""
+    Exit code 1 when one is down or unhealthy."""
     from pipelines.orchestration.production import status
 
     found = status(_layout(profile))

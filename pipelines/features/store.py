@@ -1,8 +1,10 @@
 """The Feast store: configuration from settings, online serving, and training frames.
 
 The store's configuration is built from ShopML settings (no ``feature_store.yaml``):
-a file registry and the parquet sources under ``settings.feature_store_dir``, the online
-store SQLite (embedded) or Redis (production).
+the parquet sources under ``settings.feature_store_dir``, the registry at
+``settings.feature_registry_uri`` (a local file embedded, an S3 object in production, so
+workers and the serving API share it without a shared disk), the online store SQLite
+(embedded) or Redis (production).
 
 :func:`get_training_frame` joins features to labels point-in-time: each label row at
 time t gets, per feature view, the latest feature row with timestamp <= t, exactly as
@@ -16,6 +18,7 @@ rows where Feast's output is complete.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -68,6 +71,11 @@ def store_config(settings: Settings, *, project: str = PROJECT) -> Any:
     from feast.repo_config import RegistryConfig, RepoConfig
 
     root = settings.feature_store_dir
+    registry = settings.feast_registry
+    shared = registry.startswith("s3://")
+    if shared and settings.s3_endpoint_url:
+        # Feast's S3 registry reads its endpoint from the environment only
+        os.environ["FEAST_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     online: Any
     if settings.online_store == "redis":
         online = RedisOnlineStoreConfig(
@@ -78,8 +86,10 @@ def store_config(settings: Settings, *, project: str = PROJECT) -> Any:
     return RepoConfig(
         project=project,
         provider="local",
-        # Read once per process: definitions only change through `apply` in this process.
-        registry=RegistryConfig(path=str(root / "registry.db"), cache_ttl_seconds=0),
+        # A local registry is read once per process (definitions change through `apply` in
+        # this process); a shared one again after a minute, so a long-lived reader (the
+        # serving API) sees what a worker applied since.
+        registry=RegistryConfig(path=registry, cache_ttl_seconds=60 if shared else 0),
         online_store=online,
         offline_store=DaskOfflineStoreConfig(),
         entity_key_serialization_version=3,
@@ -87,13 +97,42 @@ def store_config(settings: Settings, *, project: str = PROJECT) -> Any:
     )
 
 
+def registry_missing(settings: Settings) -> str | None:
+    """Why Feast's registry cannot be read (None when it can): absent, or its S3 object
+    not readable. Feast itself writes an empty registry wherever it cannot read one
+    (even on an S3 error), which must not happen to the shared one on a reader's open."""
+    where = settings.feast_registry
+    if not where.startswith("s3://"):
+        return None if Path(where).is_file() else f"no feature registry at {where}"
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parsed = urlparse(where)
+    try:
+        boto3.client("s3", endpoint_url=settings.s3_endpoint_url).head_object(
+            Bucket=parsed.netloc, Key=parsed.path.lstrip("/")
+        )
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return f"no feature registry at {where}"
+        return f"cannot read the feature registry at {where} (S3 answered {code})"
+    except BotoCoreError as exc:
+        return f"cannot read the feature registry at {where} ({exc})"
+    return None
+
+
 def open_store(
     settings: Settings | None = None, *, project: str = PROJECT, apply: bool = False
 ) -> Any:
-    """A Feast ``FeatureStore`` over the feature store folder; ``apply`` registers the definitions."""
+    """A Feast ``FeatureStore`` over the feature store folder; ``apply`` registers the
+    definitions. Without ``apply`` (a reader) the registry must exist already: a reader
+    never creates one."""
     from feast import FeatureStore
 
     settings = settings or load_settings()
+    if not apply and (why := registry_missing(settings)):
+        raise ShopMLError(f"{why}; run `shopml features materialize` (or a retrain) first")
     settings.feature_store_dir.mkdir(parents=True, exist_ok=True)
     store = FeatureStore(
         config=store_config(settings, project=project), repo_path=str(settings.feature_store_dir)
@@ -164,11 +203,7 @@ def get_online(
         raise ShopMLError(f"entity must be 'user' or 'item', not {entity!r}")
     settings = settings or load_settings()
     _data_dir(settings)  # a clear message when nothing was built yet
-    if not (settings.feature_store_dir / "registry.db").is_file():
-        raise ShopMLError(
-            "the feature store has no registry yet; run `shopml features materialize` first"
-        )
-    store = open_store(settings, project=project)
+    store = open_store(settings, project=project)  # refuses a missing registry
     key = f"{entity}_id"
     out: dict[str, dict[str, Any]] = {}
     for name, view in VIEWS.items():

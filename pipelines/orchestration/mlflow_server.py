@@ -5,7 +5,9 @@ every artifact read or write is authenticated.
 
 Secrets (the admin password, the Flask secret key) come from files (mode 0600) and reach
 the server through its environment only; they are never written into the auth ini nor
-printed.
+printed. The store's URL (which may hold a database password) goes through the environment
+too (``MLFLOW_BACKEND_STORE_URI``), not the command line others can read in ``ps``; the auth
+database's URL can only be given in the auth ini, which is 0600.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from pipelines.errors import ServiceUnavailableError
-from pipelines.io import write_text
+from pipelines.io import write_private
 
 AUTH_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 ADMIN = "admin"
@@ -42,9 +44,10 @@ class MlflowServer:
         return f"http://{self.host}:{self.port}"
 
     def write_auth_config(self) -> Path:
-        """The basic-auth app's ini: READ for everyone by default, no secrets inside."""
+        """The basic-auth app's ini: READ for everyone by default; mode 0600, as the auth
+        database's URL may hold a password (MLflow reads that URL only from here)."""
         path = self.folder / "mlflow-auth.ini"
-        write_text(
+        write_private(
             path,
             "[mlflow]\n"
             "default_permission = READ\n"
@@ -52,13 +55,11 @@ class MlflowServer:
             f"admin_username = {ADMIN}\n"
             f"authorization_function = {AUTH_FUNCTION}\n",
         )
-        path.chmod(0o600)
         return path
 
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-            "--backend-store-uri", self.backend_store_uri,
             "--artifacts-destination", self.artifacts_destination,
             "--host", self.host, "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
@@ -69,6 +70,7 @@ class MlflowServer:
             raise ValueError("MLflow's basic-auth app needs an admin password of 12+ characters")
         env = {
             **os.environ,
+            "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,  # not in argv: `ps` shows it
             "MLFLOW_AUTH_CONFIG_PATH": str(self.write_auth_config()),
             "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": flask_secret,
@@ -84,10 +86,12 @@ def wait_healthy(url: str, timeout: float = 120.0) -> None:
     last = ""
     while time.monotonic() < deadline:
         try:
-            r = httpx.get(f"{url}/health", timeout=2)
+            r = httpx.get(f"{url.rstrip('/')}/health", timeout=2)
             if r.status_code == 200:
                 return
             last = f"HTTP {r.status_code}"
+        except httpx.InvalidURL as exc:
+            raise ServiceUnavailableError(f"MLflow at {url}: not a URL ({exc})") from exc
         except httpx.HTTPError as exc:
             last = str(exc)
         time.sleep(0.5)

@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 import httpx
 
 from pipelines.errors import ConfigError, ShopMLError
-from pipelines.io import environ, temporary_name
+from pipelines.io import environ, write_private
 from pipelines.keys import create_secret
 from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.orchestration.hostname import WORKER_ENV
@@ -93,6 +93,11 @@ class Layout:
                 f"airflow_api_url={settings.airflow_api_url!r}: the stack starts Airflow on "
                 "this machine, so give http://127.0.0.1:PORT"
             )
+        if settings.online_store != "redis":
+            raise ConfigError(
+                f"online_store={settings.online_store!r}: the stack's workers and serving API "
+                "share one online store, so give redis (SHOPML_ONLINE_STORE=redis)"
+            )
         return cls(settings, airflow.port or 80, mlflow.port or 80, serving_port)
 
     @property
@@ -121,16 +126,6 @@ class Layout:
 # ----------------------------------------------------------------------------- init
 
 
-def _write_private(path: Path, text: str) -> None:
-    """``text`` into ``path``, mode 0600 from the moment it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = temporary_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    tmp.replace(path)
-
-
 def stack_secrets(layout: Layout) -> dict[str, str]:
     """The stack's secrets, generated once (0600); the promoter's password goes to its own
     file (``mlflow_promoter_password_file``), which promotion reads."""
@@ -142,11 +137,11 @@ def stack_secrets(layout: Layout) -> dict[str, str]:
     for key in missing:
         known[key] = secrets.token_urlsafe(24)
     if missing:
-        _write_private(path, json.dumps(known) + "\n")
+        write_private(path, json.dumps(known) + "\n")
     promoter_file = layout.settings.mlflow_promoter_password_file
     user = layout.settings.mlflow_promoter_user
     if not promoter_file.is_file():
-        _write_private(promoter_file, json.dumps({user: secrets.token_urlsafe(24)}) + "\n")
+        write_private(promoter_file, json.dumps({user: secrets.token_urlsafe(24)}) + "\n")
     known["mlflow_promoter"] = str(json.loads(promoter_file.read_text())[user])
     return known
 
@@ -286,7 +281,8 @@ def worker_environment(
         WORKER_ENV: name,
         "SHOPML_HOME": str(layout.worker_home(name)),
         "SHOPML_SNAPSHOTS_DIR": str(s.snapshots_dir),
-        "SHOPML_FEATURE_STORE_DIR": str(s.feature_store_dir),  # Feast's registry, shared
+        # Feast's registry: one for all (S3 when the bucket is), the feature folder its own
+        "SHOPML_FEATURE_REGISTRY_URI": s.feast_registry,
         "SHOPML_SIGNING_KEY_FILE": str(s.signing_key_file),
         "SHOPML_PRIVACY_KEY_FILE": str(s.privacy_key_file),
         "SHOPML_MLFLOW_PROMOTER_PASSWORD_FILE": str(s.mlflow_promoter_password_file),
@@ -322,7 +318,7 @@ def _spawn(layout: Layout, name: str, args: list[str], env: dict[str, str]) -> i
 
 
 def _record(layout: Layout, pgids: dict[str, int], urls: dict[str, str]) -> None:
-    _write_private(layout.state_file, json.dumps({"pgids": pgids, "urls": urls}) + "\n")
+    write_private(layout.state_file, json.dumps({"pgids": pgids, "urls": urls}) + "\n")
 
 
 def _airflow(*args: str, env: dict[str, str]) -> None:
@@ -479,17 +475,38 @@ class Health:
     detail: str
 
 
+# the components whose health Airflow's API server reports (their heartbeats in its database)
+HEARTBEATS = {"scheduler": "scheduler", "triggerer": "triggerer", "dag-processor": "dag_processor"}
+
+
+def _airflow_health(url: str) -> tuple[dict[str, Any], str]:
+    """Airflow's ``/api/v2/monitor/health`` JSON ({} when it does not answer), and why not."""
+    try:
+        r = httpx.get(url, timeout=3)
+    except httpx.HTTPError as exc:
+        return {}, str(exc)
+    if r.status_code != 200:
+        return {}, f"HTTP {r.status_code}"
+    try:
+        return dict(r.json()), ""
+    except (ValueError, TypeError):
+        return {}, "not a JSON object"
+
+
 def status(layout: Layout) -> list[Health]:
-    """Each recorded component: its process group alive, and its health endpoint's answer."""
+    """Each recorded component: its process group alive, and healthy by its own endpoint
+    (MLflow, the serving API, Airflow's API server and metadata database) or by the
+    heartbeat Airflow records for it (scheduler, triggerer, DAG processor). A Celery
+    worker has neither: its process is what is checked."""
     path = layout.state_file
     if not path.is_file():
         return []
     state = json.loads(path.read_text())
     checks = {
-        "api-server": f"{state['urls']['airflow']}/api/v2/monitor/health",
         "mlflow": f"{state['urls']['mlflow']}/health",
         "serving": f"{state['urls']['serving']}/healthz",
     }
+    airflow, why = _airflow_health(f"{state['urls']['airflow']}/api/v2/monitor/health")
     out = []
     for component, pgid in state["pgids"].items():
         try:
@@ -505,5 +522,17 @@ def status(layout: Layout) -> list[Health]:
                 healthy, detail = r.status_code == 200, f"HTTP {r.status_code}"
             except httpx.HTTPError as exc:
                 healthy, detail = False, str(exc)
+        elif running and component == "api-server":
+            db = airflow.get("metadatabase", {}).get("status")
+            healthy = db == "healthy"
+            detail = f"metadata database {db}" if airflow else why
+        elif running and component in HEARTBEATS:
+            report = airflow.get(HEARTBEATS[component]) or {}
+            beat = report.get(f"latest_{HEARTBEATS[component]}_heartbeat")
+            if report.get("status") is not None:
+                healthy = report["status"] == "healthy"
+                detail = f"{report['status']}, last heartbeat {beat or 'never'}"
+            else:
+                detail = "no heartbeat recorded yet" if airflow else f"Airflow: {why}"
         out.append(Health(component, running, healthy, detail))
     return out

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from pipelines.errors import ShopMLError
-from pipelines.io import temporary_name
+from pipelines.io import write_private
 from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.settings import Settings
 
@@ -114,11 +114,7 @@ def _passwords(home: Path, logins: list[str]) -> dict[str, str]:
     known = json.loads(path.read_text()) if path.is_file() else {}
     for login in logins:
         known.setdefault(login, secrets.token_urlsafe(16))
-    tmp = temporary_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(known) + "\n")
-    tmp.replace(path)
+    write_private(path, json.dumps(known) + "\n")
     return dict(known)
 
 

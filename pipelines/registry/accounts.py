@@ -19,18 +19,24 @@ first and own it (MLflow gives a model's creator MANAGE on it).
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import os
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ShopMLError
+from pipelines.errors import ConfigError, ShopMLError
+from pipelines.io import write_private
 from pipelines.registry.models import MODEL_NAME, registered_name
 from pipelines.registry.search import SEARCH_EXPERIMENT, SEARCH_MODEL
 from pipelines.registry.tracking import (
     EXPERIMENT,
     experiment_location,
     mlflow_module,
+    promoter_password,
     quiet_mlflow,
 )
 from pipelines.settings import Settings
@@ -131,3 +137,86 @@ def _create_model(client: Any, name: str) -> bool:
             return False
         raise
     return True
+
+
+def _private_json(path: Path) -> dict[str, str]:
+    """A 0600 JSON file of ``{login: password}``; refused when others may read it."""
+    if not path.is_file():
+        raise ConfigError(f"no passwords file at {path} (a 0600 JSON file of login: password)")
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(f"{path} holds passwords but is mode {mode:o}; chmod 600 {path}")
+    try:
+        found = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not JSON ({exc})") from exc
+    if not isinstance(found, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in found.items()
+    ):
+        raise ConfigError(f"{path}: expected an object of login: password (non-empty strings)")
+    return found
+
+
+def accounts_from_file(
+    settings: Settings,
+    passwords_file: Path,
+    engineers: Iterable[str] = (),
+    *,
+    ready: Callable[[], None] = lambda: None,
+) -> tuple[Grants, list[str]]:
+    """:func:`init_accounts` for a tracking server ``shopml stack up`` did not start (docker
+    compose, a cluster), as its admin (the caller's ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``).
+
+    ``passwords_file`` (JSON ``{login: password}``, 0600) holds the pipeline account's
+    password and the promoter's (when it does not, the promoter's comes from where promotion
+    reads it, :func:`promoter_password`). An engineer the server does not know yet gets a
+    generated password, kept in the file (still 0600); one it knows keeps its password and
+    the file is not given one. Everything is checked before anything is written; ``ready``
+    (e.g. waiting for the server) runs between. Experiments get the server's own artifact
+    store: a ``file:`` artifact root of this host means nothing to the server's other
+    clients. Returns what was done and the engineers given a new password."""
+    from mlflow.exceptions import MlflowException
+
+    admin = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    if not (admin and os.environ.get("MLFLOW_TRACKING_PASSWORD")):
+        raise ConfigError(
+            "run as MLflow's admin: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    uri = settings.mlflow_tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"MLflow accounts need a tracking server (http:// or https://), not {uri!r}; "
+            "set SHOPML_MLFLOW_TRACKING_URI"
+        )
+    known = _private_json(passwords_file)
+    engineers = list(dict.fromkeys(engineers))
+    promoter = settings.mlflow_promoter_user
+    if clash := {PIPELINE_USER, promoter, admin, "admin"} & set(engineers):
+        raise ConfigError(f"{', '.join(sorted(clash))}: not an engineer's login")
+    if PIPELINE_USER not in known:
+        raise ConfigError(f"{passwords_file} holds no password for {PIPELINE_USER!r}")
+    promoter_pw = known.get(promoter) or promoter_password(settings)
+    if not promoter_pw:
+        raise ConfigError(
+            f"no password for the MLflow account {promoter!r}: neither {passwords_file} nor "
+            f"{settings.mlflow_promoter_password_file} holds one"
+        )
+    ready()
+    generated = [e for e in engineers if e not in known]
+    if generated:  # kept before the accounts exist: a crash cannot lose a created password
+        known.update({login: secrets.token_urlsafe(18) for login in generated})
+        write_private(passwords_file, json.dumps(known, indent=1) + "\n")
+    passwords = {login: known[login] for login in (PIPELINE_USER, *engineers)}
+    passwords[promoter] = promoter_pw
+    if settings.mlflow_artifact_root.startswith("file:"):
+        settings = replace(settings, mlflow_artifact_root="")
+    try:
+        grants = init_accounts(settings, passwords, engineers=engineers)
+    except MlflowException as exc:  # not the admin, a wrong password, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ShopMLError(f"MLflow at {uri}: {first}") from exc
+    if existing := [e for e in generated if e not in grants.users_created]:
+        for login in existing:  # the server kept its own password: the file must not lie
+            del known[login]
+        write_private(passwords_file, json.dumps(known, indent=1) + "\n")
+    return grants, [e for e in generated if e in grants.users_created]

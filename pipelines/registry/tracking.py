@@ -187,12 +187,10 @@ def quiet_mlflow() -> Iterator[None]:
 _CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
-@contextmanager
-def as_promoter(settings: Settings) -> Iterator[str | None]:
-    """MLflow calls inside the block run as the promoter account (``mlflow_promoter_user``,
-    its password from ``SHOPML_MLFLOW_PROMOTER_PASSWORD`` or ``mlflow_promoter_password_file``,
-    which must be 0600); yields the login, or None when no promoter password is configured
-    (the calls then use the process's own credentials, if any)."""
+def promoter_password(settings: Settings) -> str | None:
+    """The promoter account's password: ``SHOPML_MLFLOW_PROMOTER_PASSWORD``, else
+    ``mlflow_promoter_password_file`` (JSON ``{login: password}``, which must be 0600);
+    None when neither is configured."""
     user = settings.mlflow_promoter_user
     password = os.environ.get("SHOPML_MLFLOW_PROMOTER_PASSWORD")
     path = settings.mlflow_promoter_password_file
@@ -209,8 +207,18 @@ def as_promoter(settings: Settings) -> Iterator[str | None]:
             raise ShopMLError(f"cannot read the password of {user!r} from {path}: {exc}") from exc
         if not password:
             raise ShopMLError(f"{path} holds no password for the MLflow account {user!r}")
+    return str(password) if password else None
+
+
+@contextmanager
+def as_promoter(settings: Settings) -> Iterator[str | None]:
+    """MLflow calls inside the block run as the promoter account (``mlflow_promoter_user``,
+    its password from :func:`promoter_password`); yields the login, or None when no promoter
+    password is configured (the calls then use the process's own credentials, if any)."""
+    user = settings.mlflow_promoter_user
+    password = promoter_password(settings)
     if not password:
         yield None
         return
-    with environ(dict(zip(_CREDENTIALS, (user, str(password)), strict=True))):
+    with environ(dict(zip(_CREDENTIALS, (user, password), strict=True))):
         yield user

@@ -11,13 +11,17 @@ each, and the serving API answering with the promoted versions."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from pipelines.orchestration.airflow_api import AirflowClient
 from pipelines.orchestration.production import Layout, down, restart_mlflow, status, up
 from pipelines.privacy.audit import audit
 from pipelines.privacy.forget import forget
+from pipelines.promotion.bucket import open_bucket
 from pipelines.promotion.promote import ledger_entries, promote, verify
 from pipelines.registry.accounts import init_accounts
 from pipelines.settings import load_settings
@@ -42,6 +47,7 @@ from tests.promotion.test_promote import review
 from tests.shops import LIGHT_TOML, SHOP
 
 pytestmark = [
+    pytest.mark.timeout(1800),  # ~12 minutes on 2 free cores: three workers, two faults' waits
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.needs_postgres,
@@ -52,21 +58,108 @@ CANDIDATES = "shopml-recommender-candidates"
 
 
 def _ports(n: int) -> list[int]:
-    """``n`` free ports, each with its next 4 free too (Airflow's log servers)."""
+    """``n`` free ports, each with its next 5 free too (Airflow's log servers: the
+    scheduler's, the triggerer's and three workers')."""
     found: list[int] = []
     while len(found) < n:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
         try:
-            for k in range(5):
+            for k in range(6):
                 with socket.socket() as t:
                     t.bind(("127.0.0.1", port + k))
         except OSError:
             continue
-        if all(abs(port - p) > 5 for p in found):
+        if all(abs(port - p) > 6 for p in found):
             found.append(port)
     return found
+
+
+class Relay:
+    """A TCP relay to ``target`` that can be cut: while cut, connecting is refused and the
+    open connections are dropped, as S3 looks to its clients when the network to it fails."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.port = _ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(128)
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:  # from here on, no connection is registered (nor relayed)
+            listener, self._listener = self._listener, None
+            dropped, self._open = self._open, set()
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
+            listener.close()
+        for conn in dropped:
+            _close(conn)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                _close(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                live = self._listener is listener
+                if live:
+                    self._open |= {client, upstream}
+            if not live:  # cut while connecting
+                _close(client)
+                _close(upstream)
+                continue
+            done = threading.Semaphore(0)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b, done), daemon=True).start()
+            threading.Thread(target=self._reap, args=(client, upstream, done), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, done: threading.Semaphore) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+        done.release()
+
+    def _reap(self, a: socket.socket, b: socket.socket, done: threading.Semaphore) -> None:
+        """Close both ends once both directions are finished."""
+        done.acquire()
+        done.acquire()
+        with self._lock:
+            self._open -= {a, b}
+        _close(a)
+        _close(b)
+
+
+def _close(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RDWR)
+    conn.close()
 
 
 def _services() -> None:
@@ -97,8 +190,9 @@ def _drop_databases(prefix: str) -> None:
 @pytest.fixture
 def production(
     tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Layout, dict[str, Any]]]:
+) -> Iterator[tuple[Layout, dict[str, Any], Relay]]:
     _services()
+    relay = Relay(s3)  # every component reaches S3 through it: the test can cut it
     airflow_port, mlflow_port, serving_port = _ports(3)
     name = f"shopml_e2e_{os.getpid()}"
     env = {
@@ -109,7 +203,7 @@ def production(
         "SHOPML_SERVING_BUCKET_URI": "s3://serving/shopml",
         "SHOPML_WORK_URI": "s3://work/runs",
         "SHOPML_MLFLOW_ARTIFACTS_DESTINATION": "s3://mlflow/artifacts",
-        "SHOPML_S3_ENDPOINT_URL": s3,
+        "SHOPML_S3_ENDPOINT_URL": relay.url,
         "SHOPML_STACK_NAME": name,
         "SHOPML_STACK_BROKER_URL": "redis://127.0.0.1:6379/11",
         "SHOPML_REDIS_URL": "redis://127.0.0.1:6379/12",
@@ -125,9 +219,11 @@ def production(
     layout = Layout.of(load_settings(), serving_port)
     try:
         info = up(layout, generate_keys, workers=3, reviewers="alice")
-        yield layout, info
+        yield layout, info, relay
     finally:
+        relay.restore()  # a failed test may have left S3 cut
         down(layout)
+        relay.cut()
         _drop_databases(name)
 
 
@@ -151,9 +247,9 @@ def _wait(check: Any, what: str, timeout: float = 600, poll: float = 3) -> Any:
 
 
 def test_the_retrain_loop_in_the_production_shape(
-    production: tuple[Layout, dict[str, Any]], tmp_path: Path
+    production: tuple[Layout, dict[str, Any], Relay], tmp_path: Path, s3: str
 ) -> None:
-    layout, info = production
+    layout, info, relay = production
     settings = layout.settings
     assert {h.component for h in status(layout) if h.running} == {
         "mlflow", "scheduler", "dag-processor", "triggerer", "api-server", "worker-w1",
@@ -180,13 +276,14 @@ def test_the_retrain_loop_in_the_production_shape(
 
     alice = AirflowClient(url, "alice", passwords["alice"])
 
-    def approve_and_finish(run: str, check_others: bool) -> dict[str, Any]:
-        for review_task in ("await_search_review", "await_review"):
-            _wait(lambda t=review_task: tasks(run)[t]["state"] == "awaiting_input", review_task)
-            if check_others:  # another login: refused
-                with pytest.raises(ShopMLError, match="not a respondent"):
-                    engineer.answer(run, True, "not mine", task_id=review_task)
-            alice.answer(run, True, "looks right", task_id=review_task)
+    def approve(run: str, review_task: str, check_others: bool = False) -> None:
+        _wait(lambda: tasks(run)[review_task]["state"] == "awaiting_input", review_task)
+        if check_others:  # another login: refused (403 from Airflow)
+            with pytest.raises(ShopMLError, match=r"refused 'engineer'.*not a respondent"):
+                engineer.answer(run, True, "not mine", task_id=review_task)
+        alice.answer(run, True, "looks right", task_id=review_task)
+
+    def finish(run: str) -> dict[str, Any]:
         final = _wait(
             lambda: (
                 (r := admin.dag_run("shopml_retrain", run))["state"] in ("success", "failed") and r
@@ -196,8 +293,7 @@ def test_the_retrain_loop_in_the_production_shape(
         assert final["state"] == "success", {t: v["state"] for t, v in tasks(run).items()}
         return tasks(run)
 
-    # faults on the way: the worker running train_ranker killed (SIGKILL) mid-task, and the
-    # MLflow server restarted once both challengers are registered (while they are evaluated)
+    # fault 1: the worker running train_ranker killed (SIGKILL) mid-task
     victim_ti = _wait(
         lambda: (t := tasks()["train_ranker"])["state"] == "running" and t["hostname"] and t,
         "train_ranker to run",
@@ -207,15 +303,45 @@ def test_the_retrain_loop_in_the_production_shape(
     os.killpg(
         json.loads(layout.state_file.read_text())["pgids"][f"worker-{victim}"], signal.SIGKILL
     )
-    _wait(
-        lambda: all(
-            tasks()[t]["state"] in ("success", "failed")
-            for t in ("register_challenger", "register_search_challenger")
-        ),
-        "both registrations",
+    # fault 2: the MLflow server down for 20 s while register_challenger runs (it retries
+    # its calls; the task itself never retries: a second try would register twice)
+    _wait(lambda: tasks()["register_challenger"]["state"] == "running", "registration", poll=0.2)
+    outage = datetime.now(UTC)
+    restart_mlflow(layout, down_seconds=20)
+    back = datetime.now(UTC)
+    approve(run_id, "await_search_review", check_others=True)
+    _wait(lambda: tasks()["promote_search"]["state"] == "success", "promote_search")
+
+    # fault 3: S3 unreachable while the recommender is promoted: the promotion fails
+    # cleanly (no current.json, no champion, no ledger line), its retry completes
+    _wait(lambda: tasks()["await_review"]["state"] == "awaiting_input", "await_review")
+    relay.cut()
+    approve(run_id, "await_review")
+    failed = _wait(
+        lambda: (t := tasks()["promote_model"])["state"] in ("up_for_retry", "failed") and t,
+        "the promotion to fail while S3 is cut",
+        poll=1,
     )
-    restart_mlflow(layout, down_seconds=5)
-    found = approve_and_finish(run_id, check_others=True)
+    assert failed["state"] == "up_for_retry", failed
+    direct = replace(settings, s3_endpoint_url=s3)  # S3 itself, past the cut relay
+    bucket = open_bucket(settings.serving_bucket_uri, s3)
+    assert not bucket.exists("shopml-recommender/current.json")
+    assert ledger_entries(direct, "shopml-recommender") == []
+    with account("admin", secrets["mlflow_admin"]) as root, pytest.raises(MlflowException):
+        root.get_model_version_by_alias("shopml-recommender", "champion")
+    relay.restore()
+    found = finish(run_id)
+    assert found["promote_model"]["try_number"] >= 2, found["promote_model"]
+    registration = found["register_challenger"]
+    assert registration["try_number"] == 1, registration
+    assert datetime.fromisoformat(registration["start_date"]) < outage
+    assert datetime.fromisoformat(registration["end_date"]) > back, (registration, back)
+    log = admin._call(
+        "GET",
+        f"/api/v2/dags/shopml_retrain/dagRuns/{run_id}/taskInstances/register_challenger/logs/1",
+        params={"full_content": "true"},
+    )
+    assert "Connection refused" in json.dumps(log), "registration never met the outage"
     ranker = found["train_ranker"]
     assert ranker["try_number"] >= 2, ranker  # retried after its worker died...
     survivor = ranker["hostname"].split("@")[0]
@@ -318,11 +444,11 @@ def test_the_retrain_loop_in_the_production_shape(
         )
         # the spool file serving was writing when the list changed: a second forget
         # reaches it once serving has moved to a new file (docs/privacy.md)
-        again = forget([user], reason="e2e erasure", requested_by="dpo", settings=settings)
-        assert not again.pending, again.pending
-        found = audit([user], settings)
-        assert found.clean, found.traces[:5]
-        assert not [n for n in found.not_searched if n.startswith("runs:/") or "models:/" in n]
+        second = forget([user], reason="e2e erasure", requested_by="dpo", settings=settings)
+        assert not second.pending, second.pending
+        audited = audit([user], settings)
+        assert audited.clean, audited.traces[:5]
+        assert not [n for n in audited.not_searched if n.startswith("runs:/") or "models:/" in n]
     assert verify(settings, "shopml-recommender").ok and verify(settings, "shopml-search").ok
     assert {e["action"] for e in ledger_entries(settings, "shopml-recommender")} == {
         "promote",

@@ -411,6 +411,48 @@ def test_redis_online_store(built: Built, redis_available: None) -> None:
         store.teardown()
 
 
+@pytest.mark.needs_redis
+def test_the_registry_on_s3_is_shared_without_a_disk(
+    built: Built, redis_available: None, s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production: a worker materialises with Feast's registry as an S3 object; a reader
+    with a feature folder of its own (another host: the serving API) reads the values."""
+    import boto3
+
+    monkeypatch.setenv("FEAST_S3_ENDPOINT_URL", "")  # restored after: store_config sets it
+    registry = "s3://serving/shopml/feast/registry.db"
+    writer = replace(
+        built.settings,
+        feature_store_dir=tmp_path / "worker",
+        feature_registry_uri=registry,
+        s3_endpoint_url=s3,
+        online_store="redis",
+        redis_url="redis://127.0.0.1:6379/0",
+    )
+    project = f"shopml_test_{uuid.uuid4().hex[:8]}"
+    materialize(writer, project=project, source=built.settings.feature_store_dir)
+    store = open_store(writer, project=project)
+    try:
+        key = boto3.client("s3", endpoint_url=s3).head_object(
+            Bucket="serving", Key="shopml/feast/registry.db"
+        )
+        assert key["ContentLength"] > 0
+        assert not list((tmp_path / "worker").rglob("registry.db"))  # nothing on its disk
+        reader = replace(writer, feature_store_dir=tmp_path / "serving")
+        got = (
+            open_store(reader, project=project)
+            .get_online_features(
+                features=["user_profile:events_total"], entity_rows=[{"user_id": "u001"}]
+            )
+            .to_dict()
+        )
+        profile = pd.read_parquet(built.data / "user_profile.parquet")
+        latest = profile[(profile["user_id"] == "u001")].sort_values("event_timestamp").iloc[-1]
+        assert got["events_total"] == [latest["events_total"]]
+    finally:
+        store.teardown()
+
+
 @pytest.mark.real_data
 def test_movielens_validates_and_builds(tmp_path: Path) -> None:
     from pipelines.data.importers.movielens import import_movielens_100k

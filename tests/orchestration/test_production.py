@@ -38,6 +38,8 @@ def test_the_stack_refuses_what_it_cannot_run(tmp_path: Path) -> None:
         Layout.of(load_settings({"SHOPML_HOME": str(tmp_path)}))
     with pytest.raises(ConfigError, match="starts the MLflow server on this machine"):
         _layout(tmp_path, SHOPML_MLFLOW_TRACKING_URI="https://mlflow.example.com")
+    with pytest.raises(ConfigError, match="share one online store, so give redis"):
+        _layout(tmp_path, SHOPML_ONLINE_STORE="sqlite")
     with pytest.raises(ConfigError, match="starts Airflow on this machine"):
         _layout(tmp_path, SHOPML_AIRFLOW_API_URL="http://airflow.internal:8080")
     with pytest.raises(ConfigError, match="stack_name='Shop-1'"):
@@ -93,3 +95,48 @@ def test_every_component_shares_one_configuration_and_each_worker_has_its_home(
         "default,training",
     ]
     assert worker_queues(0, 1) == "default,training"  # alone, it must also train
+
+
+def test_status_reads_each_components_health_and_airflows_heartbeats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import subprocess
+
+    import httpx
+
+    from pipelines.orchestration import production
+
+    layout = _layout(tmp_path)
+    gone = subprocess.Popen(["true"], start_new_session=True)
+    gone.wait()
+    alive = os.getpgid(0)
+    layout.state_file.parent.mkdir(parents=True, exist_ok=True)
+    layout.state_file.write_text(json.dumps({
+        "pgids": {"api-server": alive, "scheduler": alive, "triggerer": alive,
+                  "dag-processor": alive, "worker-w1": alive, "mlflow": alive, "serving": gone.pid},
+        "urls": {"airflow": "http://af", "mlflow": "http://ml", "serving": "http://sv"},
+    }))  # fmt: skip
+    health = {
+        "metadatabase": {"status": "healthy"},
+        "scheduler": {"status": "unhealthy", "latest_scheduler_heartbeat": "2026-12-07T10:00:00+00:00"},
+        "triggerer": {"status": None, "latest_triggerer_heartbeat": None},
+        "dag_processor": {"status": "healthy", "latest_dag_processor_heartbeat": "2026-12-07T11:00:00+00:00"},
+    }  # fmt: skip
+
+    def get(url: str, **_: object) -> httpx.Response:
+        if url.startswith("http://af"):
+            return httpx.Response(200, json=health)
+        return httpx.Response(503)
+
+    monkeypatch.setattr(production.httpx, "get", get)
+    found = {h.component: h for h in production.status(layout)}
+    assert found["api-server"].healthy is True
+    assert found["scheduler"].healthy is False  # its process runs, its heartbeat is stale
+    assert "last heartbeat 2026-12-07T10:00:00" in found["scheduler"].detail
+    assert found["triggerer"].healthy is None
+    assert found["triggerer"].detail == "no heartbeat recorded yet"
+    assert found["dag-processor"].healthy is True
+    assert found["worker-w1"].healthy is None and found["worker-w1"].running
+    assert (found["mlflow"].healthy, found["mlflow"].detail) == (False, "HTTP 503")
+    assert not found["serving"].running and found["serving"].healthy is None
