@@ -358,6 +358,8 @@ def main() -> None:
         f"python benchmarks/bench_scaling.py --sizes {args.sizes}"
         + (f" --search-up-to {args.search_up_to}" if args.search_up_to else "")
         + (f" --steps {args.steps}" if args.steps else "")
+        + (f" --step-timeout {args.step_timeout:g}" if args.step_timeout != 3600 else "")
+        + (f" --memory-cap-gb {args.memory_cap_gb:g}" if args.memory_cap_gb != 20 else "")
     )
     for events in sizes:
         t0 = time.monotonic()

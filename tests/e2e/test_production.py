@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -43,6 +44,7 @@ from pipelines.promotion.promote import ledger_entries, promote, verify
 from pipelines.registry.accounts import init_accounts
 from pipelines.settings import load_settings
 from serving.keys import generate_keys
+from serving.online import OnlineUserFeatures
 from tests.promotion.test_promote import review
 from tests.shops import LIGHT_TOML, SHOP
 
@@ -430,6 +432,12 @@ def test_the_retrain_loop_in_the_production_shape(
     # storage; serving drops the shopper's events once it has read the erasure list
     events = Snapshot.open(snapshot).read("events", ["user_id"]).to_pandas()
     user = str(events["user_id"].value_counts().index[0])  # in every store
+    # Feast: the run materialised into Redis, and a process with a feature folder of its own
+    # (another host: here, this one) reads the values through the registry on S3
+    assert not list(layout.settings.feature_store_dir.rglob("registry.db"))
+    reader = OnlineUserFeatures(replace(settings, feature_store_dir=tmp_path / "reader"))
+    values = reader.get(user)
+    assert values is not None and sum(not math.isnan(v) for v in values) >= 3, values
     event = {"type": "add_to_cart", "user_id": user, "item_id": answer["items"][0]["item_id"]}
     posted = serving.post("/v1/events", json={"events": [event]})
     assert posted.status_code == 202 and posted.json()["accepted"] == 1, posted.text
