@@ -91,6 +91,17 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def refuse_shared(path: Path, holds: str) -> None:
+    """Refuse ``path`` (which holds ``holds``: passwords, keys) when users other than its
+    owner may read it."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ShopMLError(
+            f"{path} holds {holds} but is mode {mode:o}; only its owner may read it "
+            f"(chmod 600 {path})"
+        )
+
+
 def write_private(path: Path, text: str) -> None:
     """``text`` into ``path`` atomically, mode 0600 from the moment the file exists (a
     temporary file created 0600, then renamed): for passwords and keys."""

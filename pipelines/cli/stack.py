@@ -107,9 +107,11 @@ def accounts_cmd(
     from pipelines.registry.accounts import accounts_from_file
 
     settings = load_settings()
-    url = settings.mlflow_tracking_uri.rstrip("/")
     grants, generated = accounts_from_file(
-        settings, passwords, engineers or [], ready=lambda: wait_healthy(url, timeout=30)
+        settings,
+        passwords,
+        engineers or [],
+        ready=lambda: wait_healthy(settings.mlflow_tracking_uri, timeout=30),
     )
     created = ", ".join(escape(u) for u in grants.users_created) or "none (all exist)"
     models = ", ".join(escape(m) for m in grants.models_created) or "none (all exist)"

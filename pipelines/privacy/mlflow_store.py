@@ -65,23 +65,29 @@ def _upload(uri: str, folder: Path, changed: list[str]) -> None:
         repo.log_artifact(str(folder / rel), None if parent == "." else parent)
 
 
+def _served_models(settings: Settings) -> tuple[Any, list[str]]:
+    """A client of the tracking server (or store) the settings name, and ShopML's registered
+    models there (served and candidates), sorted; raises when they cannot be listed."""
+    configure(settings)
+    client = mlflow_module().MlflowClient()
+    with quiet_mlflow():
+        names = [m.name for m in client.search_registered_models()]
+    return client, sorted(n for n in names if served_name(n) in _SERVED)
+
+
 def erase_mlflow(settings: Settings, forms: list[str]) -> MlflowErasure:
     """Rewrite every registered bundle and run file of ShopML's models that holds one of
     ``forms`` (the shoppers' ids as stored)."""
     out = MlflowErasure()
-    mlflow = mlflow_module()
-    configure(settings)
-    client = mlflow.MlflowClient()
     try:
-        with quiet_mlflow():
-            models = [m.name for m in client.search_registered_models()]
+        client, models = _served_models(settings)
     except Exception as exc:  # unreachable server, no permission
         out.pending.append(
             f"MLflow {settings.mlflow_tracking_uri}: not searched ({first_line(exc)})"
         )
         return out
     done: set[str] = set()
-    for name in sorted(m for m in models if served_name(m) in _SERVED):
+    for name in models:
         try:
             versions = [int(mv.version) for mv in client.search_model_versions(f"name='{name}'")]
         except Exception as exc:
@@ -221,14 +227,12 @@ def scan_mlflow(settings: Settings, forms: list[str]) -> MlflowScan:
     tracking server (or store) the settings name: the audit of a remote MLflow."""
     out = MlflowScan()
     mlflow = mlflow_module()
-    configure(settings)
-    client = mlflow.MlflowClient()
     try:
+        client, models = _served_models(settings)
         with quiet_mlflow():
-            models = [m.name for m in client.search_registered_models()]
             where: list[tuple[str, dict[str, Any]]] = []
             seen: set[str] = set()
-            for name in sorted(m for m in models if served_name(m) in _SERVED):
+            for name in models:
                 for mv in client.search_model_versions(f"name='{name}'"):
                     uri = str(client.get_model_version_download_uri(name, str(mv.version)))
                     if uri not in seen:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ConfigError, ShopMLError
-from pipelines.io import write_private
+from pipelines.io import refuse_shared, write_private
 from pipelines.registry.models import MODEL_NAME, registered_name
 from pipelines.registry.search import SEARCH_EXPERIMENT, SEARCH_MODEL
 from pipelines.registry.tracking import (
@@ -143,9 +143,7 @@ def _private_json(path: Path) -> dict[str, str]:
     """A 0600 JSON file of ``{login: password}``; refused when others may read it."""
     if not path.is_file():
         raise ConfigError(f"no passwords file at {path} (a 0600 JSON file of login: password)")
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigError(f"{path} holds passwords but is mode {mode:o}; chmod 600 {path}")
+    refuse_shared(path, "passwords")
     try:
         found = json.loads(path.read_text())
     except ValueError as exc:

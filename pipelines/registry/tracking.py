@@ -21,7 +21,7 @@ from typing import Any
 import mlflow
 
 from pipelines.errors import ShopMLError
-from pipelines.io import environ, file_lock, sha256_json
+from pipelines.io import environ, file_lock, refuse_shared, sha256_json
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -195,12 +195,7 @@ def promoter_password(settings: Settings) -> str | None:
     password = os.environ.get("SHOPML_MLFLOW_PROMOTER_PASSWORD")
     path = settings.mlflow_promoter_password_file
     if not password and path.is_file():
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise ShopMLError(
-                f"{path} holds the MLflow promoter's password but is mode {mode:o}; "
-                f"only its owner may read it (chmod 600 {path})"
-            )
+        refuse_shared(path, "the MLflow promoter's password")
         try:
             password = json.loads(path.read_text()).get(user)
         except (OSError, ValueError, AttributeError) as exc:

@@ -78,7 +78,7 @@ def test_accounts_on_a_server_shopml_did_not_start(server: str, tmp_path: Path) 
         "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD,
     }
     code, out = _accounts(env, "--passwords", str(passwords), "--engineer", "erin")
-    assert code == 2 and "mode 644; chmod 600" in out, out
+    assert code == 2 and "mode 644; only its owner may read it (chmod 600" in out, out
     passwords.chmod(0o600)
     code, out = _accounts(
         {**env, "MLFLOW_TRACKING_PASSWORD": ""}, "--passwords", str(passwords), "--engineer", "erin"
